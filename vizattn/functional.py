@@ -1,0 +1,426 @@
+"""``attend``: exact attention restricted to a pattern, with one reference and two fast backends.
+
+Glossary: ``B`` batch, ``heads``, an ``H x W`` map of ``N = H * W`` tokens, ``head_dim``; a
+pattern gives each query ``K`` key slots (``vizattn.patterns``).
+
+Logits of query n for its slot s, key token j, offset (dh, dw)::
+
+    logit = scale * q_n . (k_j + r(dh, dw)) + bias[head, dh + kh - 1, dw + kw - 1]
+
+where ``r`` is SASA's relative embedding (``rel_emb``, row half then column half of the head
+dimension) and ``bias`` a relative position table; both are optional. A slot with no token is
+excluded from the softmax, except for patterns with ``zero_slots`` (SASA's zero padding) where
+it is a zero key and value that still takes part (its logit is just the bias/relative term).
+
+Backends, all exact:
+
+- ``"reference"``: dense ``[N, N]`` logits with a mask; obvious, quadratic; for tests and tiny maps.
+- ``"tiled"``: queries are cut into tiles of neighbours (inside one dilation group, block or grid
+  line); a tile attends to the union of its windows (its *halo*) with a small mask, and all tiles
+  run as one batched ``scaled_dot_product_attention``. Partition patterns (block, grid, LDA)
+  have tile = group and need no mask, which is the classic reshape + SDPA. Memory grows with
+  ``N * halo``, never ``N^2`` (except for ``Global``, where the halo is the whole map).
+- ``"flex"``: PyTorch FlexAttention with a cached block mask (compiled on CUDA); sliding windows
+  without SASA's zero slots or relative embeddings. Forward-only on CPU (cross-checks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .patterns import AxisRule, Pattern, geometry
+
+__all__ = ["attend"]
+
+BACKENDS = ("auto", "reference", "tiled", "flex")
+TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
+
+
+def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
+    """Attention of every query over the keys that ``pattern`` gives it.
+
+    Args:
+        q, k: ``[B, heads, H, W, head_dim]``; v: ``[B, heads, H, W, head_dim_v]``.
+        pattern: a ``vizattn.patterns`` pattern; ``extent = pattern.extent(H, W) = (kh, kw)``.
+        bias: optional relative position table ``[heads, 2*kh-1, 2*kw-1]``.
+        scale: multiplies ``q . k``; default ``head_dim ** -0.5``.
+        return_weights: also return the weights ``[B, heads, H, W, K]``, aligned with
+            ``pattern.keys(H, W)`` (zero at excluded slots).
+        rel_emb: optional SASA relative embeddings ``(row, col)``: ``row [heads, 2*kh-1, head_dim // 2]``
+            and ``col [heads, 2*kw-1, head_dim - head_dim // 2]``, indexed like ``bias``.
+        backend: ``"auto"`` (fastest exact path), ``"reference"``, ``"tiled"`` or ``"flex"``.
+
+    Returns:
+        ``out [B, heads, H, W, head_dim_v]``, or ``(out, weights)``.
+
+    >>> import torch; from vizattn import attend; from vizattn.patterns import Neighborhood
+    >>> q = k = v = torch.randn(1, 2, 9, 11, 8)
+    >>> out, w = attend(q, k, v, Neighborhood(3, dilation=2), return_weights=True)
+    >>> out.shape, w.shape
+    (torch.Size([1, 2, 9, 11, 8]), torch.Size([1, 2, 9, 11, 9]))
+    """
+    _validate(q, k, v, pattern, bias, rel_emb, backend)
+    B, heads, H, W, head_dim = q.shape
+    scale = head_dim**-0.5 if scale is None else float(scale)
+    if backend == "auto":
+        backend = _choose_backend(q, pattern, rel_emb, return_weights)
+    if backend == "flex":
+        if return_weights or rel_emb is not None or pattern.zero_slots:
+            raise ValueError(
+                "the flex backend supports neither return_weights, rel_emb nor zero-padded slots; "
+                f"got return_weights={return_weights}, rel_emb given={rel_emb is not None}, pattern={pattern}"
+            )
+        out, weights = _flex(q, k, v, pattern, bias, scale), None
+    else:
+        run = _dense if backend == "reference" else _tiled
+        out, weights = run(q, k, v, pattern, _slot_terms(q, pattern, bias, rel_emb, scale), scale, return_weights)
+    return (out, weights) if return_weights else out
+
+
+# ---------------------------------------------------------------------------------------------
+# validation (the public boundary: everything inside trusts its inputs)
+# ---------------------------------------------------------------------------------------------
+def _validate(q, k, v, pattern, bias, rel_emb, backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got backend={backend!r}")
+    if not isinstance(pattern, Pattern):
+        raise ValueError(f"pattern must be a vizattn.patterns pattern; got {type(pattern).__name__}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 5:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a tensor [B, heads, H, W, head_dim]; got {name} of shape {shape}")
+    if q.shape != k.shape or v.shape[:4] != q.shape[:4]:
+        raise ValueError(
+            "q and k must have the same shape and v the same [B, heads, H, W]; "
+            f"got q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+    if min(q.shape) == 0:
+        raise ValueError(f"q must not have an empty dimension; got q={tuple(q.shape)}")
+    heads, H, W, head_dim = q.shape[1:]
+    pattern.check(H, W)
+    kh, kw = pattern.extent(H, W)
+    if bias is not None:
+        _check_table("bias", bias, (heads, 2 * kh - 1, 2 * kw - 1), q, pattern, (H, W))
+    if rel_emb is not None:
+        if not isinstance(rel_emb, (tuple, list)) or len(rel_emb) != 2:
+            raise ValueError(f"rel_emb must be a pair (row, col) of tensors; got {type(rel_emb).__name__}")
+        if head_dim < 2:
+            raise ValueError(f"rel_emb splits head_dim into a row and a column half; got head_dim={head_dim}")
+        half = head_dim // 2
+        _check_table("rel_emb[0] (row)", rel_emb[0], (heads, 2 * kh - 1, half), q, pattern, (H, W))
+        _check_table("rel_emb[1] (col)", rel_emb[1], (heads, 2 * kw - 1, head_dim - half), q, pattern, (H, W))
+
+
+def _check_table(name, table, shape, q, pattern, size):
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != shape:
+        got = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise ValueError(f"{name} must have shape {shape} for {pattern} on a {size} map; got {got}")
+    if table.dtype != q.dtype or table.device != q.device:
+        raise ValueError(
+            f"{name} must match q's dtype and device; got {table.dtype} on {table.device}, q {q.dtype} on {q.device}"
+        )
+
+
+def _choose_backend(q, pattern, rel_emb, return_weights):
+    sliding = not pattern.partition and not pattern.zero_slots and rel_emb is None
+    if q.is_cuda and sliding and not return_weights and _flex_api() is not None:
+        return "flex"
+    return "tiled"
+
+
+# ---------------------------------------------------------------------------------------------
+# per-slot additive terms, shared by every backend that accepts them
+# ---------------------------------------------------------------------------------------------
+def _table_index(offsets, extent):
+    """Flat index into a ``[2*kh-1, 2*kw-1]`` table for offsets ``[..., 2]``."""
+    kh, kw = extent
+    return (offsets[..., 0] + kh - 1) * (2 * kw - 1) + offsets[..., 1] + kw - 1
+
+
+def _slot_terms(q, pattern, bias, rel_emb, scale):
+    """Additive logit terms per slot, ``[B or 1, heads or 1, N, K]``, or None when there are none."""
+    B, heads, H, W, head_dim = q.shape
+    keys, offsets, (kh, kw) = _geometry_on(pattern, H, W, q.device)
+    terms = None
+    if bias is not None:
+        terms = bias.flatten(1)[:, _table_index(offsets, (kh, kw))][None]  # [1, heads, N, K]
+    if rel_emb is not None:
+        half = head_dim // 2
+        qf = q.reshape(B, heads, H * W, head_dim)
+        rows = qf[..., :half] @ rel_emb[0].transpose(-1, -2)[None]  # [B, heads, N, 2kh-1]
+        cols = qf[..., half:] @ rel_emb[1].transpose(-1, -2)[None]  # [B, heads, N, 2kw-1]
+        shape = (B, heads) + tuple(keys.shape)
+        rel = rows.gather(-1, (offsets[..., 0] + kh - 1).expand(shape)) + cols.gather(
+            -1, (offsets[..., 1] + kw - 1).expand(shape)
+        )
+        terms = scale * rel if terms is None else terms + scale * rel
+    return terms
+
+
+def _zero_slot_logsumexp(terms, zero, dtype):
+    """Log of the summed softmax numerators of each query's zero slots: ``[.., N]``.
+
+    All zero slots have a zero key, so together they act as one zero key whose logit is the
+    log-sum-exp of their own terms (``log(count)`` without terms; ``-inf`` if the query has none).
+    """
+    if terms is None:
+        return zero.sum(-1).to(dtype).log()
+    return terms.masked_fill(~zero, -math.inf).logsumexp(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference: dense [N, N] logits with a mask
+# ---------------------------------------------------------------------------------------------
+def _dense(q, k, v, pattern, terms, scale, return_weights):
+    B, heads, H, W, head_dim = q.shape
+    N = H * W
+    keys, _, _ = _geometry_on(pattern, H, W, q.device)
+    K = keys.shape[1]
+    qf, kf, vf = (t.reshape(B, heads, N, -1) for t in (q, k, v))
+    logits = scale * qf @ kf.transpose(-1, -2)  # [B, heads, N, N]
+    slot = torch.zeros(1, 1, N, K, dtype=q.dtype, device=q.device) if terms is None else terms
+    # scatter each real slot's term to its key column; the -1 slots land in a spare column N
+    columns = keys.where(keys >= 0, N).expand(slot.shape[:2] + (N, K))
+    add = torch.full(slot.shape[:2] + (N, N + 1), -math.inf, dtype=q.dtype, device=q.device)
+    add = add.scatter(-1, columns, slot)[..., :N]
+    zero = (keys < 0) & pattern.zero_slots  # [N, K]: SASA's zero keys, one column each
+    extra = slot.masked_fill(~zero, -math.inf).expand(logits.shape[:2] + (N, K))
+    probs = torch.cat([logits + add, extra], dim=-1).softmax(-1)  # [B, heads, N, N + K]
+    out = probs[..., :N] @ vf
+    weights = None
+    if return_weights:
+        real = probs[..., :N].gather(-1, keys.clamp(min=0).expand(B, heads, N, K))
+        weights = torch.where(keys >= 0, real, torch.where(zero, probs[..., N:], 0.0))
+        weights = weights.reshape(B, heads, H, W, K)
+    return out.reshape(B, heads, H, W, -1), weights
+
+
+# ---------------------------------------------------------------------------------------------
+# tiled: a tile of neighbouring queries attends to its halo, all tiles in one batched SDPA
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TilePlan:
+    """How the queries of one (pattern, H, W) are cut into tiles; ``nT`` tiles of ``Tq`` queries.
+
+    q_idx ``[nT, Tq]``: flat query of each tile row. kv_idx ``[nT, Tk]``: flat token of each halo
+    column; ``N`` is a zero token (padding of short halos, and SASA's zero column). tile_slot
+    ``[nT, Tq, Tk]``: the query's slot holding that column's key, -1 if not in its window.
+    out_row ``[N]``: the tile row (``tile * Tq + row``) whose result each query takes.
+    slot_col ``[N, K]``: the halo column of each slot in that row, -1 if excluded.
+    zero_col: column index of the zero key of SASA's zero slots, or None.
+    """
+
+    q_idx: torch.Tensor
+    kv_idx: torch.Tensor
+    tile_slot: torch.Tensor
+    out_row: torch.Tensor
+    slot_col: torch.Tensor
+    zero_col: int | None
+    full: bool
+
+    def to(self, device):
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return TilePlan(**{n: x.to(device) if isinstance(x, torch.Tensor) else x for n, x in fields.items()})
+
+
+@dataclasses.dataclass
+class _AxisTiles:
+    queries: torch.Tensor  # [nT, T]       query positions of each tile
+    halo: torch.Tensor  # [nT, Tk]      key positions, L for padding
+    slot: torch.Tensor  # [nT, T, Tk]   axis slot of the halo key for that query, -1 if none
+    tile_of: torch.Tensor  # [L]        tile whose result a query takes
+    row_of: torch.Tensor  # [L]         its row in that tile
+    col_of: torch.Tensor  # [L, k]      halo column of each slot in that tile, -1 if no token
+
+
+def _axis_tiles(rule: AxisRule, size: int) -> _AxisTiles:
+    """Cut one axis into tiles of ``size`` neighbours inside a group, each with its key halo."""
+    L, k = rule.keys.shape
+    keys = rule.keys.tolist()
+    members: dict[int, list[int]] = {}
+    for i in sorted(range(L), key=lambda i: (rule.group[i].item(), rule.position[i].item())):
+        members.setdefault(rule.group[i].item(), []).append(i)
+    size = min(size, max(len(m) for m in members.values()))
+    tiles = []
+    for m in members.values():
+        for start in range(0, len(m), size):
+            chunk = m[start : start + size] if start + size <= len(m) else m[max(0, len(m) - size) :]
+            tiles.append(chunk + [chunk[-1]] * (size - len(chunk)))  # a short group repeats its last query
+    halos = [sorted({j for i in tile for j in keys[i] if j >= 0}) for tile in tiles]
+    Tk = max(map(len, halos))
+    halos = [h + [L] * (Tk - len(h)) for h in halos]
+    slot = [[[keys[i].index(j) if j in keys[i] else -1 for j in h] for i in tile] for tile, h in zip(tiles, halos)]
+    tile_of, row_of = [0] * L, [0] * L
+    for t, tile in reversed(list(enumerate(tiles))):  # the first tile holding a query wins
+        for r, i in reversed(list(enumerate(tile))):
+            tile_of[i], row_of[i] = t, r
+    col_of = [[halos[tile_of[i]].index(j) if j >= 0 else -1 for j in keys[i]] for i in range(L)]
+    return _AxisTiles(*map(torch.tensor, (tiles, halos, slot, tile_of, row_of, col_of)))
+
+
+@functools.lru_cache(maxsize=128)
+def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> TilePlan:
+    if device.type != "cpu":
+        return _plan(pattern, H, W, tile, torch.device("cpu")).to(device)
+    rows, cols = pattern.axes(H, W)
+    N = H * W
+    size = lambda rule: rule.keys.shape[0] if pattern.partition else tile  # noqa: E731
+    th, tw = _axis_tiles(rows, size(rows)), _axis_tiles(cols, size(cols))
+    kw = cols.keys.shape[1]
+    nTh, nTw, Tq = th.queries.shape[0], tw.queries.shape[0], th.queries.shape[1] * tw.queries.shape[1]
+    # 2-D tile (a, b) = row tile a x column tile b; within it, row-major over (row query, col query)
+    q_idx = (th.queries[:, None, :, None] * W + tw.queries[None, :, None, :]).reshape(nTh * nTw, Tq)
+    hh, hw = th.halo[:, None, :, None], tw.halo[None, :, None, :]
+    kv_idx = torch.where((hh < H) & (hw < W), hh * W + hw, N).reshape(nTh * nTw, -1)
+    sh = th.slot[:, None, :, None, :, None]  # [nTh, 1, T, 1, Tkh, 1]
+    sw = tw.slot[None, :, None, :, None, :]  # [1, nTw, 1, T, 1, Tkw]
+    tile_slot = torch.where((sh >= 0) & (sw >= 0), sh * kw + sw, -1).reshape(nTh * nTw, Tq, -1)
+    out_row = ((th.tile_of[:, None] * nTw + tw.tile_of) * Tq + th.row_of[:, None] * tw.queries.shape[1] + tw.row_of)
+    ch, cw = th.col_of[:, None, :, None], tw.col_of[None, :, None, :]  # [H, 1, kh, 1], [1, W, 1, kw]
+    slot_col = torch.where((ch >= 0) & (cw >= 0), ch * tw.halo.shape[1] + cw, -1).reshape(N, -1)
+    zero_col = None
+    if pattern.zero_slots:
+        zero_col = kv_idx.shape[1]
+        kv_idx = F.pad(kv_idx, (0, 1), value=N)
+        tile_slot = F.pad(tile_slot, (0, 1), value=-1)
+        slot_col = torch.where((slot_col < 0) & (geometry(pattern, H, W)[0] < 0), zero_col, slot_col)
+    full = bool((tile_slot >= 0).all())
+    return TilePlan(q_idx, kv_idx, tile_slot, out_row.reshape(N), slot_col, zero_col, full)
+
+
+def _tiled(q, k, v, pattern, terms, scale, return_weights):
+    B, heads, H, W, head_dim = q.shape
+    N = H * W
+    plan = _plan(pattern, H, W, TILE, q.device)
+    nT, Tq = plan.q_idx.shape
+    qt = q.reshape(B, heads, N, head_dim)[:, :, plan.q_idx]  # [B, heads, nT, Tq, head_dim]
+    kt, vt = (F.pad(t.reshape(B, heads, N, -1), (0, 0, 0, 1))[:, :, plan.kv_idx] for t in (k, v))  # [.., nT, Tk, d]
+    add = _tile_logit_terms(plan, pattern, terms, H, W, q.dtype)  # None, or [B|1, heads|1, nT, Tq, Tk]
+    if return_weights:
+        logits = scale * qt @ kt.transpose(-1, -2)
+        probs = (logits if add is None else _add_terms(logits, add)).softmax(-1)  # [B, heads, nT, Tq, Tk]
+        out_t = probs @ vt
+    else:
+        mask = None if add is None else add.expand(-1, heads, -1, -1, -1).flatten(1, 2)
+        out_t = F.scaled_dot_product_attention(
+            qt.flatten(1, 2), kt.flatten(1, 2), vt.flatten(1, 2), attn_mask=mask, scale=scale
+        )
+    out = out_t.reshape(B, heads, nT * Tq, -1)[:, :, plan.out_row].reshape(B, heads, H, W, -1)
+    if not return_weights:
+        return out, None
+    rows = probs.reshape(B, heads, nT * Tq, -1)[:, :, plan.out_row]  # [B, heads, N, Tk]
+    weights = rows.gather(-1, plan.slot_col.clamp(min=0).expand(B, heads, -1, -1)).masked_fill(plan.slot_col < 0, 0)
+    if plan.zero_col is not None:  # split the zero column's mass over the zero slots
+        zero = _zero_slots(pattern, H, W, q.device)
+        weights = torch.where(zero, weights * _zero_slot_share(terms, zero), weights)
+    return out, weights.reshape(B, heads, H, W, -1)
+
+
+def _tile_logit_terms(plan, pattern, terms, H, W, dtype):
+    """Per-slot terms laid out on the tiles, ``-inf`` outside windows; boolean if only a mask."""
+    allowed = plan.tile_slot >= 0  # [nT, Tq, Tk]
+    if terms is None and plan.zero_col is None:
+        return None if plan.full else allowed[None, None]
+    if terms is None:
+        add = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)[None, None]
+    else:
+        per_row = terms[:, :, plan.q_idx]  # [.., nT, Tq, K]
+        add = per_row.gather(-1, plan.tile_slot.clamp(min=0).expand(per_row.shape[:2] + allowed.shape))
+    add = add.masked_fill(~allowed, -math.inf)
+    if plan.zero_col is not None:
+        zero_logit = _zero_slot_logsumexp(terms, _zero_slots(pattern, H, W, allowed.device), dtype)  # [.., N]
+        add = torch.cat([add[..., : plan.zero_col], zero_logit[..., plan.q_idx, None].expand(add.shape[:-1] + (1,))], -1)
+    return add
+
+
+def _add_terms(logits, add):
+    return logits.masked_fill(~add, -math.inf) if add.dtype == torch.bool else logits + add
+
+
+def _zero_slot_share(terms, zero):
+    """Each zero slot's share of its query's zero-column mass, ``[.., N, K]``."""
+    if terms is None:
+        return zero / zero.sum(-1, keepdim=True).clamp(min=1)
+    masked = terms.masked_fill(~zero, -math.inf)
+    return (masked - masked.logsumexp(-1, keepdim=True).masked_fill(~zero.any(-1, keepdim=True), 0)).exp()
+
+
+# ---------------------------------------------------------------------------------------------
+# device copies of the geometry (cached)
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=128)
+def _geometry_on(pattern: Pattern, H: int, W: int, device: torch.device):
+    keys, offsets, extent = geometry(pattern, H, W)
+    return keys.to(device), offsets.to(device), extent
+
+
+def _zero_slots(pattern, H, W, device):
+    """``BoolTensor [N, K]``: slots that are SASA zero keys (all False for other patterns)."""
+    keys = _geometry_on(pattern, H, W, device)[0]
+    return (keys < 0) & pattern.zero_slots
+
+
+# ---------------------------------------------------------------------------------------------
+# FlexAttention
+# ---------------------------------------------------------------------------------------------
+def _flex_api():
+    try:
+        from torch.nn.attention import flex_attention
+    except ImportError:  # torch without FlexAttention
+        return None
+    return flex_attention
+
+
+@functools.lru_cache(maxsize=64)
+def _flex_tables(pattern: Pattern, H: int, W: int, device: torch.device):
+    """Per-axis lookup tables ``[L, L]``: is key j in query i's window, and its table index."""
+    tables = []
+    for rule in pattern.axes(H, W):
+        L, k = rule.keys.shape
+        member = torch.zeros(L, L + 1, dtype=torch.bool).scatter_(1, rule.keys.where(rule.keys >= 0, L), True)
+        index = torch.zeros(L, L + 1, dtype=torch.long).scatter_(1, rule.keys.where(rule.keys >= 0, L), rule.offsets + k - 1)
+        tables += [member[:, :L].to(device), index[:, :L].to(device)]
+    return tuple(tables)
+
+
+@functools.lru_cache(maxsize=64)
+def _flex_block_mask(pattern: Pattern, H: int, W: int, device: torch.device):
+    member_h, _, member_w, _ = _flex_tables(pattern, H, W, device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return member_h[q_idx // W, kv_idx // W] & member_w[q_idx % W, kv_idx % W]
+
+    return _flex_api().create_block_mask(mask_mod, None, None, H * W, H * W, device=str(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _flex_kernel(device_type: str):
+    flex = _flex_api().flex_attention
+    return torch.compile(flex, dynamic=False) if device_type == "cuda" else flex
+
+
+def _flex(q, k, v, pattern, bias, scale):
+    B, heads, H, W, head_dim = q.shape
+    N = H * W
+    score_mod = None
+    if bias is not None:
+        _, index_h, _, index_w = _flex_tables(pattern, H, W, q.device)
+        width = bias.shape[-1]
+        table = bias.flatten(1)  # [heads, (2kh-1) * (2kw-1)]
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + table[h, index_h[q_idx // W, kv_idx // W] * width + index_w[q_idx % W, kv_idx % W]]
+
+    qf, kf, vf = (t.reshape(B, heads, N, -1) for t in (q, k, v))
+    block_mask = _flex_block_mask(pattern, H, W, q.device)
+    out = _flex_kernel(q.device.type)(qf, kf, vf, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return out.reshape(B, heads, H, W, -1)

@@ -1,0 +1,359 @@
+"""Attention patterns: *who attends to whom*, as pure index arithmetic.
+
+A pattern knows nothing about tensors of features, only about positions. Every other part of
+vizattn (the kernels, the reference, the probes, the pictures) derives from these rules, so a
+picture can never disagree with what a kernel computes.
+
+Glossary: a feature map has ``H x W`` tokens, ``N = H * W``; token ``(h, w)`` has flat index
+``t = h * W + w``. Each query sees ``K`` key *slots*; a slot holding ``-1`` is not a real token
+(SASA's zero padding, or a position added by ``pad=True``).
+
+Every pattern is separable: the 2-D key set of query ``(h, w)`` is the Cartesian product of a
+row rule applied to ``h`` and a column rule applied to ``w``. So each pattern only states its
+1-D rule (``_axis``) and the 2-D geometry is assembled once, here.
+
+>>> from vizattn.patterns import Neighborhood
+>>> Neighborhood(3).keys(4, 4)[0].tolist()        # the corner query's window is shifted inward
+[0, 1, 2, 4, 5, 6, 8, 9, 10]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import torch
+
+Pair = tuple[int, int]
+
+__all__ = ["Pattern", "Global", "Neighborhood", "LocalWindow", "Block", "Grid", "LongDistance"]
+
+
+def as_pair(name: str, value, minimum: int = 1) -> Pair:
+    """Normalise an int or an ``(h, w)`` pair of ints, each at least ``minimum``."""
+    if isinstance(value, int):
+        value = (value, value)
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints; got {name}={value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be at least {minimum} on each axis; got {name}={value!r}")
+    return pair
+
+
+def _short(pair: Pair) -> str:
+    return str(pair[0]) if pair[0] == pair[1] else f"({pair[0]}, {pair[1]})"
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisRule:
+    """The 1-D rule of a pattern on an axis of length ``L``.
+
+    keys, offsets: ``LongTensor [L, k]``: key index (``-1`` if not a real token) and key minus
+    query in the pattern's own units. group, position: ``LongTensor [L]``: which group of the
+    axis a query belongs to (dilation group, block, grid line) and its index inside that group;
+    kernels tile queries that are neighbours inside a group.
+    """
+
+    keys: torch.Tensor
+    offsets: torch.Tensor
+    group: torch.Tensor
+    position: torch.Tensor
+
+
+class Pattern:
+    """Base class: subclasses define ``_axis(L, axis)`` and ``_check(H, W)``.
+
+    Attributes a kernel may rely on:
+    ``zero_slots``: ``-1`` slots still take part in the softmax as zero keys/values (SASA).
+    ``partition``: every query of a group has the same key set (block, grid, global).
+    """
+
+    zero_slots = False
+    partition = True
+
+    # -- to be defined by each pattern -------------------------------------------------------
+    def _axis(self, L: int, axis: int) -> AxisRule:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check(self, H: int, W: int) -> None:
+        """Raise ValueError if the pattern cannot be laid on an H x W map."""
+
+    # -- public geometry ---------------------------------------------------------------------
+    def check(self, H: int, W: int) -> None:
+        """Raise ``ValueError`` stating the rule if this pattern does not fit an ``H x W`` map."""
+        H, W = as_pair("map size", (H, W))
+        self._check(H, W)
+
+    def keys(self, H: int, W: int) -> torch.Tensor:
+        """``LongTensor [H*W, K]``: flat key index of every slot of every query; ``-1`` = no token."""
+        return geometry(self, H, W)[0].clone()
+
+    def offsets(self, H: int, W: int) -> torch.Tensor:
+        """``LongTensor [H*W, K, 2]``: (dh, dw) = key - query in the pattern's own units."""
+        return geometry(self, H, W)[1].clone()
+
+    def extent(self, H: int, W: int) -> Pair:
+        """Slots per axis ``(kh, kw)``; a bias table is ``[heads, 2*kh-1, 2*kw-1]``."""
+        return geometry(self, H, W)[2]
+
+    def mask(self, H: int, W: int) -> torch.Tensor:
+        """``BoolTensor [H*W, H*W]``: ``mask[q, k]`` is True iff real token k is among q's keys."""
+        keys = geometry(self, H, W)[0]
+        mask = torch.zeros(H * W, H * W + 1, dtype=torch.bool)
+        mask.scatter_(1, keys.where(keys >= 0, H * W), True)
+        return mask[:, :-1]
+
+    def axes(self, H: int, W: int) -> tuple[AxisRule, AxisRule]:
+        """The row rule and the column rule on an ``H x W`` map (for kernels and pictures)."""
+        self.check(H, W)
+        return self._axis(H, 0), self._axis(W, 1)
+
+
+@functools.lru_cache(maxsize=256)
+def geometry(pattern: Pattern, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, Pair]:
+    """Cached ``(keys [N, K], offsets [N, K, 2], extent)`` of ``pattern`` on an ``H x W`` map.
+
+    The returned tensors are shared: treat them as read-only.
+    """
+    rows, cols = pattern.axes(H, W)
+    kh, kw = rows.keys.shape[1], cols.keys.shape[1]
+    # [H, 1, kh, 1] and [1, W, 1, kw] broadcast to [H, W, kh, kw]: slot (a, b) of query (h, w)
+    kr = rows.keys[:, None, :, None]
+    kc = cols.keys[None, :, None, :]
+    keys = torch.where((kr >= 0) & (kc >= 0), kr * W + kc, -1).reshape(H * W, kh * kw)
+    offsets = torch.stack(
+        torch.broadcast_tensors(rows.offsets[:, None, :, None], cols.offsets[None, :, None, :]), dim=-1
+    ).reshape(H * W, kh * kw, 2)
+    return keys, offsets, (kh, kw)
+
+
+# --------------------------------------------------------------------------------------------
+# 1-D rules shared by several patterns (one implementation per idea)
+# --------------------------------------------------------------------------------------------
+def _blocked(L: int, size: int) -> AxisRule:
+    """Consecutive blocks of ``size``: key j of query i iff j // size == i // size.
+
+    Slots past the map (the last block when ``size`` does not divide ``L``) hold -1.
+    """
+    i = torch.arange(L)
+    keys = (i // size * size)[:, None] + torch.arange(size)
+    return AxisRule(keys.where(keys < L, -1), torch.arange(size) - (i % size)[:, None], i // size, i % size)
+
+
+def _strided(L: int, spacing: int, count: int) -> AxisRule:
+    """Interleaved groups: key j of query i iff j = i mod spacing + t * spacing, t < count.
+
+    Position inside the group is i // spacing; slots past the map hold -1.
+    """
+    i = torch.arange(L)
+    t = torch.arange(count)
+    keys = (i % spacing)[:, None] + t * spacing
+    return AxisRule(keys.where(keys < L, -1), t - (i // spacing)[:, None], i % spacing, i // spacing)
+
+
+def _everything(L: int) -> AxisRule:
+    i = torch.arange(L)
+    return AxisRule(i.expand(L, L).clone(), i[None, :] - i[:, None], torch.zeros_like(i), i)
+
+
+# --------------------------------------------------------------------------------------------
+# The patterns
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, repr=False)
+class Global(Pattern):
+    """Every query attends to every token (ViT). Offsets are in pixels, extent = (H, W).
+
+    >>> Global().keys(2, 3).shape
+    torch.Size([6, 6])
+    """
+
+    def _axis(self, L, axis):
+        return _everything(L)
+
+    def __repr__(self):
+        return "Global()"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Neighborhood(Pattern):
+    """Neighborhood attention (NAT) and its dilated form (DiNAT), NATTEN's rule per axis.
+
+    Axis length L, kernel k >= 2, dilation d, ``k * d <= L``. Query i is in dilation group
+    ``g = i mod d`` at group coordinate ``i' = i // d``; the group has ``Lg = ceil((L - g) / d)``
+    positions. Its window starts at ``s = clamp(i' - k // 2, 0, Lg - k)`` and the keys are
+    ``(s + t) * d + g`` for ``t = 0 .. k-1``: shifted inward at borders, never clipped.
+    Offsets are in dilation units, so the NAT bias table is ``[heads, 2k-1, 2k-1]``.
+
+    >>> Neighborhood(3, dilation=2).keys(7, 7)[5].tolist()  # query (0, 5): rows 0 2 4, cols 1 3 5
+    [1, 3, 5, 15, 17, 19, 29, 31, 33]
+    """
+
+    kernel_size: Pair | int
+    dilation: Pair | int = 1
+    partition = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "kernel_size", as_pair("kernel_size", self.kernel_size, minimum=2))
+        object.__setattr__(self, "dilation", as_pair("dilation", self.dilation))
+
+    def _check(self, H, W):
+        k, d = self.kernel_size, self.dilation
+        if k[0] * d[0] > H or k[1] * d[1] > W:
+            raise ValueError(
+                "kernel_size * dilation must not exceed the map size on each axis; "
+                f"got kernel_size={k}, dilation={d}, map={(H, W)}"
+            )
+
+    def _axis(self, L, axis):
+        k, d = self.kernel_size[axis], self.dilation[axis]
+        i = torch.arange(L)
+        g, i_group = i % d, i // d
+        group_len = (L - g + d - 1) // d
+        start = torch.minimum((i_group - k // 2).clamp(min=0), group_len - k)
+        t = torch.arange(k)
+        keys = (start[:, None] + t) * d + g[:, None]
+        return AxisRule(keys, (start - i_group)[:, None] + t, g, i_group)
+
+    def __repr__(self):
+        d = "" if self.dilation == (1, 1) else f", dilation={_short(self.dilation)}"
+        return f"Neighborhood({_short(self.kernel_size)}{d})"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class LocalWindow(Pattern):
+    """SASA's centred k x k window, stride 1: keys ``{(a, b): |a-h| <= k//2, |b-w| <= k//2}``.
+
+    ``padding="zeros"`` (the paper): positions outside the map are zero vectors that still take
+    part in the softmax (slots with -1 whose key and value are 0). ``padding="mask"``
+    [vizattn choice]: those slots are excluded. The kernel must be odd (the window is centred).
+
+    >>> LocalWindow(3).keys(3, 3)[0].tolist()
+    [-1, -1, -1, -1, 0, 1, -1, 3, 4]
+    """
+
+    kernel_size: Pair | int
+    padding: str = "zeros"
+    partition = False
+
+    def __post_init__(self):
+        k = as_pair("kernel_size", self.kernel_size)
+        if k[0] % 2 == 0 or k[1] % 2 == 0:
+            raise ValueError(f"LocalWindow (SASA) needs an odd kernel_size, its window is centred; got kernel_size={k}")
+        if self.padding not in ("zeros", "mask"):
+            raise ValueError(f"padding must be 'zeros' or 'mask'; got padding={self.padding!r}")
+        object.__setattr__(self, "kernel_size", k)
+
+    @property
+    def zero_slots(self):
+        return self.padding == "zeros"
+
+    def _axis(self, L, axis):
+        k = self.kernel_size[axis]
+        i = torch.arange(L)
+        offsets = torch.arange(k) - k // 2
+        keys = i[:, None] + offsets
+        keys = keys.where((keys >= 0) & (keys < L), -1)
+        return AxisRule(keys, offsets.expand(L, k).clone(), torch.zeros_like(i), i)
+
+    def __repr__(self):
+        p = "" if self.padding == "zeros" else ", padding='mask'"
+        return f"LocalWindow({_short(self.kernel_size)}{p})"
+
+
+def _check_divides(name: str, value: Pair, H: int, W: int) -> None:
+    if H % value[0] or W % value[1]:
+        raise ValueError(
+            f"the map size must be a multiple of {name} on each axis (or pass pad=True); "
+            f"got {name}={value}, map={(H, W)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Block(Pattern):
+    """MaxViT block attention = CrossFormer SDA: non-overlapping P x P windows.
+
+    Tokens share a group iff ``h // P == h' // P`` and ``w // P == w' // P``; the position inside
+    the group is ``(h mod P, w mod P)``. ``pad=True`` [vizattn choice]: the map is padded
+    bottom/right to a multiple of P and padded keys (slots -1) are excluded.
+
+    >>> Block(2).keys(4, 4)[5].tolist()      # query (1, 1) shares the top-left 2 x 2 block
+    [0, 1, 4, 5]
+    """
+
+    size: Pair | int
+    pad: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", as_pair("size", self.size))
+
+    def _check(self, H, W):
+        if not self.pad:
+            _check_divides("size", self.size, H, W)
+
+    def _axis(self, L, axis):
+        return _blocked(L, self.size[axis])
+
+    def __repr__(self):
+        return f"Block({_short(self.size)}{', pad=True' if self.pad else ''})"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Grid(Pattern):
+    """MaxViT grid attention: a G x G lattice with spacing ``s = H / G`` spanning the map.
+
+    Tokens share a group iff ``h = h' (mod s_h)`` and ``w = w' (mod s_w)``; the position inside
+    the group is ``(h // s_h, w // s_w)``, so one offset unit is s pixels. ``pad=True``: the map
+    is padded bottom/right to a multiple of G (``s = ceil(H / G)``), padded keys excluded.
+
+    >>> Grid(2).keys(4, 4)[0].tolist()       # spacing 2: query (0, 0) sees (0,0) (0,2) (2,0) (2,2)
+    [0, 2, 8, 10]
+    """
+
+    size: Pair | int
+    pad: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", as_pair("size", self.size))
+
+    def _check(self, H, W):
+        if not self.pad:
+            _check_divides("size", self.size, H, W)
+
+    def _axis(self, L, axis):
+        G = self.size[axis]
+        return _strided(L, spacing=math.ceil(L / G), count=G)
+
+    def __repr__(self):
+        return f"Grid({_short(self.size)}{', pad=True' if self.pad else ''})"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class LongDistance(Pattern):
+    """CrossFormer long distance attention (LDA) with interval I.
+
+    Tokens share a group iff ``h = h' (mod I)`` and ``w = w' (mod I)``; a group has
+    ``(H / I) x (W / I)`` tokens, so this equals ``Grid(H // I)`` on divisible maps. ``pad=True``
+    pads to a multiple of I (the group grows to ``ceil(H / I)``), padded keys excluded.
+
+    >>> LongDistance(2).keys(4, 4)[0].tolist()
+    [0, 2, 8, 10]
+    """
+
+    interval: Pair | int
+    pad: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "interval", as_pair("interval", self.interval))
+
+    def _check(self, H, W):
+        if not self.pad:
+            _check_divides("interval", self.interval, H, W)
+
+    def _axis(self, L, axis):
+        I = self.interval[axis]
+        return _strided(L, spacing=I, count=math.ceil(L / I))
+
+    def __repr__(self):
+        return f"LongDistance({_short(self.interval)}{', pad=True' if self.pad else ''})"

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .patterns import AxisRule, Pattern, geometry
 
-__all__ = ["attend"]
+__all__ = ["attend", "slot_logits", "combine"]
 
 BACKENDS = ("auto", "reference", "tiled", "flex")
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
@@ -80,6 +80,57 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
         run = _dense if backend == "reference" else _tiled
         out, weights = run(q, k, v, pattern, _slot_terms(q, pattern, bias, rel_emb, scale), scale, return_weights)
     return (out, weights) if return_weights else out
+
+
+def slot_logits(q, k, pattern, bias=None, scale=None, *, rel_emb=None):
+    """The logits ``attend`` softmaxes, one per key slot: ``[B, heads, H, W, K]``, ``-inf`` at excluded slots.
+
+    The explicit path of a layer is ``combine(hook(slot_logits(...).softmax(-1)), v, pattern)``:
+    it gathers every window (memory ``N * K * head_dim``), so use it to look, not to train.
+
+    >>> import torch; from vizattn.patterns import LocalWindow
+    >>> q = torch.randn(1, 1, 5, 5, 4)
+    >>> w = slot_logits(q, q, LocalWindow(3, padding="mask")).softmax(-1)
+    >>> torch.allclose(combine(w, q, LocalWindow(3, padding="mask")), attend(q, q, q, LocalWindow(3, padding="mask")))
+    True
+    """
+    _validate(q, k, k, pattern, bias, rel_emb, "auto")
+    B, heads, H, W, head_dim = q.shape
+    scale = head_dim**-0.5 if scale is None else float(scale)
+    keys = _geometry_on(pattern, H, W, q.device)[0]
+    k_slots = _gather_slots(k, keys)  # [B, heads, N, K, head_dim]
+    logits = scale * torch.einsum("bhnd,bhnkd->bhnk", q.reshape(B, heads, H * W, head_dim), k_slots)
+    terms = _slot_terms(q, pattern, bias, rel_emb, scale)
+    if terms is not None:
+        logits = logits + terms
+    excluded = (keys < 0) & (not pattern.zero_slots)
+    return logits.masked_fill(excluded, -math.inf).reshape(B, heads, H, W, -1)
+
+
+def combine(weights, v, pattern):
+    """Weighted sum of each query's slot values: ``[B, heads, H, W, K]`` x v -> ``[B, heads, H, W, head_dim_v]``.
+
+    Slots without a token contribute zero (SASA's zero values).
+    """
+    if not isinstance(v, torch.Tensor) or v.dim() != 5 or not isinstance(weights, torch.Tensor):
+        raise ValueError("combine needs weights [B, heads, H, W, K] and v [B, heads, H, W, head_dim_v]")
+    B, heads, H, W, _ = v.shape
+    pattern.check(H, W)
+    keys = _geometry_on(pattern, H, W, v.device)[0]
+    if tuple(weights.shape) != (B, heads, H, W, keys.shape[1]):
+        raise ValueError(
+            f"weights must have shape {(B, heads, H, W, keys.shape[1])} for {pattern} and v {tuple(v.shape)}; "
+            f"got {tuple(weights.shape)}"
+        )
+    out = torch.einsum("bhnk,bhnkd->bhnd", weights.reshape(B, heads, H * W, -1), _gather_slots(v, keys))
+    return out.reshape(B, heads, H, W, -1)
+
+
+def _gather_slots(x, keys):
+    """``[B, heads, H, W, d]`` -> ``[B, heads, N, K, d]`` rows of each slot's key, zero for -1."""
+    B, heads, H, W, d = x.shape
+    padded = F.pad(x.reshape(B, heads, H * W, d), (0, 0, 0, 1))
+    return padded[:, :, keys.where(keys >= 0, H * W)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +372,7 @@ def _tiled(q, k, v, pattern, terms, scale, return_weights):
     weights = rows.gather(-1, plan.slot_col.clamp(min=0).expand(B, heads, -1, -1)).masked_fill(plan.slot_col < 0, 0)
     if plan.zero_col is not None:  # split the zero column's mass over the zero slots
         zero = _zero_slots(pattern, H, W, q.device)
-        weights = torch.where(zero, weights * _zero_slot_share(terms, zero), weights)
+        weights = torch.where(zero, weights * _zero_slot_share(terms, zero, q.dtype), weights)
     return out, weights.reshape(B, heads, H, W, -1)
 
 
@@ -346,10 +397,10 @@ def _add_terms(logits, add):
     return logits.masked_fill(~add, -math.inf) if add.dtype == torch.bool else logits + add
 
 
-def _zero_slot_share(terms, zero):
+def _zero_slot_share(terms, zero, dtype):
     """Each zero slot's share of its query's zero-column mass, ``[.., N, K]``."""
     if terms is None:
-        return zero / zero.sum(-1, keepdim=True).clamp(min=1)
+        return zero.to(dtype) / zero.sum(-1, keepdim=True).clamp(min=1)
     masked = terms.masked_fill(~zero, -math.inf)
     return (masked - masked.logsumexp(-1, keepdim=True).masked_fill(~zero.any(-1, keepdim=True), 0)).exp()
 

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Set up vizattn in ./.venv and run it: one command per job.
+
+    python3 dev.py lab  [jupyter lab args]   set up, then open JupyterLab on notebooks/
+    python3 dev.py test [pytest args]        set up, then run the test suite
+
+Set-up creates (or reuses) the virtual environment .venv at the repository root,
+makes sure a pinned torch is in it, and installs this package editable with its
+[dev] extras. An unchanged set-up is skipped on the next call.
+
+Environment variables:
+    VIZATTN_TORCH        pip requirement for torch, pinned (default: torch==2.13.0)
+    VIZATTN_TORCH_INDEX  pip --index-url for that torch install, e.g. PyTorch's own
+                         CPU-only or CUDA wheel index
+
+Standard library only; Linux, macOS and Windows; Python >= 3.10.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MIN_PYTHON = (3, 10)
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".vizattn-installed"
+DEFAULT_TORCH = "torch==2.13.0"
+# Bump to force a re-install after a change to the set-up steps below.
+SETUP_VERSION = "1"
+WINDOWS = os.name == "nt"
+
+USAGE = """\
+usage: python3 dev.py lab  [jupyter lab args...]
+       python3 dev.py test [pytest args...]
+
+  lab   set up .venv if needed, then open JupyterLab on notebooks/
+  test  set up .venv if needed, then run pytest (paths are relative to the repo root)
+
+environment: VIZATTN_TORCH (default {default}), VIZATTN_TORCH_INDEX (pip --index-url for torch)
+""".format(default=DEFAULT_TORCH)
+
+
+class DevError(Exception):
+    """An expected failure: reported as one message, without a traceback."""
+
+
+def say(msg):
+    print("dev.py: " + msg, flush=True)
+
+
+def venv_python():
+    if WINDOWS:
+        return VENV / "Scripts" / "python.exe"
+    return VENV / "bin" / "python"
+
+
+def venv_script(name):
+    if WINDOWS:
+        return VENV / "Scripts" / (name + ".exe")
+    return VENV / "bin" / name
+
+
+def run(cmd, what, **kwargs):
+    """Run a command, streaming its output; raise DevError if it fails."""
+    try:
+        rc = subprocess.call([str(c) for c in cmd], **kwargs)
+    except OSError as exc:
+        raise DevError("{} failed: {}".format(what, exc))
+    if rc != 0:
+        raise DevError("{} failed (exit code {}); see the messages above".format(what, rc))
+
+
+def probe(python, code):
+    """Run python -c code; return its stripped stdout, or None if it fails."""
+    try:
+        out = subprocess.run(
+            [str(python), "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+TORCH_PROBE = "import torch, os; print(torch.__version__ + ' from ' + os.path.dirname(torch.__file__))"
+
+
+def version_tuple(v):
+    parts = []
+    for piece in v.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != piece:
+            break
+    return tuple(parts)
+
+
+# --- set-up ---------------------------------------------------------------------------
+
+def ensure_venv():
+    """Create .venv, or reuse it when its python runs. Returns True if newly created."""
+    py = venv_python()
+    if VENV.exists():
+        version = probe(py, "import sys; print('%d.%d' % sys.version_info[:2])")
+        if version is not None:
+            if version_tuple(version) < MIN_PYTHON:
+                raise DevError(
+                    ".venv runs Python {} but vizattn needs >= {}.{}; delete .venv and run "
+                    "dev.py again with a newer python3".format(version, *MIN_PYTHON)
+                )
+            say("reusing .venv (Python {})".format(version))
+            return False
+        say(".venv exists but its python does not run; recreating it")
+
+    cmd = [sys.executable, "-m", "venv", "--clear"]
+    base_torch = probe(sys.executable, TORCH_PROBE)
+    if base_torch:
+        say("base interpreter already has torch {}; creating .venv with "
+            "--system-site-packages to reuse it".format(base_torch))
+        cmd.append("--system-site-packages")
+    else:
+        say("creating .venv (Python {}.{})".format(*sys.version_info[:2]))
+    cmd.append(str(VENV))
+    try:
+        rc = subprocess.call(cmd)
+    except OSError as exc:
+        rc = exc
+    if rc != 0 or not venv_python().exists():
+        raise DevError(
+            "could not create the virtual environment .venv with {} -m venv. On Debian/Ubuntu "
+            "install the venv module first (apt-get install python3-venv), then run dev.py "
+            "again".format(sys.executable)
+        )
+    if base_torch and sys.prefix != sys.base_prefix:
+        # dev.py itself runs inside a virtual environment: --system-site-packages only
+        # exposes the interpreter's base site, so also point .venv at the folder that
+        # holds this torch (appended to sys.path, like the system site).
+        torch_site = os.path.dirname(base_torch.split(" from ", 1)[1])
+        purelib = probe(py, "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        if purelib:
+            Path(purelib, "_vizattn_base_torch.pth").write_text(torch_site + "\n", encoding="utf-8")
+    return True
+
+
+def check_torch_spec(spec):
+    pinned = "==" in spec or spec.endswith(".whl") or "://" in spec
+    if not pinned:
+        raise DevError(
+            "VIZATTN_TORCH={!r} is not pinned. Use an exact version such as {!r} (an unpinned "
+            "torch pulls the newest, multi-GB build) or a path to a wheel file".format(spec, DEFAULT_TORCH)
+        )
+
+
+def ensure_torch():
+    """Make sure torch >= 2.5 imports inside .venv; install the pinned spec if not. Returns its version."""
+    py = venv_python()
+    found = probe(py, TORCH_PROBE)
+    if found and version_tuple(found.split()[0]) >= (2, 5):
+        say("using torch " + found)
+        return found.split()[0]
+    if found:
+        say("torch {} is older than the 2.5 vizattn needs; installing a pinned one into .venv".format(found))
+
+    spec = os.environ.get("VIZATTN_TORCH", "").strip() or DEFAULT_TORCH
+    check_torch_spec(spec)
+    cmd = [py, "-m", "pip", "install", "--disable-pip-version-check", spec]
+    index = os.environ.get("VIZATTN_TORCH_INDEX", "").strip()
+    where = ""
+    if index:
+        cmd += ["--index-url", index]
+        where = " from " + index
+    say("installing {}{} (set VIZATTN_TORCH / VIZATTN_TORCH_INDEX to choose another build)".format(spec, where))
+    run(cmd, "installing torch")
+    found = probe(py, TORCH_PROBE)
+    if not found:
+        raise DevError("torch was installed but does not import in .venv; try: {} -c 'import torch'".format(py))
+    say("using torch " + found)
+    return found.split()[0]
+
+
+def setup_hash():
+    h = hashlib.sha256()
+    h.update(SETUP_VERSION.encode())
+    h.update((ROOT / "pyproject.toml").read_bytes())
+    return h.hexdigest()
+
+
+def ensure_setup():
+    if sys.version_info[:2] < MIN_PYTHON:
+        raise DevError(
+            "vizattn needs Python >= {}.{}, but this is Python {}.{} ({}). Run dev.py with a "
+            "newer python3".format(*(MIN_PYTHON + tuple(sys.version_info[:2]) + (sys.executable,)))
+        )
+    if not (ROOT / "pyproject.toml").is_file():
+        raise DevError("no pyproject.toml next to dev.py in " + str(ROOT))
+
+    created = ensure_venv()
+    wanted = setup_hash()
+    if not created and STAMP.is_file():
+        lines = STAMP.read_text(encoding="utf-8").splitlines()
+        if lines and lines[0].strip() == wanted:
+            extra = " ({})".format(lines[1]) if len(lines) > 1 else ""
+            say("set-up is up to date{}".format(extra))
+            return
+
+    torch_version = ensure_torch()
+    if STAMP.exists():
+        STAMP.unlink()
+    # Constrain torch to the version just checked so that no requirement can swap it
+    # for another (possibly multi-GB) build.
+    constraints = VENV / ".vizattn-constraints.txt"
+    constraints.write_text("torch=={}\n".format(torch_version), encoding="utf-8")
+    say("installing vizattn (editable) with its [dev] extras; the first time takes a few minutes")
+    run(
+        [venv_python(), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-c", constraints, "-e", ".[dev]"],
+        "pip install -e .[dev]",
+        cwd=str(ROOT),
+    )
+    STAMP.write_text("{}\ntorch {}\n".format(wanted, torch_version), encoding="utf-8")
+    say("set-up done")
+
+
+# --- commands -------------------------------------------------------------------------
+
+def execute(cmd):
+    """Replace this process with cmd (POSIX), or run it and pass its exit code on (Windows)."""
+    cmd = [str(c) for c in cmd]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if WINDOWS:
+        try:
+            sys.exit(subprocess.call(cmd))
+        except KeyboardInterrupt:
+            sys.exit(130)
+    try:
+        os.execv(cmd[0], cmd)
+    except OSError as exc:
+        raise DevError("could not start {}: {}".format(cmd[0], exc))
+
+
+def cmd_lab(args):
+    ensure_setup()
+    notebooks = ROOT / "notebooks"
+    if not notebooks.is_dir():
+        raise DevError("no notebooks/ folder in " + str(ROOT))
+    jupyter = venv_script("jupyter")
+    cmd = [jupyter] if jupyter.exists() else [venv_python(), "-m", "jupyter"]
+    cmd += ["lab"]
+    tour = notebooks / "00_tour.ipynb"
+    if tour.is_file():
+        cmd.append(tour)
+    cmd += ["--notebook-dir=" + str(notebooks)] + list(args)
+    say("starting JupyterLab on " + str(tour if tour.is_file() else notebooks))
+    execute(cmd)
+
+
+def cmd_test(args):
+    ensure_setup()
+    os.chdir(str(ROOT))
+    execute([venv_python(), "-m", "pytest"] + list(args))
+
+
+COMMANDS = {"lab": cmd_lab, "test": cmd_test}
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if argv else 2
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        sys.stderr.write("dev.py: unknown command {!r}\n\n".format(argv[0]) + USAGE)
+        return 2
+    try:
+        command(argv[1:])
+    except DevError as exc:
+        sys.stderr.write("dev.py: error: {}\n".format(exc))
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("dev.py: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .patterns import AxisRule, Pattern, geometry
+from .patterns import AxisRule, Global, Pattern, geometry
 
 __all__ = ["attend", "slot_logits", "combine"]
 
@@ -98,8 +98,11 @@ def slot_logits(q, k, pattern, bias=None, scale=None, *, rel_emb=None):
     B, heads, H, W, head_dim = q.shape
     scale = head_dim**-0.5 if scale is None else float(scale)
     keys = _geometry_on(pattern, H, W, q.device)[0]
-    k_slots = _gather_slots(k, keys)  # [B, heads, N, K, head_dim]
-    logits = scale * torch.einsum("bhnd,bhnkd->bhnk", q.reshape(B, heads, H * W, head_dim), k_slots)
+    qf = q.reshape(B, heads, H * W, head_dim)
+    if isinstance(pattern, Global):  # slot j is token j: a plain product, no gathered copy
+        logits = scale * qf @ k.reshape(B, heads, H * W, head_dim).transpose(-1, -2)
+    else:
+        logits = scale * torch.einsum("bhnd,bhnkd->bhnk", qf, _gather_slots(k, keys))  # [B, heads, N, K]
     terms = _slot_terms(q, pattern, bias, rel_emb, scale)
     if terms is not None:
         logits = logits + terms
@@ -122,7 +125,11 @@ def combine(weights, v, pattern):
             f"weights must have shape {(B, heads, H, W, keys.shape[1])} for {pattern} and v {tuple(v.shape)}; "
             f"got {tuple(weights.shape)}"
         )
-    out = torch.einsum("bhnk,bhnkd->bhnd", weights.reshape(B, heads, H * W, -1), _gather_slots(v, keys))
+    weights = weights.reshape(B, heads, H * W, -1)
+    if isinstance(pattern, Global):
+        out = weights @ v.reshape(B, heads, H * W, -1)
+    else:
+        out = torch.einsum("bhnk,bhnkd->bhnd", weights, _gather_slots(v, keys))
     return out.reshape(B, heads, H, W, -1)
 
 

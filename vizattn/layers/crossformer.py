@@ -1,0 +1,101 @@
+"""CrossFormer: cross-scale embedding and short/long distance attention with dynamic position bias (§4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..bias import DynamicPositionBias
+from ..patterns import Block, Global, LongDistance, as_pair
+from .common import PatternAttention, check_input, check_positive
+
+__all__ = ["CrossScaleEmbedding", "LongShortDistanceAttention", "DynamicPositionBias"]
+
+
+def split_channels(dim: int, parts: int) -> list[int]:
+    """Channels per kernel, smallest kernel first: halve for each larger kernel, the last gets the rest.
+
+    >>> split_channels(64, 4), split_channels(64, 2), split_channels(10, 3)
+    ([32, 16, 8, 8], [32, 32], [5, 2, 3])
+    """
+    sizes = [dim // 2 ** (i + 1) for i in range(parts - 1)]
+    return sizes + [dim - sum(sizes)]
+
+
+class CrossScaleEmbedding(nn.Module):
+    """CrossFormer's cross-scale embedding layer (CEL): ``[B, H, W, dim_in] -> [B, H/s, W/s, dim_out]``.
+
+    Convolutions with kernels ``k`` (increasing), the same stride ``s`` and padding ``(k - s) / 2``
+    all centre their windows on the same points; their outputs are concatenated on channels,
+    smaller kernels getting more (``dim_out/2, /4, /8, /8`` for four kernels, half and half for two:
+    see ``split_channels``). Channels-last in and out [vizattn choice, like every vizattn module]:
+    the stem takes an image as ``image.permute(0, 2, 3, 1)``. Stage 1: ``kernels=(4, 8, 16, 32),
+    stride=4``; between stages ``kernels=(2, 4), stride=2``. No normalisation (the model adds it).
+
+    >>> import torch
+    >>> cel = CrossScaleEmbedding(3, 32)
+    >>> [conv.out_channels for conv in cel.convs], cel(torch.randn(1, 32, 32, 3)).shape
+    ([16, 8, 4, 4], torch.Size([1, 8, 8, 32]))
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, kernels=(4, 8, 16, 32), stride: int = 4):
+        super().__init__()
+        check_positive(dim_in=dim_in, dim_out=dim_out, stride=stride)
+        kernels = tuple(kernels)
+        if not kernels or any(not isinstance(k, int) or k < stride or (k - stride) % 2 for k in kernels) \
+                or list(kernels) != sorted(set(kernels)):
+            raise ValueError("kernels must be increasing ints, each at least stride and differing from it by an "
+                             f"even number (padding (k - stride) / 2 centres them); got kernels={kernels}, stride={stride}")
+        channels = split_channels(dim_out, len(kernels))
+        if min(channels) < 1:
+            raise ValueError(f"dim_out is too small to split over the kernels ({channels}); got dim_out={dim_out}, "
+                             f"kernels={kernels}")
+        self.dim_in, self.dim_out, self.kernels, self.stride = dim_in, dim_out, kernels, stride
+        self.convs = nn.ModuleList(
+            nn.Conv2d(dim_in, c, k, stride=stride, padding=(k - stride) // 2) for k, c in zip(kernels, channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = check_input(x, self.dim_in, "CrossScaleEmbedding")
+        if H < self.stride or W < self.stride:
+            raise ValueError(f"the map must be at least stride on each axis; got stride={self.stride}, map={(H, W)}")
+        x = x.permute(0, 3, 1, 2)  # [B, dim_in, H, W]
+        y = torch.cat([conv(x) for conv in self.convs], dim=1)  # [B, dim_out, H // s, W // s]
+        return y.permute(0, 2, 3, 1)  # [B, H // s, W // s, dim_out]
+
+
+class LongShortDistanceAttention(PatternAttention):
+    """CrossFormer's LSDA: short distance (``kind="sda"``) or long distance (``kind="lda"``) attention.
+
+    SDA = ``Block(group)`` (MaxViT's block attention), LDA = ``LongDistance(interval)`` (tokens
+    ``interval`` apart on each axis; equals MaxViT's grid attention with ``G = H / interval``). If
+    the map is no larger than the group (``H <= group`` and ``W <= group``) the attention is ``Global``. The
+    bias comes from a ``DynamicPositionBias`` (hidden width ``dpb_hidden``, default
+    ``max(dim // 16, 4)`` as in the reference code) evaluated on the pattern's extent, so one set
+    of weights serves every group size. ``pad=True``: pad to a multiple of group/interval.
+
+    >>> import torch
+    >>> lda = LongShortDistanceAttention(dim=16, heads=2, kind="lda", interval=4)
+    >>> lda(torch.randn(1, 8, 12, 16)).shape, lda.pattern(8, 12)
+    (torch.Size([1, 8, 12, 16]), LongDistance(4))
+    """
+
+    def __init__(self, dim: int, heads: int, kind: str = "sda", group=7, interval=8, dpb_hidden: int | None = None,
+                 pad: bool = False, qkv_bias: bool = True):
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
+        if kind not in ("sda", "lda"):
+            raise ValueError(f"kind must be 'sda' or 'lda'; got kind={kind!r}")
+        self.kind, self.group = kind, as_pair("group", group)
+        self._local = Block(self.group, pad=pad) if kind == "sda" else LongDistance(interval, pad=pad)
+        self.dpb = DynamicPositionBias(heads, hidden=dpb_hidden or max(dim // 16, 4))
+
+    def pattern(self, H: int, W: int):
+        if H <= self.group[0] and W <= self.group[1]:
+            return Global()
+        return self._local
+
+    def bias(self, H: int, W: int) -> torch.Tensor:
+        return self.dpb(self.pattern(H, W).extent(H, W))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kind={self.kind!r}, pattern={self._local}, global up to {self.group}"

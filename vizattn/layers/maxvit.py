@@ -1,0 +1,143 @@
+"""MaxViT: block and grid attention, MBConv, and the block that chains them (semantics.md §3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..bias import RelativePositionBias
+from ..patterns import Block, Grid
+from .common import Mlp, PatternAttention, check_input, check_positive
+
+__all__ = ["BlockAttention", "GridAttention", "MBConv", "MaxViTBlock"]
+
+
+class BlockAttention(PatternAttention):
+    """MaxViT block attention (= CrossFormer SDA): attention inside non-overlapping ``P x P`` windows.
+
+    ``rel_pos_bias``: a table ``[heads, 2P-1, 2P-1]`` indexed by within-window key - query.
+    ``pad=True`` pads bottom/right to a multiple of P (padded keys excluded, padded queries
+    cropped) [vizattn choice]; otherwise a map that P does not divide raises ``ValueError``.
+
+    >>> import torch
+    >>> BlockAttention(dim=16, heads=2, size=4)(torch.randn(1, 8, 12, 16)).shape
+    torch.Size([1, 8, 12, 16])
+    """
+
+    pattern_type = Block
+
+    def __init__(self, dim: int, heads: int, size, pad: bool = False, rel_pos_bias: bool = True, qkv_bias: bool = True):
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
+        self._pattern = self.pattern_type(size, pad=pad)
+        self.rpb = RelativePositionBias(heads, self._pattern.size) if rel_pos_bias else None
+
+    def pattern(self, H: int, W: int):
+        return self._pattern
+
+    def bias(self, H: int, W: int) -> torch.Tensor | None:
+        return None if self.rpb is None else self.rpb()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pattern={self._pattern}"
+
+
+class GridAttention(BlockAttention):
+    """MaxViT grid attention: a ``G x G`` lattice with spacing ``H / G`` spanning the whole map.
+
+    Same shell as ``BlockAttention``; the bias table ``[heads, 2G-1, 2G-1]`` is indexed by the
+    within-group offset, where one unit is ``H / G`` pixels.
+
+    >>> import torch
+    >>> GridAttention(dim=16, heads=2, size=4)(torch.randn(1, 8, 12, 16)).shape
+    torch.Size([1, 8, 12, 16])
+    """
+
+    pattern_type = Grid
+
+
+class MBConv(nn.Module):
+    """MaxViT's inverted bottleneck, channels-last at its boundary: ``[B, H, W, dim_in] -> [B, H', W', dim_out]``.
+
+    BN -> 1x1 expand to ``dim_out * expand`` -> BN + GELU -> 3x3 depthwise (``stride``) -> BN + GELU
+    -> squeeze-excite (to ``int(dim_out * se)`` channels, SiLU, sigmoid gate; ``se=0``: none) -> 1x1
+    project, plus a shortcut: identity, or average pooling (kernel = stride = ``stride``) and/or a
+    1x1 convolution when the shape changes (timm's ``MbConvBlock``). ``H' = ceil(H / stride)``.
+
+    >>> import torch
+    >>> MBConv(8, 16, stride=2)(torch.randn(2, 7, 8, 8)).shape
+    torch.Size([2, 4, 4, 16])
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, stride: int = 1, expand: float = 4, se: float = 0.25):
+        super().__init__()
+        check_positive(dim_in=dim_in, dim_out=dim_out, stride=stride)
+        hidden = int(dim_out * expand)
+        if hidden < 1 or not 0 <= se <= 1:
+            raise ValueError(f"MBConv needs dim_out * expand >= 1 and 0 <= se <= 1; got dim_out={dim_out}, "
+                             f"expand={expand}, se={se}")
+        self.dim_in, self.dim_out, self.stride = dim_in, dim_out, stride
+        self.pre_norm = nn.BatchNorm2d(dim_in)
+        self.expand = nn.Sequential(nn.Conv2d(dim_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.GELU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.GELU(),
+        )
+        squeezed = int(dim_out * se)
+        self.se = nn.Identity() if squeezed < 1 else SqueezeExcite(hidden, squeezed)
+        self.project = nn.Conv2d(hidden, dim_out, 1)
+        shortcut = []
+        if stride > 1:
+            shortcut.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
+        if dim_in != dim_out:
+            shortcut.append(nn.Conv2d(dim_in, dim_out, 1))
+        self.shortcut = nn.Sequential(*shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = check_input(x, self.dim_in, "MBConv")
+        x = x.permute(0, 3, 1, 2)  # [B, dim_in, H, W]
+        y = self.depthwise(self.expand(self.pre_norm(x)))  # [B, hidden, H', W']
+        y = self.project(self.se(y)) + self.shortcut(x)  # [B, dim_out, H', W']
+        return y.permute(0, 2, 3, 1)  # [B, H', W', dim_out]
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate on ``[B, C, H, W]``: ``x * sigmoid(W2 silu(W1 mean_hw(x)))``."""
+
+    def __init__(self, dim: int, squeezed: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(dim, squeezed, 1)
+        self.act = nn.SiLU()
+        self.expand = nn.Conv2d(squeezed, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True))))  # [B, C, 1, 1]
+        return x * gate.sigmoid()
+
+
+class MaxViTBlock(nn.Module):
+    """One MaxViT block: MBConv, then block attention + FFN, then grid attention + FFN (pre-norm residuals).
+
+    ``x = MBConv(x)``; ``x += BlockAttn(LN(x))``; ``x += FFN(LN(x))``; ``x += GridAttn(LN(x))``;
+    ``x += FFN(LN(x))``. ``size`` is both the window P and the grid G; ``stride=2`` in the first
+    block of a stage halves the map (in the MBConv).
+
+    >>> import torch
+    >>> MaxViTBlock(dim_in=8, dim=16, heads=2, size=2, stride=2)(torch.randn(1, 8, 8, 8)).shape
+    torch.Size([1, 4, 4, 16])
+    """
+
+    def __init__(self, dim_in: int, dim: int, heads: int, size, stride: int = 1, pad: bool = False,
+                 mlp_ratio: float = 4.0, expand: float = 4, se: float = 0.25):
+        super().__init__()
+        self.mbconv = MBConv(dim_in, dim, stride=stride, expand=expand, se=se)
+        self.norm1, self.block_attn = nn.LayerNorm(dim), BlockAttention(dim, heads, size, pad=pad)
+        self.norm2, self.mlp1 = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
+        self.norm3, self.grid_attn = nn.LayerNorm(dim), GridAttention(dim, heads, size, pad=pad)
+        self.norm4, self.mlp2 = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mbconv(x)  # [B, H', W', dim]
+        x = x + self.block_attn(self.norm1(x))
+        x = x + self.mlp1(self.norm2(x))
+        x = x + self.grid_attn(self.norm3(x))
+        return x + self.mlp2(self.norm4(x))

@@ -32,6 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .patterns import AxisRule, Global, Pattern, geometry
 
@@ -270,7 +271,8 @@ class TilePlan:
     """How the queries of one (pattern, H, W) are cut into tiles; ``nT`` tiles of ``Tq`` queries.
 
     q_idx ``[nT, Tq]``: flat query of each tile row. kv_idx ``[nT, Tk]``: flat token of each halo
-    column; ``N`` is a zero token (padding of short halos, and SASA's zero column). tile_slot
+    column; ``N`` is a zero token (SASA's zero column), other padding of short halos points at
+    token 0 and is masked. tile_slot
     ``[nT, Tq, Tk]``: the query's slot holding that column's key, -1 if not in its window.
     out_row ``[N]``: the tile row (``tile * Tq + row``) whose result each query takes.
     slot_col ``[N, K]``: the halo column of each slot in that row, -1 if excluded.
@@ -351,36 +353,82 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
         kv_idx = F.pad(kv_idx, (0, 1), value=N)
         tile_slot = F.pad(tile_slot, (0, 1), value=-1)
         slot_col = torch.where((slot_col < 0) & (geometry(pattern, H, W)[0] < 0), zero_col, slot_col)
+    else:  # halo padding may point at any token (it is masked): no zero token, no padded copy of k, v
+        kv_idx = kv_idx.where(kv_idx < N, 0)
     full = bool((tile_slot >= 0).all())
     return TilePlan(q_idx, kv_idx, tile_slot, out_row.reshape(N), slot_col, zero_col, full)
 
 
 def _tiled(q, k, v, pattern, terms, scale, return_weights):
+    B, heads, H, W, _ = q.shape
+    plan = _plan(pattern, H, W, TILE, q.device)
+    if return_weights:
+        return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
+    slices = B * heads
+    per_chunk = max(1, slices * H * W // (2 * plan.kv_idx.numel()))
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, terms))
+    if not training or per_chunk >= slices:
+        return _tiled_attention(q, k, v, pattern, plan, terms, scale), None
+    # Training: autograd would keep every gathered halo (a few times k and v) for backward.
+    # Checkpointed chunks of (batch, head) slices re-gather them in backward instead, so the
+    # extra memory stays about twice the size of q, whatever the halo.
+    q1, k1, v1 = (t.reshape(1, slices, *t.shape[2:]) for t in (q, k, v))
+    t1 = None if terms is None else terms.expand(B, heads, -1, -1).reshape(1, slices, *terms.shape[2:])
+    chunks = [
+        checkpoint(_tiled_attention, q1[:, s : s + per_chunk], k1[:, s : s + per_chunk], v1[:, s : s + per_chunk],
+                   pattern, plan, None if t1 is None else t1[:, s : s + per_chunk], scale, use_reentrant=False)
+        for s in range(0, slices, per_chunk)
+    ]
+    return torch.cat(chunks, 1).reshape(B, heads, H, W, -1), None
+
+
+def _tiles(q, k, v, pattern, plan, terms):
+    """Gather the tiles: ``qt [B, heads, nT, Tq, d]``, ``kt, vt [B, heads, nT, Tk, d]`` and the logit terms."""
     B, heads, H, W, head_dim = q.shape
     N = H * W
-    plan = _plan(pattern, H, W, TILE, q.device)
-    nT, Tq = plan.q_idx.shape
-    qt = q.reshape(B, heads, N, head_dim)[:, :, plan.q_idx]  # [B, heads, nT, Tq, head_dim]
-    kt, vt = (F.pad(t.reshape(B, heads, N, -1), (0, 0, 0, 1))[:, :, plan.kv_idx] for t in (k, v))  # [.., nT, Tk, d]
+    qt = _rows(q.reshape(B, heads, N, head_dim), plan.q_idx)
+    if plan.zero_col is not None:  # token N is SASA's zero key/value
+        k, v = (F.pad(t.reshape(B, heads, N, -1), (0, 0, 0, 1)) for t in (k, v))
+    kt, vt = (_rows(t.reshape(B, heads, -1, t.shape[-1]), plan.kv_idx) for t in (k, v))
     add = _tile_logit_terms(plan, pattern, terms, H, W, q.dtype)  # None, or [B|1, heads|1, nT, Tq, Tk]
-    if return_weights:
-        logits = scale * qt @ kt.transpose(-1, -2)
-        probs = (logits if add is None else _add_terms(logits, add)).softmax(-1)  # [B, heads, nT, Tq, Tk]
-        out_t = probs @ vt
-    else:
-        mask = None if add is None else add.expand(-1, heads, -1, -1, -1).flatten(1, 2)
-        out_t = F.scaled_dot_product_attention(
-            qt.flatten(1, 2), kt.flatten(1, 2), vt.flatten(1, 2), attn_mask=mask, scale=scale
-        )
-    out = out_t.reshape(B, heads, nT * Tq, -1)[:, :, plan.out_row].reshape(B, heads, H, W, -1)
-    if not return_weights:
-        return out, None
-    rows = probs.reshape(B, heads, nT * Tq, -1)[:, :, plan.out_row]  # [B, heads, N, Tk]
+    return qt, kt, vt, add
+
+
+def _untile(x, plan, shape):
+    """Tile rows ``[B, heads, nT, Tq, d]`` back to each query's own row: ``[B, heads, N, d]``."""
+    B, heads = shape[:2]
+    return _rows(x.reshape(B, heads, -1, x.shape[-1]), plan.out_row)
+
+
+def _tiled_attention(q, k, v, pattern, plan, terms, scale):
+    B, heads, H, W, _ = q.shape
+    qt, kt, vt, add = _tiles(q, k, v, pattern, plan, terms)
+    # tiles act as SDPA's "heads", (B, heads) as its batch: a mask without B or heads is not copied
+    mask = None if add is None else add.expand(B, heads, -1, -1, -1).flatten(0, 1)
+    out_t = F.scaled_dot_product_attention(qt.flatten(0, 1), kt.flatten(0, 1), vt.flatten(0, 1), attn_mask=mask, scale=scale)
+    return _untile(out_t, plan, q.shape).reshape(B, heads, H, W, -1)
+
+
+def _tiled_with_weights(q, k, v, pattern, plan, terms, scale):
+    B, heads, H, W, _ = q.shape
+    qt, kt, vt, add = _tiles(q, k, v, pattern, plan, terms)
+    logits = scale * qt @ kt.transpose(-1, -2)
+    probs = (logits if add is None else _add_terms(logits, add)).softmax(-1)  # [B, heads, nT, Tq, Tk]
+    out = _untile(probs @ vt, plan, q.shape).reshape(B, heads, H, W, -1)
+    rows = _untile(probs, plan, q.shape)  # [B, heads, N, Tk]
     weights = rows.gather(-1, plan.slot_col.clamp(min=0).expand(B, heads, -1, -1)).masked_fill(plan.slot_col < 0, 0)
     if plan.zero_col is not None:  # split the zero column's mass over the zero slots
         zero = _zero_slots(pattern, H, W, q.device)
         weights = torch.where(zero, weights * _zero_slot_share(terms, zero, q.dtype), weights)
     return out, weights.reshape(B, heads, H, W, -1)
+
+
+def _rows(x, index):
+    """``x[:, :, index]`` for ``x [B, heads, rows, d]`` and an index of any shape.
+
+    ``index_select`` backpropagates with ``index_add`` (no expanded index as advanced indexing builds).
+    """
+    return x.index_select(2, index.flatten()).unflatten(2, index.shape)
 
 
 def _tile_logit_terms(plan, pattern, terms, H, W, dtype):

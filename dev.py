@@ -28,7 +28,7 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".vizattn-installed"
 DEFAULT_TORCH = "torch==2.13.0"
 # Bump to force a re-install after a change to the set-up steps below.
-SETUP_VERSION = "1"
+SETUP_VERSION = "2"
 WINDOWS = os.name == "nt"
 
 USAGE = """\
@@ -224,8 +224,25 @@ def ensure_setup():
         "pip install -e .[dev]",
         cwd=str(ROOT),
     )
+    install_natten()
     STAMP.write_text("{}\ntorch {}\n".format(wanted, torch_version), encoding="utf-8")
     say("set-up done")
+
+
+def install_natten():
+    """NATTEN, the reference NA/DiNAT implementation, for a forward cross-check in the tests.
+
+    It ships as a source package whose build needs torch, so it is built against the torch in
+    .venv (--no-build-isolation); a build environment of its own would pull another torch.
+    Best effort: without it, that one test is skipped (and fails under CI=true).
+    """
+    say("installing NATTEN for the cross-check test (pure Python build against .venv's torch)")
+    cmd = [venv_python(), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+           "--no-build-isolation", "natten"]
+    try:
+        run(cmd, "installing natten")
+    except DevError as exc:
+        say("{}; the NATTEN cross-check will be skipped".format(exc))
 
 
 # --- commands -------------------------------------------------------------------------

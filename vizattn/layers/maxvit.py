@@ -101,7 +101,12 @@ class MBConv(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gate on ``[B, C, H, W]``: ``x * sigmoid(W2 silu(W1 mean_hw(x)))``."""
+    """Channel gate on ``[B, C, H, W]``: ``x * sigmoid(W2 silu(W1 mean_hw(x)))``.
+
+    >>> import torch
+    >>> SqueezeExcite(8, 2)(torch.randn(1, 8, 3, 3)).shape
+    torch.Size([1, 8, 3, 3])
+    """
 
     def __init__(self, dim: int, squeezed: int):
         super().__init__()

@@ -148,7 +148,8 @@ class AttentionStem(nn.Module):
         probs = slot_logits(q, k, pattern, scale=self.scale).softmax(-1)  # [B, heads, H, W, K]
         if self.fused:
             share = (probs * p_slot).sum(-1, keepdim=True)  # c_m: [M, B, heads, H, W, 1]
-            log_p = F.pad(p.log(), (kw // 2, kw // 2, kh // 2, kh // 2))  # [M, 2kh-1, 2kw-1], unused ends 0
+            log_p = p.clamp(min=torch.finfo(p.dtype).tiny).log()  # finite even where p underflows to 0
+            log_p = F.pad(log_p, (kw // 2, kw // 2, kh // 2, kh // 2))  # [M, 2kh-1, 2kw-1], unused ends 0
             return self._merge(sum(
                 share[m] * attend(q, k, values[m], pattern, bias=log_p[m].expand(heads, -1, -1), scale=self.scale)
                 for m in range(M)

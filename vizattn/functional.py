@@ -372,12 +372,15 @@ def _tiled(q, k, v, pattern, terms, scale, return_weights):
     # Training: autograd would keep every gathered halo (a few times k and v) for backward.
     # Checkpointed chunks of (batch, head) slices re-gather them in backward instead, so the
     # extra memory stays about twice the size of q, whatever the halo.
-    q1, k1, v1 = (t.reshape(1, slices, *t.shape[2:]) for t in (q, k, v))
-    t1 = None if terms is None else terms.expand(B, heads, -1, -1).reshape(1, slices, *terms.shape[2:])
+    # split (not slicing) so that backward joins the chunks' gradients with one cat
+    parts = [t.reshape(1, slices, *t.shape[2:]).split(per_chunk, dim=1) for t in (q, k, v)]
+    if terms is None:
+        parts.append([None] * len(parts[0]))
+    else:
+        parts.append(terms.expand(B, heads, -1, -1).reshape(1, slices, *terms.shape[2:]).split(per_chunk, dim=1))
     chunks = [
-        checkpoint(_tiled_attention, q1[:, s : s + per_chunk], k1[:, s : s + per_chunk], v1[:, s : s + per_chunk],
-                   pattern, plan, None if t1 is None else t1[:, s : s + per_chunk], scale, use_reentrant=False)
-        for s in range(0, slices, per_chunk)
+        checkpoint(_tiled_attention, qc, kc, vc, pattern, plan, tc, scale, use_reentrant=False)
+        for qc, kc, vc, tc in zip(*parts)
     ]
     return torch.cat(chunks, 1).reshape(B, heads, H, W, -1), None
 
@@ -432,20 +435,24 @@ def _rows(x, index):
 
 
 def _tile_logit_terms(plan, pattern, terms, H, W, dtype):
-    """Per-slot terms laid out on the tiles, ``-inf`` outside windows; boolean if only a mask."""
-    allowed = plan.tile_slot >= 0  # [nT, Tq, Tk]
-    if terms is None and plan.zero_col is None:
-        return None if plan.full else allowed[None, None]
-    if terms is None:
-        add = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)[None, None]
-    else:
+    """Additive logits on the tiles ``[B|1, heads|1, nT, Tq, Tk]``: slot terms, ``-inf`` outside windows."""
+    if terms is None and plan.zero_col is None and plan.full:
+        return None
+    add = _tile_mask(pattern, H, W, plan.q_idx.device, dtype)[None, None]  # 0 / -inf
+    if terms is not None:
         per_row = terms[:, :, plan.q_idx]  # [.., nT, Tq, K]
-        add = per_row.gather(-1, plan.tile_slot.clamp(min=0).expand(per_row.shape[:2] + allowed.shape))
-    add = add.masked_fill(~allowed, -math.inf)
+        add = add + per_row.gather(-1, plan.tile_slot.clamp(min=0).expand(per_row.shape[:2] + plan.tile_slot.shape))
     if plan.zero_col is not None:
-        zero_logit = _zero_slot_logsumexp(terms, _zero_slots(pattern, H, W, allowed.device), dtype)  # [.., N]
+        zero_logit = _zero_slot_logsumexp(terms, _zero_slots(pattern, H, W, add.device), dtype)  # [.., N]
         add = torch.cat([add[..., : plan.zero_col], zero_logit[..., plan.q_idx, None].expand(add.shape[:-1] + (1,))], -1)
     return add
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_mask(pattern, H, W, device, dtype):
+    """``[nT, Tq, Tk]``: 0 where the halo key is in the query's window, ``-inf`` elsewhere (cached)."""
+    plan = _plan(pattern, H, W, TILE, device)
+    return torch.zeros(plan.tile_slot.shape, dtype=dtype, device=device).masked_fill(plan.tile_slot < 0, -math.inf)
 
 
 def _add_terms(logits, add):

@@ -40,6 +40,7 @@ __all__ = ["attend", "slot_logits", "combine"]
 
 BACKENDS = ("auto", "reference", "tiled", "flex")
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
+CHUNK = 1.0  # training: (batch, head) slices per checkpointed chunk, in units of N / halo rows
 
 
 def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
@@ -365,7 +366,7 @@ def _tiled(q, k, v, pattern, terms, scale, return_weights):
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
     slices = B * heads
-    per_chunk = max(1, slices * H * W // (2 * plan.kv_idx.numel()))
+    per_chunk = max(1, int(slices * H * W * CHUNK // plan.kv_idx.numel()))
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, terms))
     if not training or per_chunk >= slices:
         return _tiled_attention(q, k, v, pattern, plan, terms, scale), None

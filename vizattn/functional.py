@@ -278,6 +278,8 @@ class TilePlan:
     out_row ``[N]``: the tile row (``tile * Tq + row``) whose result each query takes.
     slot_col ``[N, K]``: the halo column of each slot in that row, -1 if excluded.
     zero_col: column index of the zero key of SASA's zero slots, or None.
+    identity: one tile holding every query in order, whose halo is every token in order (Global):
+    no gathering needed.
     """
 
     q_idx: torch.Tensor
@@ -287,6 +289,7 @@ class TilePlan:
     slot_col: torch.Tensor
     zero_col: int | None
     full: bool
+    identity: bool
 
     def to(self, device):
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -357,7 +360,8 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
     else:  # halo padding may point at any token (it is masked): no zero token, no padded copy of k, v
         kv_idx = kv_idx.where(kv_idx < N, 0)
     full = bool((tile_slot >= 0).all())
-    return TilePlan(q_idx, kv_idx, tile_slot, out_row.reshape(N), slot_col, zero_col, full)
+    identity = q_idx.shape[0] == 1 and torch.equal(q_idx[0], torch.arange(N)) and torch.equal(kv_idx[0], torch.arange(N))
+    return TilePlan(q_idx, kv_idx, tile_slot, out_row.reshape(N), slot_col, zero_col, full, identity)
 
 
 def _tiled(q, k, v, pattern, terms, scale, return_weights):
@@ -390,10 +394,13 @@ def _tiles(q, k, v, pattern, plan, terms):
     """Gather the tiles: ``qt [B, heads, nT, Tq, d]``, ``kt, vt [B, heads, nT, Tk, d]`` and the logit terms."""
     B, heads, H, W, head_dim = q.shape
     N = H * W
-    qt = _rows(q.reshape(B, heads, N, head_dim), plan.q_idx)
-    if plan.zero_col is not None:  # token N is SASA's zero key/value
-        k, v = (F.pad(t.reshape(B, heads, N, -1), (0, 0, 0, 1)) for t in (k, v))
-    kt, vt = (_rows(t.reshape(B, heads, -1, t.shape[-1]), plan.kv_idx) for t in (k, v))
+    if plan.identity:
+        qt, kt, vt = (t.reshape(B, heads, 1, N, -1) for t in (q, k, v))
+    else:
+        qt = _rows(q.reshape(B, heads, N, head_dim), plan.q_idx)
+        if plan.zero_col is not None:  # token N is SASA's zero key/value
+            k, v = (F.pad(t.reshape(B, heads, N, -1), (0, 0, 0, 1)) for t in (k, v))
+        kt, vt = (_rows(t.reshape(B, heads, -1, t.shape[-1]), plan.kv_idx) for t in (k, v))
     add = _tile_logit_terms(plan, pattern, terms, H, W, q.dtype)  # None, or [B|1, heads|1, nT, Tq, Tk]
     return qt, kt, vt, add
 
@@ -401,7 +408,8 @@ def _tiles(q, k, v, pattern, plan, terms):
 def _untile(x, plan, shape):
     """Tile rows ``[B, heads, nT, Tq, d]`` back to each query's own row: ``[B, heads, N, d]``."""
     B, heads = shape[:2]
-    return _rows(x.reshape(B, heads, -1, x.shape[-1]), plan.out_row)
+    x = x.reshape(B, heads, -1, x.shape[-1])
+    return x if plan.identity else _rows(x, plan.out_row)
 
 
 def _tiled_attention(q, k, v, pattern, plan, terms, scale):

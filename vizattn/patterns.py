@@ -32,9 +32,7 @@ __all__ = ["Pattern", "Global", "Neighborhood", "LocalWindow", "Block", "Grid", 
 
 def as_pair(name: str, value, minimum: int = 1) -> Pair:
     """Normalise an int or an ``(h, w)`` pair of ints, each at least ``minimum``."""
-    if isinstance(value, int):
-        value = (value, value)
-    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair):
         raise ValueError(f"{name} must be an int or a pair of ints; got {name}={value!r}")
     if min(pair) < minimum:

@@ -7,11 +7,13 @@ Modules are channels-last: ``[B, H, W, C]`` in, ``[B, H, W, C]`` out.
 Every attention layer has a switch ``fused`` (default True):
 
 - ``fused=True``: the fastest exact path (``vizattn.attend``); no probabilities are formed.
-- ``fused=False``: the explicit path ``probs = slot_logits(...).softmax(-1)``,
-  ``probs = self.attn_probs(probs, pattern)``, ``out = combine(probs, v, pattern)``. The
-  probabilities pass through the named module ``attn_probs`` (an ``AttentionProbs``), where a
-  forward hook sees them together with their pattern (what ``vizattn.probe`` uses), and may
-  even replace them (a hook's return value is used). Both paths compute the same numbers.
+- ``fused=False``: the explicit path ``logits = slot_logits(...)``,
+  ``probs = self.attn_probs(logits.softmax(-1), pattern, scores=logits)``,
+  ``out = combine(probs, v, pattern)``. The probabilities pass through the named module
+  ``attn_probs`` (an ``AttentionProbs``), where a forward hook sees them together with their
+  pattern (and, registered ``with_kwargs=True``, the pre-softmax ``scores``: what
+  ``vizattn.probe`` uses), and may even replace them (a hook's return value is used). Both paths
+  compute the same numbers.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ class AttentionProbs(nn.Module):
     """The named, hookable attention-probabilities step: returns ``probs`` unchanged.
 
     ``probs [B, heads, H, W, K]`` are aligned with ``pattern.keys(H, W)``; a forward hook gets
-    ``(probs, pattern)`` as its inputs. Layers call it only on their explicit path (``fused=False``).
+    ``(probs, pattern)`` as its inputs. Layers call it only on their explicit path (``fused=False``)
+    and also pass the keyword ``scores``: the pre-softmax logits ``probs`` came from, same layout
+    (``-inf`` at excluded slots), which a hook registered with ``with_kwargs=True`` receives.
 
     >>> import torch; from vizattn.patterns import Block
     >>> step, seen = AttentionProbs(), []
@@ -67,7 +71,7 @@ class AttentionProbs(nn.Module):
     >>> handle.remove()
     """
 
-    def forward(self, probs: torch.Tensor, pattern) -> torch.Tensor:
+    def forward(self, probs: torch.Tensor, pattern, scores: torch.Tensor | None = None) -> torch.Tensor:
         return probs
 
 
@@ -78,8 +82,8 @@ def attention(layer: nn.Module, q, k, v, pattern, *, bias=None, rel_emb=None, sc
     """
     if layer.fused:
         return attend(q, k, v, pattern, bias=bias, scale=scale, rel_emb=rel_emb)
-    probs = slot_logits(q, k, pattern, bias, scale, rel_emb=rel_emb).softmax(-1)  # [B, heads, H, W, K]
-    probs = layer.attn_probs(probs, pattern)
+    logits = slot_logits(q, k, pattern, bias, scale, rel_emb=rel_emb)  # [B, heads, H, W, K]
+    probs = layer.attn_probs(logits.softmax(-1), pattern, scores=logits)
     return combine(probs, v, pattern)
 
 

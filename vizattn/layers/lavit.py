@@ -50,7 +50,7 @@ class _ScoreAttention(nn.Module):
         B, heads, H, W, head_dim = v.shape
         probs = scores.softmax(-1).reshape(B, heads, H, W, H * W)  # [B, heads, H, W, K = N]
         if not self.fused:
-            probs = self.attn_probs(probs, GLOBAL)
+            probs = self.attn_probs(probs, GLOBAL, scores=scores.reshape(B, heads, H, W, H * W))
         out = combine(probs, v, GLOBAL)  # [B, heads, H, W, head_dim]
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(B, H, W, heads * head_dim))
 

@@ -145,7 +145,8 @@ class AttentionStem(nn.Module):
         p = self.mixture()  # [M, kh, kw]
         offsets = pattern.offsets(H, W).to(x.device)  # [N, K, 2], key - query in pixels
         p_slot = p[:, offsets[..., 0] + kh // 2, offsets[..., 1] + kw // 2].reshape(M, 1, 1, H, W, -1)  # [M, 1, 1, H, W, K]
-        probs = slot_logits(q, k, pattern, scale=self.scale).softmax(-1)  # [B, heads, H, W, K]
+        logits = slot_logits(q, k, pattern, scale=self.scale)  # [B, heads, H, W, K]
+        probs = logits.softmax(-1)
         if self.fused:
             share = (probs * p_slot).sum(-1, keepdim=True)  # c_m: [M, B, heads, H, W, 1]
             log_p = p.clamp(min=torch.finfo(p.dtype).tiny).log()  # finite even where p underflows to 0
@@ -154,7 +155,7 @@ class AttentionStem(nn.Module):
                 share[m] * attend(q, k, values[m], pattern, bias=log_p[m].expand(heads, -1, -1), scale=self.scale)
                 for m in range(M)
             ))
-        probs = self.attn_probs(probs, pattern)
+        probs = self.attn_probs(probs, pattern, scores=logits)
         return self._merge(sum(combine(probs * p_slot[m], values[m], pattern) for m in range(M)))
 
     def _merge(self, out: torch.Tensor) -> torch.Tensor:

@@ -260,16 +260,31 @@ class LocalWindow(Pattern):
         return f"LocalWindow({_short(self.kernel_size)}{p})"
 
 
-def _check_divides(name: str, value: Pair, H: int, W: int) -> None:
-    if H % value[0] or W % value[1]:
-        raise ValueError(
-            f"the map size must be a multiple of {name} on each axis (or pass pad=True); "
-            f"got {name}={value}, map={(H, W)}"
-        )
+class _Partition(Pattern):
+    """Block, Grid and LongDistance: one size-like field (an int or a pair) and ``pad``."""
+
+    def _size(self) -> tuple[str, Pair]:
+        name = dataclasses.fields(self)[0].name
+        return name, getattr(self, name)
+
+    def __post_init__(self):
+        name, value = self._size()
+        object.__setattr__(self, name, as_pair(name, value))
+
+    def _check(self, H, W):
+        name, value = self._size()
+        if not self.pad and (H % value[0] or W % value[1]):
+            raise ValueError(
+                f"the map size must be a multiple of {name} on each axis (or pass pad=True); "
+                f"got {name}={value}, map={(H, W)}"
+            )
+
+    def __repr__(self):
+        return f"{type(self).__name__}({_short(self._size()[1])}{', pad=True' if self.pad else ''})"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class Block(Pattern):
+class Block(_Partition):
     """MaxViT block attention = CrossFormer SDA: non-overlapping P x P windows.
 
     Tokens share a group iff ``h // P == h' // P`` and ``w // P == w' // P``; the position inside
@@ -283,22 +298,13 @@ class Block(Pattern):
     size: Pair | int
     pad: bool = False
 
-    def __post_init__(self):
-        object.__setattr__(self, "size", as_pair("size", self.size))
-
-    def _check(self, H, W):
-        if not self.pad:
-            _check_divides("size", self.size, H, W)
 
     def _axis(self, L, axis):
         return _blocked(L, self.size[axis])
 
-    def __repr__(self):
-        return f"Block({_short(self.size)}{', pad=True' if self.pad else ''})"
-
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class Grid(Pattern):
+class Grid(_Partition):
     """MaxViT grid attention: a G x G lattice with spacing ``s = H / G`` spanning the map.
 
     Tokens share a group iff ``h = h' (mod s_h)`` and ``w = w' (mod s_w)``; the position inside
@@ -312,23 +318,14 @@ class Grid(Pattern):
     size: Pair | int
     pad: bool = False
 
-    def __post_init__(self):
-        object.__setattr__(self, "size", as_pair("size", self.size))
-
-    def _check(self, H, W):
-        if not self.pad:
-            _check_divides("size", self.size, H, W)
 
     def _axis(self, L, axis):
         G = self.size[axis]
         return _strided(L, spacing=math.ceil(L / G), count=G)
 
-    def __repr__(self):
-        return f"Grid({_short(self.size)}{', pad=True' if self.pad else ''})"
-
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class LongDistance(Pattern):
+class LongDistance(_Partition):
     """CrossFormer long distance attention (LDA) with interval I.
 
     Tokens share a group iff ``h = h' (mod I)`` and ``w = w' (mod I)``; a group has
@@ -342,16 +339,7 @@ class LongDistance(Pattern):
     interval: Pair | int
     pad: bool = False
 
-    def __post_init__(self):
-        object.__setattr__(self, "interval", as_pair("interval", self.interval))
-
-    def _check(self, H, W):
-        if not self.pad:
-            _check_divides("interval", self.interval, H, W)
 
     def _axis(self, L, axis):
         I = self.interval[axis]
         return _strided(L, spacing=I, count=math.ceil(L / I))
-
-    def __repr__(self):
-        return f"LongDistance({_short(self.interval)}{', pad=True' if self.pad else ''})"

@@ -1,9 +1,23 @@
-"""vizattn.metrics: diagonality, symmetry and LaViT's diagonality-preserving loss (semantics.md §5)."""
+"""vizattn.metrics: diagonality, symmetry, LaViT's diagonality-preserving loss (semantics.md §5), and the
+measures over probe records (per-layer DP loss, reuse distance, saturation, mean attention distance)."""
+
+import math
 
 import pytest
 import torch
+from torch import nn
 
-from vizattn.metrics import diagonality, diagonality_preserving_loss, symmetry
+from vizattn import probe
+from vizattn.layers import BlockAttention, LessAttention, StandAloneAttention, VanillaAttention
+from vizattn.metrics import (
+    diagonality,
+    diagonality_preserving_loss,
+    dp_loss_per_layer,
+    mean_attention_distance,
+    reuse_distance,
+    saturation,
+    symmetry,
+)
 
 D = torch.float64
 
@@ -75,3 +89,111 @@ def test_loss_is_differentiable():
 def test_non_square_maps_raise(measure):
     with pytest.raises(ValueError, match=r"square maps \[\.\.\., N, N\]; got shape \(2, 3, 4\)"):
         measure(torch.ones(2, 3, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# measures over probe records
+# ---------------------------------------------------------------------------------------------
+class Chain(nn.Module):
+    """LaViT in miniature: VA -> LA -> LA on a 3x3 map."""
+
+    def __init__(self):
+        super().__init__()
+        self.va, self.la1, self.la2 = VanillaAttention(8, 2), LessAttention(8, 2, tokens=9), LessAttention(8, 2, tokens=9)
+
+    def forward(self, x):
+        y, s = self.va(x)
+        z, s1 = self.la1(x, s)
+        w, s2 = self.la2(x, s1)
+        return y + z + w, (s, s1, s2)
+
+
+def chain(seed=0, move=0.0):
+    torch.manual_seed(seed)
+    model = Chain().double()
+    with torch.no_grad():
+        model.la2.theta.weight.add_(move * torch.randn(9, 9, dtype=D))
+    x = torch.randn(2, 3, 3, 8, generator=torch.Generator().manual_seed(seed + 1), dtype=D)
+    with probe(model) as rec:
+        _, scores = model(x)
+    return rec, scores
+
+
+def test_dp_loss_per_layer_is_the_loss_of_every_la_layer():
+    rec, (_, s1, s2) = chain(move=0.3)
+    losses = dp_loss_per_layer(rec)
+    assert list(losses) == ["la1", "la2"]
+    assert losses["la1"] == pytest.approx(diagonality_preserving_loss(s1.softmax(-1)).item())
+    assert losses["la2"] == pytest.approx(diagonality_preserving_loss(s2.softmax(-1)).item())
+    with pytest.raises(ValueError, match="no less-attention"):
+        dp_loss_per_layer([rec["va"]])
+    with pytest.raises(ValueError, match="AttentionRecords"):
+        dp_loss_per_layer([torch.eye(3)])
+
+
+def test_reuse_distance_is_zero_for_exact_reuse_and_grows_with_the_transform():
+    rec, _ = chain(move=0.5)
+    la1, la2 = rec["la1"], rec["la2"]
+    assert la1.source == "va" and la2.source == "va"
+    # a fresh LA layer (identity transforms) reuses its source's attention exactly
+    assert reuse_distance(la1, rec[la1.source]).abs().max() < 1e-12
+    moved = reuse_distance(la2, rec[la2.source])
+    assert moved.shape == (2,) and (moved > 0.01).all() and (moved <= 1).all()
+    js = reuse_distance(la2, rec["va"].dense(), measure="js")
+    assert ((js > 0) & (js <= 1)).all()
+    # by hand: total variation of two rows
+    p = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]], dtype=D)
+    q = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]], dtype=D)
+    assert reuse_distance(p, q).tolist() == [0.25]  # rows 0.5 and 0, mean 0.25
+    h_mix = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))  # row 0: H(m) - (H(p) + H(q)) / 2 = H(m) - 1/2
+    assert reuse_distance(p, q, measure="js").item() == pytest.approx((h_mix - 0.5) / 2)  # row 1 adds 0
+    with pytest.raises(ValueError, match="same shape"):
+        reuse_distance(p, torch.ones(1, 1, 3, 3))
+    with pytest.raises(ValueError, match="measure must be"):
+        reuse_distance(p, q, measure="kl")
+
+
+def test_saturation_is_one_for_a_repeated_map_and_nan_across_sizes():
+    torch.manual_seed(0)
+    block, other = BlockAttention(8, 2, size=2).double(), StandAloneAttention(8, 2, kernel_size=3).double()
+    x = torch.randn(1, 4, 4, 8, dtype=D)
+    with probe(nn.ModuleList([block, other])) as rec:
+        block(x), block(x), other(x), block(x[:, :2, :2])
+    s = saturation(rec)
+    assert s.shape == (3,)
+    assert s[0].item() == pytest.approx(1.0) and 0 < s[1].item() < 1 and s[2].isnan()
+    with pytest.raises(ValueError, match="at least 2 records"):
+        saturation(rec[:1])
+    with probe(block, queries=[(0, 0)]) as few:
+        block(x), block(x)
+    with pytest.raises(ValueError, match="needs every query"):
+        saturation(few)
+
+
+def test_mean_attention_distance_by_hand():
+    torch.manual_seed(0)
+    layer = StandAloneAttention(8, 2, kernel_size=3).double()
+    with torch.no_grad():
+        layer.qkv.weight.zero_()  # all logits 0: uniform 1/9 over the 9 slots, zero slots included
+        layer.rel.row.zero_(), layer.rel.col.zero_()
+    with probe(layer) as rec:
+        layer(torch.randn(1, 3, 3, 8, dtype=D))
+    r = rec[0]
+    # per query: (1/9) * sum of distances to its real keys; zero slots read nothing
+    keys = r.pattern.keys(3, 3)
+    want = 0.0
+    for q in range(9):
+        for k in keys[q].tolist():
+            if k >= 0:
+                want += ((q // 3 - k // 3) ** 2 + (q % 3 - k % 3) ** 2) ** 0.5 / 9
+    want /= 9
+    torch.testing.assert_close(mean_attention_distance(r), torch.full((2,), want, dtype=D))
+    torch.testing.assert_close(mean_attention_distance(r, pixel_size=4.0), torch.full((2,), 4 * want, dtype=D))
+    with probe(layer, queries=[(1, 1)]) as one:
+        layer(torch.randn(1, 3, 3, 8, dtype=D))
+    centre = (4 * 1 + 4 * 2**0.5) / 9
+    torch.testing.assert_close(mean_attention_distance(one[0]), torch.full((2,), centre, dtype=D))
+    with pytest.raises(ValueError, match="pixel_size must be"):
+        mean_attention_distance(r, pixel_size=0)
+    with pytest.raises(ValueError, match="AttentionRecord"):
+        mean_attention_distance(torch.eye(3))

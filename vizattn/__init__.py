@@ -8,6 +8,7 @@ torch.Size([1, 2, 8, 8, 16])
 
 from . import patterns
 from .functional import attend
+from .probe import probe  # the function; the module stays importable as ``vizattn.probe`` via sys.modules
 
-__all__ = ["attend", "patterns"]
+__all__ = ["attend", "patterns", "probe"]
 __version__ = "0.1.0"

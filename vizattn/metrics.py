@@ -1,15 +1,19 @@
-"""Numbers about attention maps: diagonality, symmetry, and LaViT's diagonality-preserving loss.
+"""Numbers about attention maps: diagonality, symmetry, LaViT's diagonality-preserving loss, and
+measures over captured records (``vizattn.probe``): per-layer DP loss, reuse distance, saturation,
+mean attention distance.
 
 Attention maps here are square, ``attn [..., N, N]`` (query token, key token), usually
 post-softmax probabilities whose rows sum to 1; leading axes (batch, heads) are kept by the
-measures and averaged by the loss.
+measures and averaged by the loss. Record measures take ``AttentionRecord``s (their ``dense()``
+maps; captured with all queries).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["diagonality", "symmetry", "diagonality_preserving_loss"]
+__all__ = ["diagonality", "symmetry", "diagonality_preserving_loss", "dp_loss_per_layer", "reuse_distance",
+           "saturation", "mean_attention_distance"]
 
 
 def _check_square(attn) -> int:
@@ -68,3 +72,164 @@ def diagonality_preserving_loss(attn: torch.Tensor) -> torch.Tensor:
     diag = attn.diagonal(dim1=-2, dim2=-1).sum(-1)
     off_diagonal = attn.sum((-2, -1)) - diag
     return ((asymmetry - (N - 1) * diag + off_diagonal) / N**2).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# measures over captured records (vizattn.probe)
+# ---------------------------------------------------------------------------------------------
+def _is_record(x) -> bool:
+    return all(hasattr(x, a) for a in ("dense", "weights", "size", "kind", "name"))
+
+
+def _full_map(record, what: str) -> torch.Tensor:
+    """``record.dense()`` ``[B, heads, N, N]``; ValueError unless all queries were captured."""
+    if not _is_record(record):
+        raise ValueError(f"{what} must be an AttentionRecord (from vizattn.probe); got {type(record).__name__}")
+    if record.queries is not None:
+        raise ValueError(f"{what} needs every query; {record.name!r} was captured for queries={list(record.queries)}")
+    return record.dense()
+
+
+def dp_loss_per_layer(records) -> dict[str, float]:
+    """LaViT's diagonality-preserving loss of every less-attention record: ``{layer name: loss}``.
+
+    The loss of ``diagonality_preserving_loss`` on the record's probabilities (``dense()``,
+    averaged over captured batch items and heads); a layer recorded several times gets the mean.
+    Records of other kinds are skipped; no LA record at all raises ``ValueError``.
+
+    >>> import torch; from vizattn import probe; from vizattn.layers import LessAttention
+    >>> la = LessAttention(dim=8, heads=2, tokens=4)
+    >>> with probe(la) as rec:
+    ...     _ = la(torch.randn(1, 2, 2, 8), 10 * torch.eye(4).expand(1, 2, 4, 4))
+    >>> {k: round(v, 3) for k, v in dp_loss_per_layer(rec).items()}   # near-identity maps: close to 1/N - 1
+    {'': -0.75}
+    """
+    records = list(records)
+    if not all(_is_record(r) for r in records):
+        raise ValueError("records must be AttentionRecords (from vizattn.probe)")
+    losses: dict[str, list[float]] = {}
+    for r in records:
+        if r.kind == "less":
+            losses.setdefault(r.name, []).append(float(diagonality_preserving_loss(_full_map(r, "a record"))))
+    if not losses:
+        raise ValueError(f"no less-attention (LaViT LA) record among the {len(records)} records; kinds: "
+                         f"{sorted({r.kind for r in records})}")
+    return {name: sum(v) / len(v) for name, v in losses.items()}
+
+
+def _as_rows(x, what: str) -> torch.Tensor:
+    if _is_record(x):
+        return _full_map(x, what)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{what} must be an AttentionRecord or probabilities [B, heads, N, N]; got {got}")
+    return x
+
+
+def reuse_distance(la_record, vanilla_attention, measure: str = "tv") -> torch.Tensor:
+    """How far an LA layer's attention is from a vanilla layer's, per head: ``[heads]``.
+
+    Both are row distributions over key tokens: ``la_record`` an ``AttentionRecord``,
+    ``vanilla_attention`` a record or probabilities ``[B, heads, N, N]`` of the same shape — what
+    a vanilla layer computes at the same depth (e.g. a ``VanillaAttention`` probed on the LA
+    layer's input, or the LA layer's ``source`` record: how far reuse has drifted). For every
+    query row the distance between the two distributions p, q is
+
+    - ``measure="tv"``: total variation ``1/2 sum_k |p_k - q_k|`` (the share of mass that must
+      move), in [0, 1];
+    - ``measure="js"``: Jensen-Shannon divergence in bits, ``H((p+q)/2) - (H(p) + H(q))/2``, in [0, 1];
+
+    then averaged over batch items and queries. 0 means the LA layer attends exactly as the
+    vanilla one.
+
+    >>> import torch
+    >>> p = torch.eye(3).expand(1, 2, 3, 3)
+    >>> reuse_distance(p, p).tolist(), [round(d, 4) for d in reuse_distance(p, p.flip(-1), measure="js").tolist()]
+    ([0.0, 0.0], [0.6667, 0.6667])
+    """
+    if measure not in ("tv", "js"):
+        raise ValueError(f"measure must be 'tv' or 'js'; got measure={measure!r}")
+    p = _as_rows(la_record, "la_record")
+    q = _as_rows(vanilla_attention, "vanilla_attention")
+    if p.shape != q.shape:
+        raise ValueError(f"both maps must have the same shape [B, heads, N, N]; got {tuple(p.shape)} and {tuple(q.shape)}")
+    p, q = p.to(torch.promote_types(p.dtype, torch.float32)), q.to(torch.promote_types(q.dtype, torch.float32))
+    if measure == "tv":
+        rows = 0.5 * (p - q).abs().sum(-1)
+    else:
+        def plogp(x):
+            return torch.where(x > 0, x * x.clamp(min=torch.finfo(x.dtype).tiny).log2(), torch.zeros_like(x))
+        m = 0.5 * (p + q)
+        rows = (0.5 * (plogp(p) + plogp(q)) - plogp(m)).sum(-1).clamp(min=0)
+    return rows.mean((0, 2))
+
+
+def saturation(records) -> torch.Tensor:
+    """Similarity of consecutive layers' attention: ``[len(records) - 1]``, the LaViT motivation.
+
+    For each consecutive pair of records, the cosine similarity of their head-averaged dense maps
+    (``[N, N]`` per batch item, flattened), averaged over batch items (heads of different layers
+    are not aligned, so they are averaged first). NaN where the two maps differ in size (a stage
+    boundary). Near 1: the later layer attends as the earlier one did (attention saturation).
+
+    >>> import torch; from vizattn import probe; from vizattn.layers.common import PatternAttention
+    >>> from vizattn.patterns import Global
+    >>> class Two(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = PatternAttention(8, 2), PatternAttention(8, 2)
+    ...         for m in (self.a, self.b):
+    ...             m.pattern = lambda H, W: Global()
+    ...     def forward(self, x):
+    ...         return self.b(self.a(x))
+    >>> model = Two(); model.b.load_state_dict(model.a.state_dict())
+    <All keys matched successfully>
+    >>> with probe(model) as rec:
+    ...     _ = model(torch.randn(1, 3, 3, 8))
+    >>> tuple(saturation(rec).shape), bool(saturation(rec) > 0)
+    ((1,), True)
+    """
+    records = list(records)
+    if len(records) < 2:
+        raise ValueError(f"saturation compares consecutive layers: it needs at least 2 records; got {len(records)}")
+    maps = [_full_map(r, "every record").mean(1) for r in records]  # [B, N, N]
+    out = []
+    for a, b in zip(maps, maps[1:]):
+        if a.shape != b.shape:
+            out.append(float("nan"))
+            continue
+        a, b = a.flatten(1).double(), b.flatten(1).double()
+        out.append(float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean()))
+    return torch.tensor(out)
+
+
+def mean_attention_distance(record, pixel_size: float = 1.0) -> torch.Tensor:
+    """Mean attention distance per head: ``[heads]`` (captured heads).
+
+    For every query, ``sum_k weight_k * |pos_query - pos_key|`` (Euclidean, in map positions,
+    times ``pixel_size``, e.g. ``input_side / H`` for input pixels), averaged over queries and
+    batch items. Slots with no token (SASA's zero padding) read nothing and are left out (their
+    mass is not redistributed). Works with a ``queries`` subset too.
+
+    >>> import torch; from vizattn import probe; from vizattn.layers import BlockAttention
+    >>> layer = BlockAttention(dim=8, heads=2, size=2, rel_pos_bias=False)
+    >>> with torch.no_grad():
+    ...     _ = layer.qkv.weight.zero_(), layer.qkv.bias.zero_()    # uniform weights in each 2x2 block
+    >>> with probe(layer) as rec:
+    ...     _ = layer(torch.randn(1, 4, 4, 8))
+    >>> [round(d, 4) for d in mean_attention_distance(rec[0]).tolist()]   # (0 + 1 + 1 + sqrt 2) / 4
+    [0.8536, 0.8536]
+    """
+    if not _is_record(record):
+        raise ValueError(f"record must be an AttentionRecord (from vizattn.probe); got {type(record).__name__}")
+    if not isinstance(pixel_size, (int, float)) or pixel_size <= 0:
+        raise ValueError(f"pixel_size must be a positive number; got pixel_size={pixel_size!r}")
+    H, W = record.size
+    keys = record.keys  # [rows, K]
+    w = record._rows()  # [B, heads, rows, K]
+    rows = torch.arange(H * W) if record.queries is None else torch.tensor([i * W + j for i, j in record.queries])
+    qh, qw = (rows // W)[:, None], (rows % W)[:, None]
+    kh, kw = keys.clamp(min=0) // W, keys.clamp(min=0) % W
+    dist = ((qh - kh).double() ** 2 + (qw - kw).double() ** 2).sqrt().where(keys >= 0, 0.0)  # [rows, K]
+    dist = dist.to(device=w.device, dtype=torch.promote_types(w.dtype, torch.float32))
+    return (w * dist).sum(-1).mean((0, 2)) * pixel_size

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .patterns import AxisRule, Global, Pattern, geometry
+from .patterns import AxisRule, Global, Pattern, axis_mask, geometry
 
 __all__ = ["attend", "slot_logits", "combine"]
 
@@ -78,6 +78,8 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
                 f"got return_weights={return_weights}, rel_emb given={rel_emb is not None}, pattern={pattern}"
             )
         out, weights = _flex(q, k, v, pattern, bias, scale), None
+    elif isinstance(pattern, Global) and backend == "tiled" and rel_emb is None and not return_weights:
+        out, weights = _global(q, k, v, bias, scale), None
     else:
         run = _dense if backend == "reference" else _tiled
         out, weights = run(q, k, v, pattern, _slot_terms(q, pattern, bias, rel_emb, scale), scale, return_weights)
@@ -477,6 +479,23 @@ def _zero_slot_share(terms, zero, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
+# Global: plain SDPA; a bias becomes a dense [heads, N, N] table, built per axis (no [N, N] keys)
+# ---------------------------------------------------------------------------------------------
+def _global(q, k, v, bias, scale):
+    B, heads, H, W, head_dim = q.shape
+    mask = None
+    if bias is not None:
+        dh = torch.arange(H, device=q.device)
+        dw = torch.arange(W, device=q.device)
+        # offset key - query per axis -> flat table index, [H, W, H, W] -> [N, N]
+        index = ((dh[None, :] - dh[:, None] + H - 1)[:, None, :, None] * (2 * W - 1)
+                 + (dw[None, :] - dw[:, None] + W - 1)[None, :, None, :]).reshape(H * W, H * W)
+        mask = bias.flatten(1)[:, index][None]  # [1, heads, N, N]
+    qf, kf, vf = (t.reshape(B, heads, H * W, -1) for t in (q, k, v))
+    return F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask, scale=scale).reshape(B, heads, H, W, -1)
+
+
+# ---------------------------------------------------------------------------------------------
 # device copies of the geometry (cached)
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=128)
@@ -508,9 +527,8 @@ def _flex_tables(pattern: Pattern, H: int, W: int, device: torch.device):
     tables = []
     for rule in pattern.axes(H, W):
         L, k = rule.keys.shape
-        member = torch.zeros(L, L + 1, dtype=torch.bool).scatter_(1, rule.keys.where(rule.keys >= 0, L), True)
         index = torch.zeros(L, L + 1, dtype=torch.long).scatter_(1, rule.keys.where(rule.keys >= 0, L), rule.offsets + k - 1)
-        tables += [member[:, :L].to(device), index[:, :L].to(device)]
+        tables += [axis_mask(rule).to(device), index[:, :L].to(device)]
     return tuple(tables)
 
 

@@ -94,19 +94,29 @@ class Pattern:
 
     def extent(self, H: int, W: int) -> Pair:
         """Slots per axis ``(kh, kw)``; a bias table is ``[heads, 2*kh-1, 2*kw-1]``."""
-        return geometry(self, H, W)[2]
+        rows, cols = self.axes(H, W)
+        return rows.keys.shape[1], cols.keys.shape[1]
 
     def mask(self, H: int, W: int) -> torch.Tensor:
         """``BoolTensor [H*W, H*W]``: ``mask[q, k]`` is True iff real token k is among q's keys."""
-        keys = geometry(self, H, W)[0]
-        mask = torch.zeros(H * W, H * W + 1, dtype=torch.bool)
-        mask.scatter_(1, keys.where(keys >= 0, H * W), True)
-        return mask[:, :-1]
+        rows, cols = (axis_mask(rule) for rule in self.axes(H, W))  # [H, H], [W, W]
+        return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(H * W, H * W)
 
     def axes(self, H: int, W: int) -> tuple[AxisRule, AxisRule]:
-        """The row rule and the column rule on an ``H x W`` map (for kernels and pictures)."""
+        """The row rule and the column rule on an ``H x W`` map (cached: treat as read-only)."""
         self.check(H, W)
-        return self._axis(H, 0), self._axis(W, 1)
+        return _axes(self, H, W)
+
+
+@functools.lru_cache(maxsize=256)
+def _axes(pattern: Pattern, H: int, W: int) -> tuple[AxisRule, AxisRule]:
+    return pattern._axis(H, 0), pattern._axis(W, 1)
+
+
+def axis_mask(rule: AxisRule) -> torch.Tensor:
+    """``BoolTensor [L, L]``: is position j among query i's keys on this axis."""
+    L = rule.keys.shape[0]
+    return torch.zeros(L, L + 1, dtype=torch.bool).scatter_(1, rule.keys.where(rule.keys >= 0, L), True)[:, :L]
 
 
 @functools.lru_cache(maxsize=256)

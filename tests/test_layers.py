@@ -507,7 +507,7 @@ BAD = [
     (lambda: StandAloneAttention(8, 2, 4), r"odd kernel_size.*kernel_size=\(4, 4\)"),
     (lambda: AttentionStem(3, 8, 2, (3, 2)), r"odd kernel_size.*kernel_size=\(3, 2\)"),
     (lambda: AttentionStem(3, 9, 2, 3), r"dim=9, heads=2"),
-    (lambda: NeighborhoodAttention(8, 2, 1), r"kernel_size must be at least 2.*kernel_size=\(1, 1\)"),
+    (lambda: NeighborhoodAttention(8, 2, 1), r"kernel_size must be at least 2.*kernel_size=1\b"),
     (lambda: NeighborhoodAttention(8, 2, 5)(torch.randn(1, 4, 9, 8)),
      r"kernel_size \* dilation must not exceed the map size.*map=\(4, 9\)"),
     (lambda: NeighborhoodAttention(8, 2, 3, dilation=3)(torch.randn(1, 9, 8, 8)), r"dilation=\(3, 3\), map=\(9, 8\)"),

@@ -112,6 +112,8 @@ def test_bad_arguments_raise_value_errors():
         theoretical([Neighborhood(5)], 4)
     with pytest.raises(ValueError, match="factor must be"):
         Downsample(0)
+    # a window that reads only padding: the field is empty, not an error
+    assert theoretical([Downsample(2, kernel=1, padding=1)], 8, (0, 0)).extent(0) == (0, 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -181,8 +181,10 @@ class TheoreticalField:
         return self.masks[0]
 
     def extent(self, s: int = 0) -> Pair:
-        """Height and width of the bounding box of ``masks[s]``."""
+        """Height and width of the bounding box of ``masks[s]`` (``(0, 0)`` if it is empty)."""
         rows, cols = self.masks[s].nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return 0, 0
         return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
 
 

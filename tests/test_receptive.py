@@ -210,7 +210,7 @@ def test_every_model_can_be_probed_and_its_fields_computed_in_seconds(name):
     assert erf.layer == rec[-1].name and abs(erf.map.sum().item() - 1) < 1e-5
     assert not ((erf.map > 0) & ~field.input).any()  # the gradient never leaves the theoretical field
     assert erf.sides[0.2] <= erf.sides[0.5] <= erf.sides[0.99]
-    assert max(probed_in, theoretical_in, effective_in) < 15, (probed_in, theoretical_in, effective_in)
+    assert max(probed_in, theoretical_in, effective_in) < 30, (probed_in, theoretical_in, effective_in)  # ~0.1 s idle
     if name == "lavit":  # reuse chains and the DP loss the model trains with
         from vizattn.metrics import dp_loss_per_layer
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import statistics
 import subprocess
 import sys
 import time
@@ -67,7 +66,7 @@ def seconds(fn, repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)  # the least disturbed run: interference only ever adds time
 
 
 def steps(name, size, batch, heads, head_dim):
@@ -117,7 +116,7 @@ def main(argv=None):
         print(peak_rss_bytes(lambda: fn().sum().backward()))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, heads={args.heads}, "
-          f"head_dim={args.head_dim}, float32; times in ms (median of {args.repeats}), memory in MiB\n")
+          f"head_dim={args.head_dim}, float32; times in ms (best of {args.repeats}), memory in MiB\n")
     header = "| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense | ours mem | dense mem | mem/dense |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))

@@ -1,0 +1,336 @@
+"""vizattn.plots and vizattn.widgets, headless: drive the state, read the figure data it produces.
+
+The pictures must show exactly what the kernels compute, so every check compares the drawn
+cells with ``pattern.keys(H, W)`` (or with a rule written out here by hand), never with the
+drawing code's own helpers.
+"""
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("plotly")
+pytest.importorskip("ipywidgets")
+
+from plotly.callbacks import Points  # noqa: E402
+
+from vizattn import plots  # noqa: E402
+from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood  # noqa: E402
+from vizattn.receptive import theoretical  # noqa: E402
+from vizattn.widgets import (MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for,  # noqa: E402
+                             resolve)
+
+KEYS, SLOTS, QUERY = (plots.TRACES.index(n) for n in ("keys", "slots", "query"))
+
+
+def expected_cells(pattern, H, W, i, j):
+    """Real keys of query (i, j) as (row, col), straight from ``pattern.keys``."""
+    keys = pattern.keys(H, W)[i * W + j]
+    return {(int(t) // W, int(t) % W) for t in keys if t >= 0}
+
+
+def natten_window(L, k, d, i):
+    """NATTEN's rule on one axis, written out: the window shifts inward, never clips."""
+    g, ig = i % d, i // d
+    group_len = (L - g + d - 1) // d
+    start = min(max(ig - k // 2, 0), group_len - k)
+    return {(start + t) * d + g for t in range(k)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the state -> pattern function
+# ---------------------------------------------------------------------------------------------
+def test_pattern_for_every_mechanism():
+    s = PartitionState(size=12, kernel=3, dilation=2, block=4, grid=3, interval=3)
+    want = {"global": Global(), "SASA": LocalWindow(3), "NA": Neighborhood(3),
+            "DiNAT": Neighborhood(3, dilation=2), "MaxViT block": Block(4), "MaxViT grid": Grid(3),
+            "CrossFormer SDA": Block(4), "CrossFormer LDA": LongDistance(3)}
+    assert set(want) == set(MECHANISMS)
+    for mech, pattern in want.items():
+        assert pattern_for(s, mech) == pattern
+        assert resolve(s, mech)[0] == pattern
+
+
+def test_partitions_pad_exactly_when_the_size_does_not_divide_the_map():
+    s = PartitionState(mechanism="MaxViT block", size=14, block=4)
+    assert pattern_for(s) == Block(4, pad=True)
+    pattern, note = resolve(s)
+    assert pattern == Block(4, pad=True) and "pad=True" in note and "16" in note
+    s.block = 7
+    assert pattern_for(s) == Block(7) and resolve(s)[1] == ""
+    assert pattern_for(s, "CrossFormer LDA") == LongDistance(2)
+    assert pattern_for(s, "MaxViT grid") == Grid(7)
+
+
+def test_the_state_is_typed():
+    s = PartitionState()
+    with pytest.raises(Exception):
+        s.mechanism = "Swin"
+    with pytest.raises(Exception):
+        s.kernel = "five"
+
+
+def test_invalid_choices_are_explained_not_raised():
+    s = PartitionState(mechanism="DiNAT", size=12, kernel=5, dilation=3)  # 15 > 12
+    pattern, text = resolve(s)
+    assert pattern is None and "must not exceed" in text and "dilation=(3, 3)" in text
+    s = PartitionState(mechanism="SASA", kernel=4)
+    assert resolve(s) == (None, pytest.approx(resolve(s)[1])) and "odd" in resolve(s)[1]
+    s = PartitionState(mechanism="NA", size=8, query_i=8)
+    assert resolve(s)[0] is None and "query" in resolve(s)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the figures show pattern.keys
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_highlighted_cells_are_the_patterns_keys(mechanism):
+    ex = PartitionExplorer(mechanism, size=11, kernel=3, dilation=2, block=4, grid=3, interval=3, query=(0, 0))
+    pattern = pattern_for(ex.state)
+    H = W = 11
+    for i, j in [(0, 0), (0, 10), (10, 10), (5, 5), (7, 2), (10, 3)]:
+        ex.state.query_i, ex.state.query_j = i, j
+        fig = ex.figures[0]
+        assert plots.cells(fig.data[KEYS]) == expected_cells(pattern, H, W, i, j), (mechanism, i, j)
+        assert (fig.data[QUERY].x[0], fig.data[QUERY].y[0]) == (j, i)
+        # every -1 slot is drawn, off the map
+        n_slots = int((pattern.keys(H, W)[i * W + j] < 0).sum())
+        slots = plots.cells(fig.data[SLOTS])
+        assert len(slots) == n_slots
+        assert all(not (0 <= r < H and 0 <= c < W) for r, c in slots)
+
+
+def test_static_figure_matches_the_widget_and_keys():
+    for pattern in [Global(), LocalWindow(5), LocalWindow(3, padding="mask"), Neighborhood((3, 4), dilation=2),
+                    Block((2, 3), pad=True), Grid(3, pad=True), LongDistance(2, pad=True)]:
+        H, W = 7, 9
+        for i, j in itertools.product(range(H), range(W)):
+            fig = plots.query_overlay(pattern, H, W, query=(i, j))
+            assert plots.cells(fig.data[0]) == expected_cells(pattern, H, W, i, j), (pattern, i, j)
+            keys, rows, cols = plots.query_slots(pattern, H, W, i, j)
+            assert keys.tolist() == pattern.keys(H, W)[i * W + j].tolist()
+            real = keys >= 0
+            assert (rows[real] * W + cols[real]).tolist() == keys[real].tolist()
+
+
+def test_sasa_corner_query_shows_zero_slots_outside_the_map():
+    ex = PartitionExplorer("SASA", size=8, kernel=5, query=(0, 0))
+    fig = ex.figures[0]
+    slots = plots.cells(fig.data[SLOTS])
+    # a 5 x 5 window at the corner: 16 of its 25 positions lie off the map, up to 2 rows/cols out
+    want = {(r, c) for r in range(-2, 3) for c in range(-2, 3)} - {(r, c) for r in range(3) for c in range(3)}
+    assert slots == want
+    text = np.array(fig.data[SLOTS].text)
+    assert set(text[np.asarray(fig.data[SLOTS].z, dtype=float) == 1].tolist()) == {"0"}
+    # the drawn area reaches k // 2 = 2 cells beyond the map on every side
+    assert tuple(fig.layout.xaxis.range) == (-2.5, 9.5) and tuple(fig.layout.yaxis.range) == (9.5, -2.5)
+    assert "zero" in ex.messages[0].value
+    # SASA's mask variant: the same slots, excluded (x), not zero keys
+    fig = plots.partition_figure(LocalWindow(5, padding="mask"), 8, 8, query=(0, 0))
+    assert plots.cells(fig.data[SLOTS]) == want and fig.data[SLOTS].text[0][0] == "x"
+
+
+@pytest.mark.parametrize("k, d", [(3, 1), (4, 1), (5, 1), (3, 2), (2, 3)])
+def test_na_border_window_is_shifted_like_natten(k, d):
+    L = 12
+    ex = PartitionExplorer("DiNAT" if d > 1 else "NA", size=L, kernel=k, dilation=d, query=(0, 0))
+    for i, j in [(0, 0), (L - 1, 0), (1, L - 1), (L // 2, L // 2)]:
+        ex.set_query(i, j)
+        fig = ex.figures[0]
+        want = {(r, c) for r in natten_window(L, k, d, i) for c in natten_window(L, k, d, j)}
+        assert plots.cells(fig.data[KEYS]) == want
+        assert len(plots.cells(fig.data[SLOTS])) == 0  # NA never has empty slots
+        shapes = {s.name: s for s in fig.layout.shapes}
+        window = shapes["window"]
+        rows, cols = zip(*want)
+        assert (window.x0, window.x1, window.y0, window.y1) == (min(cols) - 0.5, max(cols) + 0.5,
+                                                                min(rows) - 0.5, max(rows) + 0.5)
+    ex.set_query(0, 0)  # at the corner the centred window would stick out: drawn dashed, off the map
+    centred = {s.name: s for s in ex.figures[0].layout.shapes}["centred window"]
+    assert centred.line.dash == "dash" and centred.x0 == -(k // 2) * d - 0.5 and centred.y0 == centred.x0
+    ex.set_query(L // 2, L // 2)  # in the middle it is not shifted: no dashed outline
+    assert "centred window" not in {s.name for s in ex.figures[0].layout.shapes}
+
+
+def test_padded_partition_draws_padded_cells_beyond_the_map():
+    ex = PartitionExplorer("MaxViT block", size=10, block=4, query=(9, 9))
+    assert pattern_for(ex.state) == Block(4, pad=True) and "pad=True" in ex.messages[0].value
+    fig = ex.figures[0]
+    assert plots.cells(fig.data[KEYS]) == {(r, c) for r in (8, 9) for c in (8, 9)}
+    assert plots.cells(fig.data[SLOTS]) == {(r, c) for r in range(8, 12) for c in range(8, 12)} - {
+        (r, c) for r in (8, 9) for c in (8, 9)}
+    assert fig.data[SLOTS].text[-1][-1] == "x"
+    ex.state.mechanism = "MaxViT grid"
+    ex.state.grid = 3  # spacing ceil(10 / 3) = 4, padded to 12
+    assert pattern_for(ex.state) == Grid(3, pad=True)
+    assert plots.cells(ex.figures[0].data[KEYS]) == expected_cells(Grid(3, pad=True), 10, 10, 9, 9)
+
+
+def test_groups_are_coloured_from_the_axis_rules():
+    fig = plots.partition_figure(Block(3), 6, 6, query=(0, 0))
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert len(np.unique(z)) == 4  # four blocks, four colours
+    assert z[0, 0] == z[2, 2] != z[0, 3] != z[3, 3]
+    fig = plots.partition_figure(Grid(2), 6, 6, query=(0, 0))  # spacing 3: (0, 0) and (3, 3) share a group
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert z[0, 0] == z[3, 3] == z[0, 3] != z[0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the view: sliders, bounds, clicks, play, compare, export
+# ---------------------------------------------------------------------------------------------
+def test_slider_bounds_keep_kernel_times_dilation_within_the_map():
+    ex = PartitionExplorer("DiNAT", size=14, kernel=3, dilation=2)
+    sl = ex.sliders
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        name = rng.choice(["size", "kernel", "dilation"])
+        sl[name].value = int(rng.integers(sl[name].min, sl[name].max + 1))
+        s = ex.state
+        assert s.kernel * s.dilation <= s.size and s.kernel >= 2
+        assert sl["kernel"].max == s.size // s.dilation and sl["dilation"].max == s.size // s.kernel
+        assert sl["query_i"].max == s.size - 1 and 0 <= s.query_i < s.size
+        assert (s.kernel, s.dilation, s.size) == (sl["kernel"].value, sl["dilation"].value, sl["size"].value)
+        assert resolve(s)[0] is not None and ex.figures[0].layout.title.text.startswith("DiNAT")
+    # a value past the bound is clamped, through the slider, into the state
+    ex.sliders["size"].value = 14
+    ex.sliders["kernel"].value = 3
+    ex.sliders["dilation"].value = 2
+    assert ex.state.dilation == 2
+    ex.state.kernel = 13
+    assert ex.state.kernel == 7 and ex.sliders["kernel"].value == 7
+    # shrinking the map drags everything that depends on it along
+    ex.set_query(13, 13)
+    ex.state.size = 6
+    s = ex.state
+    assert s.kernel * s.dilation <= 6 and (s.query_i, s.query_j) == (5, 5)
+    assert bounds(s)["query_j"] == (0, 5)
+
+
+def test_only_the_sliders_a_mechanism_reads_are_shown():
+    ex = PartitionExplorer("MaxViT grid", size=14)
+    shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
+    assert shown == {"size", "grid", "query_i", "query_j"}
+    ex.state.compare = "DiNAT"
+    shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
+    assert shown == {"size", "grid", "kernel", "dilation", "query_i", "query_j"}
+
+
+def test_an_invalid_choice_shows_its_explanation_not_a_traceback():
+    ex = PartitionExplorer("SASA", size=10, kernel=3)
+    ex.state.kernel = 4  # even: a slider cannot rule it out
+    assert "odd kernel_size" in ex.messages[0].value
+    assert ex.figures[0].layout.title.text == "nothing to draw"
+    assert "odd kernel_size" in ex.figures[0].layout.annotations[0].text
+    ex.state.kernel = 5
+    assert ex.figures[0].layout.title.text.startswith("SASA") and len(plots.cells(ex.figures[0].data[KEYS])) > 0
+    assert "odd" not in ex.messages[0].value
+
+
+def test_clicking_a_cell_picks_the_query():
+    ex = PartitionExplorer("NA", size=10, kernel=3, query=(5, 5))
+    trace = ex.figures[0].data[0]
+    ex._clicked(trace, Points(point_inds=[[2, 3]], xs=[3], ys=[2], trace_name="groups", trace_index=0))
+    assert (ex.state.query_i, ex.state.query_j) == (2, 3)
+    assert (ex.sliders["query_i"].value, ex.sliders["query_j"].value) == (2, 3)
+    assert plots.cells(ex.figures[0].data[KEYS]) == expected_cells(Neighborhood(3), 10, 10, 2, 3)
+    ex._clicked(trace, Points(point_inds=[[0, 0]], xs=[-1], ys=[0], trace_name="outside", trace_index=1))
+    assert (ex.state.query_i, ex.state.query_j) == (2, 3)  # off the map: ignored
+    assert all(t._click_callbacks for t in ex.figures[0].data[:4])
+
+
+def test_play_sweeps_the_query_row_by_row():
+    ex = PartitionExplorer("MaxViT block", size=8, block=4)
+    assert (ex.play.min, ex.play.max) == (0, 63)
+    ex.play.value = 13
+    assert (ex.state.query_i, ex.state.query_j) == (1, 5)
+    assert plots.cells(ex.figures[0].data[KEYS]) == expected_cells(Block(4), 8, 8, 1, 5)
+    ex.state.size = 12
+    assert ex.play.max == 143
+
+
+def test_compare_mode_draws_two_panels_with_the_same_query():
+    ex = PartitionExplorer("NA", size=12, kernel=3, query=(0, 0), compare="SASA")
+    assert [p.layout.display for p in ex._panels] == [None, None]
+    assert ex.figures[1].layout.title.text.startswith("SASA")
+    ex.set_query(0, 11)
+    assert plots.cells(ex.figures[0].data[KEYS]) == expected_cells(Neighborhood(3), 12, 12, 0, 11)
+    assert plots.cells(ex.figures[1].data[KEYS]) == expected_cells(LocalWindow(3), 12, 12, 0, 11)
+    assert len(plots.cells(ex.figures[1].data[SLOTS])) == 5
+    ex.state.compare = None
+    assert ex._panels[1].layout.display == "none"
+
+
+def test_to_figure_has_a_query_sweep_that_matches_the_keys():
+    ex = PartitionExplorer("CrossFormer LDA", size=6, interval=2)
+    fig = ex.to_figure()
+    assert len(fig.frames) == 36 and fig.layout.updatemenus and fig.layout.sliders
+    for frame in fig.frames[::7]:
+        i, j = (int(v) for v in frame.name.strip("()").split(","))
+        assert plots.cells(frame.data[0]) == expected_cells(LongDistance(2), 6, 6, i, j)
+    big = PartitionExplorer("NA", size=64, kernel=7).to_figure()
+    assert 0 < len(big.frames) <= 256
+    ex.state.mechanism = "SASA"
+    ex.state.kernel = 4
+    assert len(ex.to_figure().frames) == 0  # invalid: the explanation, not an exception
+
+
+# ---------------------------------------------------------------------------------------------
+# costs, attention maps, receptive fields
+# ---------------------------------------------------------------------------------------------
+def test_costs_follow_the_formulas():
+    side, C, h = 16, 32, 4
+    N = side * side
+    proj = 4 * N * C * C
+    assert plots.cost("global", side, C, h) == (proj + 2 * N * N * C, N * N)
+    assert plots.cost("NA / DiNAT", side, C, h, kernel=7) == (proj + 2 * N * C * 49, N * 49)
+    assert plots.cost("SASA", side, C, h, kernel=7) == (proj / h + 2 * N * C * 49, N * 49)
+    assert plots.cost("MaxViT block", side, C, h, block=8) == (proj + 2 * N * C * 64, N * 64)
+    assert plots.cost("MaxViT grid", side, C, h, grid=4) == (proj + 2 * N * C * 16, N * 16)
+    assert plots.cost("CrossFormer SDA", side, C, h, group=7) == (proj + 2 * N * C * 49, N * 49)
+    assert plots.cost("CrossFormer LDA", side, C, h, interval=4) == (proj + 2 * N * C * N / 16, N * N / 16)
+    assert plots.cost("LaViT LA", side, C, h) == (2 * N * C * C + 2 * h * N ** 3 + N * N * C, N * N)
+    with pytest.raises(ValueError, match="mechanism"):
+        plots.cost("Swin", side)
+    # LDA with interval I on an I-divisible map costs what MaxViT grid with G = side / I does
+    assert plots.cost("CrossFormer LDA", 32, interval=4) == plots.cost("MaxViT grid", 32, grid=8)
+
+
+def test_cost_figure_is_log_log_with_one_line_per_mechanism():
+    fig = plots.cost_figure([8, 16, 32, 64], mark=32)
+    assert len(fig.data) == 2 * len(plots.COST_MECHANISMS)
+    assert fig.layout.xaxis.type == fig.layout.yaxis.type == fig.layout.yaxis2.type == "log"
+    glob = [t for t in fig.data if t.name == "global"]
+    assert list(glob[1].y) == [float(s ** 4) for s in (8, 16, 32, 64)]
+
+
+def test_query_map_figure_is_transparent_where_the_query_cannot_look():
+    import torch
+    from vizattn import probe
+    from vizattn.layers import StandAloneAttention
+    with torch.random.fork_rng():  # leave the global generator as it was for the tests that follow
+        torch.manual_seed(0)
+        layer = StandAloneAttention(dim=8, heads=2, kernel_size=3)
+        with probe(layer) as rec:
+            layer(torch.randn(1, 5, 5, 8))
+    fig = plots.query_map_figure(rec[0], 0, 0)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.isfinite(z).sum() == 4 and "zero padding" in fig.layout.title.text
+
+
+def test_receptive_figure_grows_frame_by_frame():
+    field = theoretical([Neighborhood(3), Block(4), Neighborhood(3)], size=12, position=(6, 6))
+    fig = plots.receptive_figure(field)
+    sizes = [int(np.nansum(np.asarray(f.data[0].z, dtype=float))) for f in fig.frames]
+    assert len(sizes) == 3 and sizes[0] == 9 and sizes == sorted(sizes)
+    assert sizes[-1] == int(field.input.sum())
+
+
+def test_import_vizattn_stays_light():
+    code = "import sys, vizattn; print(sorted(m for m in ('plotly', 'ipywidgets') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

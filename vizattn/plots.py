@@ -1,0 +1,440 @@
+"""Pure figure builders: patterns, costs, attention maps and receptive fields as plotly figures.
+
+Every builder takes plain values and returns a ``plotly.graph_objects.Figure``; nothing here
+holds state or touches widgets (``vizattn.widgets`` does that). The partition picture is drawn
+from the pattern's own axis rules, the rules ``pattern.keys`` is assembled from, so a picture can
+never show keys a kernel does not use.
+
+Coordinates: x is the column ``w``, y the row ``h`` (row 0 on top); a cell is one token.
+Colours are colour-blind safe: Okabe-Ito for categories, Cividis for quantities.
+
+>>> fig = partition_figure(Neighborhood(3), 6, 6, query=(0, 0))
+>>> [t.name for t in fig.data]
+['groups', 'outside', 'keys', 'slots', 'query']
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .patterns import Global, Grid, LocalWindow, LongDistance, Neighborhood, Pattern
+
+__all__ = ["OKABE_ITO", "TRACES", "COST_MECHANISMS", "query_slots", "cells", "partition_figure", "query_overlay",
+           "animate_queries", "cost", "cost_figure", "query_map_figure", "receptive_figure"]
+
+# Okabe & Ito (2008), black left out: neighbouring groups get different colours (see _group_colour)
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+KEY_COLOUR = "#000000"
+OUTSIDE_COLOUR = "#E8E8E8"
+TRACES = ("groups", "outside", "keys", "slots", "query")  # trace order of partition_figure
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry helpers (pure; read the pattern's axis rules)
+# ---------------------------------------------------------------------------------------------
+def _unit(pattern: Pattern, L: int, axis: int) -> int:
+    """Pixels per offset unit on an axis: key = query + offset * unit for every slot."""
+    if isinstance(pattern, Neighborhood):
+        return pattern.dilation[axis]
+    if isinstance(pattern, Grid):
+        return math.ceil(L / pattern.size[axis])
+    if isinstance(pattern, LongDistance):
+        return pattern.interval[axis]
+    return 1
+
+
+def query_slots(pattern: Pattern, H: int, W: int, i: int, j: int):
+    """Key slots of query ``(i, j)``: ``(keys, rows, cols)``, numpy ``[K]`` each.
+
+    ``keys`` equals ``pattern.keys(H, W)[i * W + j]`` (assembled the same way, from the row and
+    column rules, without building the ``[N, K]`` table); ``rows``/``cols`` place every slot,
+    also the ``-1`` ones, at ``query + offset * unit``: off the map for SASA's zero padding and
+    for ``pad=True`` positions.
+
+    >>> keys, rows, cols = query_slots(LocalWindow(3), 3, 3, 0, 0)
+    >>> keys.tolist(), rows.tolist(), cols.tolist()
+    ([-1, -1, -1, -1, 0, 1, -1, 3, 4], [-1, -1, -1, 0, 0, 0, 1, 1, 1], [-1, 0, 1, -1, 0, 1, -1, 0, 1])
+    """
+    rule_r, rule_c = pattern.axes(H, W)
+    kr, kc = rule_r.keys[i].numpy(), rule_c.keys[j].numpy()
+    pr = i + rule_r.offsets[i].numpy() * _unit(pattern, H, 0)
+    pc = j + rule_c.offsets[j].numpy() * _unit(pattern, W, 1)
+    keys = np.where((kr[:, None] >= 0) & (kc[None, :] >= 0), kr[:, None] * W + kc[None, :], -1)
+    rows = np.broadcast_to(pr[:, None], keys.shape)
+    cols = np.broadcast_to(pc[None, :], keys.shape)
+    return keys.reshape(-1), rows.reshape(-1).copy(), cols.reshape(-1).copy()
+
+
+def _axis_area(pattern: Pattern, rule, L: int, axis: int) -> tuple[int, int]:
+    """Rows (or columns) drawn, ``(lo, hi)``: the map plus every slot of every query."""
+    pos = rule.offsets.numpy() * _unit(pattern, L, axis) + np.arange(L)[:, None]
+    lo, hi = min(0, int(pos.min())), max(L - 1, int(pos.max()))
+    if isinstance(pattern, Neighborhood):  # room for the centred window NA would need
+        k, d = pattern.kernel_size[axis], pattern.dilation[axis]
+        lo, hi = min(lo, -(k // 2) * d), max(hi, L - 1 + (k - 1 - k // 2) * d)
+    return lo, hi
+
+
+def _group_colour(rule_r, rule_c) -> np.ndarray:
+    """``[H, W]`` colour index of each token's group: (3 g_row + g_col) mod 7.
+
+    Groups that touch (row, column or diagonal neighbours, ids differing by 1, 2, 3 or 4) never
+    share a colour.
+    """
+    return (3 * rule_r.group.numpy()[:, None] + rule_c.group.numpy()[None, :]) % len(OKABE_ITO)
+
+
+def _box(rows: np.ndarray, cols: np.ndarray):
+    """``(x, y, z)`` of a heatmap over the bounding box of some cells: z is 1 on them, NaN elsewhere.
+
+    Keeps the per-query traces small (a 7 x 7 window on a 64 x 64 map sends 49 numbers).
+    """
+    if len(rows) == 0:
+        return [0], [0], np.full((1, 1), np.nan)
+    r0, c0 = int(rows.min()), int(cols.min())
+    z = np.full((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), np.nan)
+    z[rows - r0, cols - c0] = 1
+    return np.arange(c0, c0 + z.shape[1]), np.arange(r0, r0 + z.shape[0]), z
+
+
+def cells(trace) -> set:
+    """The ``(row, col)`` cells a heatmap trace of ``partition_figure`` marks (z == 1).
+
+    >>> from vizattn.patterns import Block
+    >>> sorted(cells(partition_figure(Block(2), 4, 4, query=(3, 0)).data[2]))
+    [(2, 0), (2, 1), (3, 0), (3, 1)]
+    """
+    z = np.asarray(trace.z, dtype=float)
+    return {(int(trace.y[a]), int(trace.x[b])) for a, b in zip(*np.nonzero(z == 1))}
+
+
+def _stepped(colours) -> list:
+    n = len(colours)
+    scale = []
+    for k, c in enumerate(colours):
+        scale += [[k / n, c], [(k + 1) / n, c]]
+    return scale
+
+
+def _rect(r0, r1, c0, c1, name="map", **line) -> dict:
+    return dict(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5, line=line, name=name,
+                fillcolor="rgba(0,0,0,0)", layer="above")
+
+
+def _centred(i: int, k: int, d: int) -> tuple[int, int]:
+    """First and last pixel of the window centred on i (dilation d), as if the map had no border."""
+    g, ig = i % d, i // d
+    return (ig - k // 2) * d + g, (ig - k // 2 + k - 1) * d + g
+
+
+# ---------------------------------------------------------------------------------------------
+# partition picture
+# ---------------------------------------------------------------------------------------------
+def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0), *,
+                     title: str | None = None, cell_px: int | None = None) -> go.Figure:
+    """Where one query looks under ``pattern`` on an ``H x W`` map, and how the map is grouped.
+
+    Traces, in order (``TRACES``): ``groups`` (each token coloured by its group from the axis
+    rules: blocks, grid lines, dilation groups; SASA: colour = number of real keys), ``outside``
+    (cells beyond the map that some query's slots reach), ``keys`` (1 on the query's real keys,
+    NaN elsewhere, over their bounding box; ``cells(trace)`` lists them), ``slots`` (the query's
+    ``-1`` slots, off the map: ``0`` = SASA zero padding, still in the softmax; ``x`` = padded
+    position, excluded) and ``query`` (a marker). For
+    ``Neighborhood`` a solid outline marks the actual window and, when it differs, a dashed one
+    the centred window that the border forces it to shift away from.
+    Raises ``ValueError`` (the pattern's) if the pattern does not fit the map.
+
+    >>> fig = partition_figure(LocalWindow(3), 4, 4, query=(0, 0))
+    >>> len(cells(fig.data[2])), len(cells(fig.data[3])), fig.data[3].text[0]   # 4 keys, 5 zero slots
+    (4, 5, ['0', '0', '0'])
+    """
+    W = H if W is None else W
+    rule_r, rule_c = pattern.axes(H, W)  # validates the pattern on this map
+    r_lo, r_hi = _axis_area(pattern, rule_r, H, 0)
+    c_lo, c_hi = _axis_area(pattern, rule_c, W, 1)
+    rows, cols = np.arange(r_lo, r_hi + 1), np.arange(c_lo, c_hi + 1)
+    shape = (len(rows), len(cols))
+    inside = (slice(-r_lo, -r_lo + H), slice(-c_lo, -c_lo + W))
+    overlay = query_overlay(pattern, H, W, query)  # validates the query
+
+    groups = np.full(shape, np.nan)
+    if isinstance(pattern, LocalWindow):  # no groups: colour by how many real keys each query has
+        real = ((rule_r.keys >= 0).sum(1)[:, None] * (rule_c.keys >= 0).sum(1)[None, :]).numpy()
+        groups[inside] = real
+        group_trace = go.Heatmap(z=groups, x=cols, y=rows, colorscale="Cividis", opacity=0.55,
+                                 zmin=0, zmax=max(1, int(real.max())), name="groups", showscale=True,
+                                 colorbar=dict(title="real keys", len=0.6, thickness=12),
+                                 hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
+    else:
+        groups[inside] = _group_colour(rule_r, rule_c) + 0.5
+        group_trace = go.Heatmap(z=groups, x=cols, y=rows, colorscale=_stepped(OKABE_ITO), zmin=0,
+                                 zmax=len(OKABE_ITO), showscale=False, opacity=0.55, name="groups",
+                                 hovertemplate="row %{y}, col %{x}<extra></extra>")
+
+    outside = np.ones(shape)
+    outside[inside] = np.nan
+    outside_trace = go.Heatmap(z=outside, x=cols, y=rows, colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]],
+                               showscale=False, name="outside", hoverinfo="skip")
+
+    fig = go.Figure([group_trace, outside_trace, *overlay.data])
+    side = cell_px or max(8, min(32, 448 // max(len(rows), len(cols))))
+    fig.update_layout(
+        title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
+        shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
+        showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
+        width=side * len(cols) + 140, height=side * len(rows) + 140,
+        xaxis=dict(range=[c_lo - 0.5, c_hi + 0.5], constrain="domain", showgrid=False, zeroline=False,
+                   title="column", dtick=max(1, len(cols) // 8)),
+        yaxis=dict(range=[r_hi + 0.5, r_lo - 0.5], scaleanchor="x", constrain="domain", showgrid=False,
+                   zeroline=False, title="row", dtick=max(1, len(rows) // 8)),
+    )
+    return fig
+
+
+def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) -> go.Figure:
+    """The part of ``partition_figure`` that follows the query: traces ``keys``, ``slots``,
+    ``query``, and the layout's ``shapes`` (map border, NA windows) and caption ``annotations``.
+
+    A widget moving only the query sends just this (the map's geometry stays).
+
+    >>> [t.name for t in query_overlay(Neighborhood(3), 5, 5, query=(0, 0)).data]
+    ['keys', 'slots', 'query']
+    """
+    W = H if W is None else W
+    i, j = query
+    if not (0 <= i < H and 0 <= j < W):
+        raise ValueError(f"the query must lie on the {H}x{W} map; got query={tuple(query)!r}")
+    rule_r, rule_c = pattern.axes(H, W)
+    keys, krow, kcol = query_slots(pattern, H, W, i, j)
+    real = keys >= 0
+    key_x, key_y, key_z = _box(krow[real], kcol[real])
+    key_trace = go.Heatmap(z=key_z, x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
+                           opacity=0.5, showscale=False, name="keys", zmin=0, zmax=1,
+                           hovertemplate="key: row %{y}, col %{x}<extra></extra>")
+
+    mark = "0" if pattern.zero_slots else "x"
+    slot_x, slot_y, slot_z = _box(krow[~real], kcol[~real])
+    slot_text = np.where(slot_z == 1, mark, "")
+    what = "zero padding: a zero key and value, in the softmax" if pattern.zero_slots else "padded slot, excluded"
+    slot_trace = go.Heatmap(z=slot_z, x=slot_x, y=slot_y, text=slot_text.tolist(), zmin=0, zmax=1,
+                            texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]],
+                            showscale=False, name="slots", textfont=dict(color="white"),
+                            hovertemplate=f"row %{{y}}, col %{{x}}<br>{what}<extra></extra>")
+
+    query_trace = go.Scatter(x=[j], y=[i], mode="markers", name="query", hoverinfo="skip",
+                             marker=dict(symbol="x-thin", size=12, line=dict(width=3, color="white")))
+
+    shapes = [_rect(0, H - 1, 0, W - 1, color="black", width=2)]
+    if isinstance(pattern, Neighborhood):
+        (kh, kw), (dh, dw) = pattern.kernel_size, pattern.dilation
+        actual = (int(rule_r.keys[i].min()), int(rule_r.keys[i].max()),
+                  int(rule_c.keys[j].min()), int(rule_c.keys[j].max()))
+        centred = (*_centred(i, kh, dh), *_centred(j, kw, dw))
+        if centred != actual:
+            shapes.append(_rect(*centred, color="#D55E00", width=2, dash="dash", name="centred window"))
+        shapes.append(_rect(*actual, color="#0072B2", width=3, name="window"))
+
+    n_real, n_slots = int(real.sum()), len(keys)
+    caption = f"query ({i}, {j}): {n_real} keys"
+    if n_real < n_slots:
+        caption += f", {n_slots - n_real} slots off the map ({what})"
+    if isinstance(pattern, Neighborhood) and len(shapes) == 3:
+        caption += "; dashed: the centred window, shifted inward (solid)"
+    fig = go.Figure([key_trace, slot_trace, query_trace])
+    fig.update_layout(shapes=shapes, annotations=[
+        dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top",
+             yshift=-42, font=dict(size=12))])
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# costs (semantics.md section 6)
+# ---------------------------------------------------------------------------------------------
+COST_MECHANISMS = ("global", "NA / DiNAT", "SASA", "MaxViT block", "MaxViT grid", "CrossFormer SDA",
+                   "CrossFormer LDA", "LaViT LA")
+
+
+def cost(mechanism: str, side: int, channels: int = 64, heads: int = 4, kernel: int = 7, block: int = 7,
+         grid: int = 7, group: int = 7, interval: int = 8) -> tuple[float, float]:
+    """``(MACs, attention memory)`` of one attention layer on a ``side x side`` map (semantics.md §6).
+
+    MACs = projections + attention, with ``N = side**2`` tokens and ``C = channels``: global
+    ``4NC^2 + 2N^2C``; NA/DiNAT and SASA (k) ``4NC^2 + 2NCk^2`` (SASA's grouped projections: the
+    4NC^2 divided by ``heads``); MaxViT block (P) / grid (G) ``4NC^2 + 2NCP^2`` / ``2NCG^2``;
+    CrossFormer SDA (G) ``4NC^2 + 2NCG^2``, LDA (I) ``4NC^2 + 2NC N/I^2``; LaViT LA layer
+    ``2NC^2 + 2hN^3 + N^2C``. Memory: attention-matrix entries per head (``N^2``, ``N k^2``, ...).
+
+    >>> cost("global", 8, channels=16)          # N = 64: 4*64*256 + 2*64*64*16
+    (196608.0, 4096.0)
+    """
+    N, C = float(side * side), float(channels)
+    proj = 4 * N * C * C
+    if mechanism == "global":
+        return proj + 2 * N * N * C, N * N
+    if mechanism in ("NA / DiNAT", "NA", "DiNAT"):
+        return proj + 2 * N * C * kernel ** 2, N * kernel ** 2
+    if mechanism == "SASA":
+        return proj / heads + 2 * N * C * kernel ** 2, N * kernel ** 2
+    if mechanism == "MaxViT block":
+        return proj + 2 * N * C * block ** 2, N * block ** 2
+    if mechanism == "MaxViT grid":
+        return proj + 2 * N * C * grid ** 2, N * grid ** 2
+    if mechanism == "CrossFormer SDA":
+        return proj + 2 * N * C * group ** 2, N * group ** 2
+    if mechanism == "CrossFormer LDA":
+        return proj + 2 * N * C * N / interval ** 2, N * N / interval ** 2
+    if mechanism == "LaViT LA":
+        return 2 * N * C * C + 2 * heads * N ** 3 + N * N * C, N * N
+    raise ValueError(f"mechanism must be one of {COST_MECHANISMS}; got mechanism={mechanism!r}")
+
+
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "solid", "dash")
+
+
+def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = None, **params) -> go.Figure:
+    """MACs and attention memory per layer against map side, log-log, one line per mechanism.
+
+    ``sides``: map sides (default 8 ... 256); ``params`` go to ``cost`` (channels, heads, kernel,
+    block, grid, group, interval); ``mark``: a side to mark with a vertical line.
+
+    >>> fig = cost_figure([8, 16, 32], mechanisms=("global", "NA / DiNAT"))
+    >>> len(fig.data), fig.layout.xaxis.type, fig.layout.yaxis.type
+    (4, 'log', 'log')
+    """
+    sides = list(range(8, 257, 8)) if sides is None else list(sides)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("MACs per layer", "attention entries per head"))
+    for n, name in enumerate(mechanisms):
+        macs, mem = zip(*(cost(name, s, **params) for s in sides))
+        style = dict(color=(OKABE_ITO + ("#000000",))[n % 8], dash=_DASHES[n % len(_DASHES)], width=2)
+        fig.add_trace(go.Scatter(x=sides, y=macs, name=name, legendgroup=name, line=style,
+                                 hovertemplate=name + ": side %{x}, %{y:.3s} MACs<extra></extra>"), 1, 1)
+        fig.add_trace(go.Scatter(x=sides, y=mem, name=name, legendgroup=name, line=style, showlegend=False,
+                                 hovertemplate=name + ": side %{x}, %{y:.3s} entries<extra></extra>"), 1, 2)
+    fig.update_xaxes(type="log", title="map side (H = W)")
+    fig.update_yaxes(type="log")
+    if mark is not None:
+        for col in (1, 2):
+            fig.add_vline(x=mark, line=dict(color="#7F7F7F", dash="dot"), row=1, col=col)
+    p = {"channels": 64, "heads": 4, **params}
+    fig.update_layout(title=dict(text=f"Cost per attention layer (C={p['channels']}, heads={p['heads']})", x=0.5),
+                      height=420, width=900, plot_bgcolor="white", margin=dict(l=50, r=20, t=70, b=50))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# captured attention and receptive fields
+# ---------------------------------------------------------------------------------------------
+def query_map_figure(record, i: int, j: int, head: int | None = None, batch: int = 0) -> go.Figure:
+    """Heatmap of where query ``(i, j)`` of an ``AttentionRecord`` looks; transparent where it cannot.
+
+    >>> import torch; from vizattn import probe; from vizattn.layers import NeighborhoodAttention
+    >>> layer = NeighborhoodAttention(dim=8, heads=2, kernel_size=3)
+    >>> with probe(layer) as rec:
+    ...     _ = layer(torch.randn(1, 5, 5, 8))
+    >>> int(np.isfinite(query_map_figure(rec[0], 0, 0).data[0].z).sum())
+    9
+    """
+    m = record.query_map(i, j, head=head, batch=batch).float().numpy()
+    outside = record.outside_mass(i, j, head=head, batch=batch)
+    H, W = m.shape
+    fig = go.Figure([
+        go.Heatmap(z=m, colorscale="Viridis", zmin=0, name="weights", colorbar=dict(title="weight"),
+                   hovertemplate="row %{y}, col %{x}<br>weight %{z:.3f}<extra></extra>"),
+        go.Scatter(x=[j], y=[i], mode="markers", name="query", hoverinfo="skip",
+                   marker=dict(symbol="x-thin", size=12, line=dict(width=3, color="white"))),
+    ])
+    heads = "mean of heads" if head is None else f"head {head}"
+    note = f"; {outside:.3f} on zero padding" if outside > 0 else ""
+    fig.update_layout(
+        title=dict(text=f"{record.name or record.kind}: query ({i}, {j}), {heads}{note}", x=0.5),
+        plot_bgcolor=OUTSIDE_COLOUR, width=480, height=460, showlegend=False,
+        xaxis=dict(range=[-0.5, W - 0.5], constrain="domain", showgrid=False, zeroline=False, title="column"),
+        yaxis=dict(range=[H - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False,
+                   zeroline=False, title="row"),
+    )
+    return fig
+
+
+def receptive_figure(field, title: str | None = None) -> go.Figure:
+    """A ``TheoreticalField`` (``vizattn.receptive``) on the input map, one animation frame per depth.
+
+    Frame ``s`` shows the positions that reach the output position through the last ``s`` steps
+    (frame 0: the position itself, on the input map's grid only when no step changes the size;
+    otherwise the field of each depth is drawn on its own map).
+
+    >>> from vizattn.receptive import theoretical; from vizattn.patterns import Neighborhood
+    >>> fig = receptive_figure(theoretical([Neighborhood(3)] * 3, size=9, position=(4, 4)))
+    >>> len(fig.frames), int(np.nansum(fig.frames[-1].data[0].z))    # 7 x 7 after three 3x3 steps
+    (3, 49)
+    """
+    masks = list(reversed(field.masks))  # the last step first: the field grows with depth
+    names = list(reversed(field.names))
+
+    def z(mask):
+        m = mask.numpy().astype(float)
+        m[m == 0] = np.nan
+        return m
+
+    def heat(mask):
+        return go.Heatmap(z=z(mask), colorscale=[[0, "#0072B2"], [1, "#0072B2"]], showscale=False,
+                          name="field", hovertemplate="row %{y}, col %{x}<extra></extra>")
+
+    frames = [go.Frame(data=[heat(m)], name=str(s + 1),
+                       layout=dict(title=dict(text=f"depth {s + 1}: {names[s]} (extent {tuple(m.shape)}: "
+                                                   f"{int(m.sum())} positions)")))
+              for s, m in enumerate(masks)]
+    H, W = masks[-1].shape
+    fig = go.Figure(data=frames[0].data, frames=frames)
+    fig.update_layout(
+        title=dict(text=title or frames[0].layout.title.text, x=0.5), plot_bgcolor=OUTSIDE_COLOUR,
+        width=520, height=560, showlegend=False,
+        xaxis=dict(range=[-0.5, W - 0.5], constrain="domain", showgrid=False, zeroline=False),
+        yaxis=dict(range=[H - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False),
+        updatemenus=[_play_menu()],
+        sliders=[dict(steps=[dict(method="animate", label=f.name,
+                                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+                             for f in frames], currentvalue=dict(prefix="depth "))],
+    )
+    return fig
+
+
+def _play_menu(duration: int = 400) -> dict:
+    return dict(type="buttons", showactive=False, x=0, y=-0.08, xanchor="left", yanchor="top", buttons=[
+        dict(label="play", method="animate",
+             args=[None, dict(frame=dict(duration=duration, redraw=True), fromcurrent=True, mode="immediate")]),
+        dict(label="pause", method="animate",
+             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")]),
+    ])
+
+
+def animate_queries(pattern: Pattern, H: int, W: int | None = None, queries=None, duration: int = 300) -> go.Figure:
+    """``partition_figure`` with one animation frame per query (default: every token row by row,
+    thinned to at most 256 frames); renders without a kernel.
+
+    >>> fig = animate_queries(Neighborhood(3), 4, 4)
+    >>> len(fig.frames), fig.frames[5].name
+    (16, '(1, 1)')
+    """
+    W = H if W is None else W
+    if queries is None:
+        step = max(1, math.ceil(math.sqrt(H * W / 256)))
+        queries = [(i, j) for i in range(0, H, step) for j in range(0, W, step)]
+    queries = [tuple(q) for q in queries]
+    figs = [partition_figure(pattern, H, W, query=q) for q in queries]
+    moving = [TRACES.index(n) for n in ("keys", "slots", "query")]
+    frames = [go.Frame(data=[f.data[k] for k in moving], traces=moving, name=str(q),
+                       layout=dict(shapes=f.layout.shapes, annotations=f.layout.annotations))
+              for q, f in zip(queries, figs)]
+    fig = go.Figure(figs[0].data, figs[0].layout, frames=frames)
+    fig.update_layout(
+        updatemenus=[_play_menu(duration)],
+        sliders=[dict(steps=[dict(method="animate", label=f.name,
+                                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+                             for f in frames], currentvalue=dict(prefix="query "), y=-0.12)],
+        height=fig.layout.height + 80,
+    )
+    return fig

@@ -10,7 +10,7 @@ Colours are colour-blind safe: Okabe-Ito for categories, Cividis for quantities.
 
 >>> fig = partition_figure(Neighborhood(3), 6, 6, query=(0, 0))
 >>> [t.name for t in fig.data]
-['groups', 'outside', 'keys', 'slots', 'query']
+['outside', 'groups', 'keys', 'slots', 'query']
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ __all__ = ["OKABE_ITO", "TRACES", "COST_MECHANISMS", "query_slots", "cells", "pa
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
 KEY_COLOUR = "#000000"
 OUTSIDE_COLOUR = "#E8E8E8"
-TRACES = ("groups", "outside", "keys", "slots", "query")  # trace order of partition_figure
+# plotly's Cividis, each colour 55 % mixed with white (_pale), so that black keys stay readable on it
+PALE_CIVIDIS = [[k / 9, c] for k, c in enumerate(("#73859E", "#7D90B0", "#939BAE", "#A3A6AF", "#B0B1B2", "#BFBCB5",
+                                                 "#CEC9B3", "#DED5AC", "#EEE3A2", "#FEF292"))]
+TRACES = ("outside", "groups", "keys", "slots", "query")  # trace order of partition_figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +104,11 @@ def _box(rows: np.ndarray, cols: np.ndarray):
     return np.arange(c0, c0 + z.shape[1]), np.arange(r0, r0 + z.shape[0]), z
 
 
+def _gaps(z: np.ndarray) -> list:
+    """Nested lists with None where z is NaN: a gap in a heatmap, and valid JSON for a widget."""
+    return np.where(np.isnan(z), None, z).tolist()
+
+
 def cells(trace) -> set:
     """The ``(row, col)`` cells a heatmap trace of ``partition_figure`` marks (z == 1).
 
@@ -110,6 +118,12 @@ def cells(trace) -> set:
     """
     z = np.asarray(trace.z, dtype=float)
     return {(int(trace.y[a]), int(trace.x[b])) for a, b in zip(*np.nonzero(z == 1))}
+
+
+def _pale(colour: str, amount: float = 0.55) -> str:
+    """``colour`` (``#rrggbb``) mixed with white: ``amount`` of the colour."""
+    rgb = (int(colour[k:k + 2], 16) for k in (1, 3, 5))
+    return "#" + "".join(f"{round(c * amount + 255 * (1 - amount)):02X}" for c in rgb)
 
 
 def _stepped(colours) -> list:
@@ -138,9 +152,9 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                      title: str | None = None, cell_px: int | None = None) -> go.Figure:
     """Where one query looks under ``pattern`` on an ``H x W`` map, and how the map is grouped.
 
-    Traces, in order (``TRACES``): ``groups`` (each token coloured by its group from the axis
-    rules: blocks, grid lines, dilation groups; SASA: colour = number of real keys), ``outside``
-    (cells beyond the map that some query's slots reach), ``keys`` (1 on the query's real keys,
+    Traces, in order (``TRACES``): ``outside`` (the drawn area beyond the map, as far as any
+    query's slots reach), ``groups`` (each token coloured by its group from the axis rules:
+    blocks, grid lines, dilation groups; SASA: colour = number of real keys), ``keys`` (1 on the query's real keys,
     NaN elsewhere, over their bounding box; ``cells(trace)`` lists them), ``slots`` (the query's
     ``-1`` slots, off the map: ``0`` = SASA zero padding, still in the softmax; ``x`` = padded
     position, excluded) and ``query`` (a marker). For
@@ -158,29 +172,24 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
     c_lo, c_hi = _axis_area(pattern, rule_c, W, 1)
     rows, cols = np.arange(r_lo, r_hi + 1), np.arange(c_lo, c_hi + 1)
     shape = (len(rows), len(cols))
-    inside = (slice(-r_lo, -r_lo + H), slice(-c_lo, -c_lo + W))
     overlay = query_overlay(pattern, H, W, query)  # validates the query
 
-    groups = np.full(shape, np.nan)
+    # opaque pale colours and no gaps: the full-size traces stay plain numeric arrays (fast to send)
     if isinstance(pattern, LocalWindow):  # no groups: colour by how many real keys each query has
         real = ((rule_r.keys >= 0).sum(1)[:, None] * (rule_c.keys >= 0).sum(1)[None, :]).numpy()
-        groups[inside] = real
-        group_trace = go.Heatmap(z=groups, x=cols, y=rows, colorscale="Cividis", opacity=0.55,
+        group_trace = go.Heatmap(z=real.astype(float), x=np.arange(W), y=np.arange(H), colorscale=PALE_CIVIDIS,
                                  zmin=0, zmax=max(1, int(real.max())), name="groups", showscale=True,
                                  colorbar=dict(title="real keys", len=0.6, thickness=12),
                                  hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
     else:
-        groups[inside] = _group_colour(rule_r, rule_c) + 0.5
-        group_trace = go.Heatmap(z=groups, x=cols, y=rows, colorscale=_stepped(OKABE_ITO), zmin=0,
-                                 zmax=len(OKABE_ITO), showscale=False, opacity=0.55, name="groups",
+        group_trace = go.Heatmap(z=_group_colour(rule_r, rule_c) + 0.5, x=np.arange(W), y=np.arange(H),
+                                 colorscale=_stepped([_pale(c) for c in OKABE_ITO]), zmin=0,
+                                 zmax=len(OKABE_ITO), showscale=False, name="groups",
                                  hovertemplate="row %{y}, col %{x}<extra></extra>")
+    outside_trace = go.Heatmap(z=np.ones(shape), x=cols, y=rows, showscale=False, name="outside",
+                               colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
 
-    outside = np.ones(shape)
-    outside[inside] = np.nan
-    outside_trace = go.Heatmap(z=outside, x=cols, y=rows, colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]],
-                               showscale=False, name="outside", hoverinfo="skip")
-
-    fig = go.Figure([group_trace, outside_trace, *overlay.data])
+    fig = go.Figure([outside_trace, group_trace, *overlay.data])
     side = cell_px or max(8, min(32, 448 // max(len(rows), len(cols))))
     fig.update_layout(
         title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
@@ -212,7 +221,7 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
     keys, krow, kcol = query_slots(pattern, H, W, i, j)
     real = keys >= 0
     key_x, key_y, key_z = _box(krow[real], kcol[real])
-    key_trace = go.Heatmap(z=key_z, x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
+    key_trace = go.Heatmap(z=_gaps(key_z), x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
                            opacity=0.5, showscale=False, name="keys", zmin=0, zmax=1,
                            hovertemplate="key: row %{y}, col %{x}<extra></extra>")
 
@@ -220,7 +229,7 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
     slot_x, slot_y, slot_z = _box(krow[~real], kcol[~real])
     slot_text = np.where(slot_z == 1, mark, "")
     what = "zero padding: a zero key and value, in the softmax" if pattern.zero_slots else "padded slot, excluded"
-    slot_trace = go.Heatmap(z=slot_z, x=slot_x, y=slot_y, text=slot_text.tolist(), zmin=0, zmax=1,
+    slot_trace = go.Heatmap(z=_gaps(slot_z), x=slot_x, y=slot_y, text=slot_text.tolist(), zmin=0, zmax=1,
                             texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]],
                             showscale=False, name="slots", textfont=dict(color="white"),
                             hovertemplate=f"row %{{y}}, col %{{x}}<br>{what}<extra></extra>")

@@ -40,6 +40,7 @@ PARAMETERS = {"global": (), "SASA": ("kernel",), "NA": ("kernel",), "DiNAT": ("k
               "MaxViT block": ("block",), "MaxViT grid": ("grid",), "CrossFormer SDA": ("block",),
               "CrossFormer LDA": ("interval",)}
 SIZE_RANGE = (4, 64)
+NO_COMPARE = "(none)"  # the compare menu's entry for compare=None
 
 
 class PartitionState(HasTraits):
@@ -163,12 +164,38 @@ def _set_range(slider, lo: int, hi: int) -> None:
         slider.max, slider.min = hi, lo
 
 
+def _send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = None, arrays: dict | None = None):
+    """Apply edits to a FigureWidget: ``traces`` ``{index: properties}``, ``layout`` properties
+    (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
+
+    One ``batch_update`` per trace, one for the layout: plotly pads a batch's properties that a
+    trace leaves unchanged with ``undefined``, and its anywidget front end (plotly 6/7) stores those
+    as null, which erases them (a marker's x and y, say). A batch that touches one trace has no
+    padding.
+    """
+    for index, properties in traces.items():
+        with fig.batch_update():
+            fig.data[index].update(properties)
+    if layout or arrays:
+        with fig.batch_update():
+            if layout:
+                fig.layout.update(layout)
+            for name, value in (arrays or {}).items():
+                fig.layout[name] = value
+
+
+def _explain(fig, text: str) -> None:
+    """Turn a panel into an explanation: traces hidden, ``text`` in the middle, no shapes."""
+    note = dict(text=html.escape(text), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    _send(fig, {t: {"visible": False} for t in range(len(fig.data))},
+          layout={"title": {"text": "nothing to draw"}, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
+          arrays={"shapes": (), "annotations": (note,)})
+
+
 def _blank_figure(text: str) -> go.Figure:
-    """Same traces as ``partition_figure``, empty, with ``text`` in the middle."""
-    heat = dict(z=[[None]], x=[0], y=[0], showscale=False, hoverinfo="skip")
-    fig = go.Figure([go.Heatmap(name=n, **heat) for n in plots.TRACES[:-1]]
-                    + [go.Scatter(x=[], y=[], name="query", mode="markers")])
-    fig.update_layout(title=dict(text="nothing to draw", x=0.5), shapes=[], plot_bgcolor="white",
+    """A figure with only ``text``: what ``to_figure`` gives for an invalid choice."""
+    fig = go.Figure()
+    fig.update_layout(title=dict(text="nothing to draw", x=0.5), plot_bgcolor="white",
                       annotations=[dict(text=html.escape(text), showarrow=False, xref="paper", yref="paper",
                                         x=0.5, y=0.5)],
                       xaxis=dict(visible=False), yaxis=dict(visible=False))
@@ -210,22 +237,22 @@ class PartitionExplorer(widgets.VBox):
             self.sliders[name] = slider
         self.mechanism_menu = widgets.Dropdown(options=MECHANISMS, value=mechanism, description="mechanism",
                                                style={"description_width": "110px"})
-        self.compare_menu = widgets.Dropdown(options=(("(none)", None),) + tuple((m, m) for m in MECHANISMS),
-                                             value=compare, description="compare with",
-                                             style={"description_width": "110px"})
+        self.compare_menu = widgets.Dropdown(options=(NO_COMPARE,) + MECHANISMS, value=compare or NO_COMPARE,
+                                             description="compare with", style={"description_width": "110px"})
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")
-        self.figures = [go.FigureWidget(), go.FigureWidget()]
+        # start from a real picture so that every trace has all its properties from the first message
+        self.figures = [go.FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
         self.messages = [widgets.HTML(), widgets.HTML()]
         self._panels = [widgets.VBox([f, m]) for f, m in zip(self.figures, self.messages)]
 
         self._apply_bounds()  # clamps the sliders' values; the links then copy them into the state
         self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
         self._links += [widgets.link((s, "mechanism"), (self.mechanism_menu, "value")),
-                        widgets.link((s, "compare"), (self.compare_menu, "value"))]
+                        traitlets.link((s, "compare"), (self.compare_menu, "value"),
+                                       transform=(lambda m: m or NO_COMPARE, lambda m: None if m == NO_COMPARE else m))]
         self.play.observe(self._played, "value")
         for fig in self.figures:
-            fig.add_traces(_blank_figure("").data)
             for trace in fig.data[:4]:
                 trace.on_click(self._clicked)
         s.observe(self._changed, names=list(s.trait_names()))
@@ -290,19 +317,21 @@ class PartitionExplorer(widgets.VBox):
             # a query move keeps the map's geometry: send only what follows the query
             scene = (mechs[k], pattern, self.state.size)
             s = self.state
-            if scene == self._scenes[k] and pattern is not None:
+            if pattern is None:
+                _explain(fig, note)
+            elif scene == self._scenes[k]:
                 new = plots.query_overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
-                with fig.batch_update():
-                    for trace, data in zip(fig.data[2:], new.data):  # only the properties that move
-                        moved = {p: data[p] for p in ("x", "y", "z", "text") if p in data and data[p] is not None}
-                        trace.update(moved)
-                    fig.layout.update(shapes=new.layout.shapes, annotations=new.layout.annotations)
+                moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if p in data and data[p] is not None}
+                         for t, data in enumerate(new.data)}  # only the properties that follow the query
+                _send(fig, moved, arrays={"shapes": new.layout.shapes, "annotations": new.layout.annotations})
             else:
                 new = self.panel_figure(k)
-                with fig.batch_update():
-                    for trace, data in zip(fig.data, new.data):
-                        trace.update(data.to_plotly_json(), overwrite=True)
-                    fig.layout.update(new.layout.to_plotly_json(), overwrite=True)
+                layout = new.layout.to_plotly_json()
+                arrays = {key: layout.pop(key, ()) for key in ("shapes", "annotations")}  # replaced, not merged
+                layout.pop("template", None)  # the widget keeps its own
+                layout["xaxis"]["visible"] = layout["yaxis"]["visible"] = True
+                _send(fig, {t: {**data.to_plotly_json(), "visible": True} for t, data in enumerate(new.data)},
+                      layout=layout, arrays=arrays)
             self._scenes[k] = scene
             message.value = f"<span style='font-size: 13px'>{html.escape(note)}</span>" if note else ""
 

@@ -366,3 +366,43 @@ def test_import_vizattn_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# the cost and receptive-field explorers
+# ---------------------------------------------------------------------------------------------
+def test_cost_explorer_follows_its_sliders_and_toggles():
+    from vizattn.widgets import CostExplorer
+    ex = CostExplorer(side=32)
+    names = [t.name for t in ex.figure.data]
+    assert all(ex.figure.data[k].visible for k in range(len(names)))
+    ex.state.mechanisms = ("global", "CrossFormer LDA")
+    assert {t.name for t in ex.figure.data if t.visible} == {"global", "CrossFormer LDA"}
+    assert ex.toggles.value == ("global", "CrossFormer LDA")
+    ex.sliders["interval"].value = 4
+    lda = [t for t in ex.figure.data if t.name == "CrossFormer LDA"]
+    sides = list(lda[1].x)
+    assert list(lda[1].y) == [plots.cost("CrossFormer LDA", s, interval=4)[1] for s in sides]
+    ex.sliders["side"].value = 64
+    assert ex.figure.layout.shapes[0].x0 == 64 and "64x64" in ex.table.value
+    assert "CrossFormer LDA" in ex.table.value and "NA / DiNAT" not in ex.table.value
+
+
+def test_receptive_field_explorer_grows_with_depth_like_theoretical():
+    from vizattn.widgets import ReceptiveFieldExplorer, stack_for
+    ex = ReceptiveFieldExplorer("NA + DiNAT", size=21, depth=1, kernel=3, dilation=3)
+    sizes = []
+    for depth in (1, 2, 3):
+        ex.depth.value = depth
+        want = theoretical(stack_for("NA + DiNAT", depth, 21, kernel=3, dilation=3), size=21, position=(10, 10))
+        drawn = plots.cells(ex.figure.data[0])
+        assert drawn == {tuple(p) for p in want.input.nonzero().tolist()}
+        sizes.append(len(drawn))
+    assert sizes == [9, 81, 121]  # [NA] 3x3; [NA, DiNAT] 9x9; [NA, DiNAT, NA] 11x11
+    ex = ReceptiveFieldExplorer("MaxViT block + grid", size=16, depth=1, window=4)  # 16 = P * G
+    assert len(plots.cells(ex.figure.data[0])) == 16  # one 4x4 block
+    ex.depth.value = 2  # block then grid: the whole map
+    assert "256 of 256 positions" in ex.message.value and len(plots.cells(ex.figure.data[0])) == 256
+    assert len(ex.to_figure().frames) == 2
+    with pytest.raises(ValueError, match="stack"):
+        stack_for("Swin", 2, 8)

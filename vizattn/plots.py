@@ -377,7 +377,7 @@ def receptive_figure(field, title: str | None = None) -> go.Figure:
 
     >>> from vizattn.receptive import theoretical; from vizattn.patterns import Neighborhood
     >>> fig = receptive_figure(theoretical([Neighborhood(3)] * 3, size=9, position=(4, 4)))
-    >>> len(fig.frames), int(np.nansum(fig.frames[-1].data[0].z))    # 7 x 7 after three 3x3 steps
+    >>> len(fig.frames), len(cells(fig.frames[-1].data[0]))     # 7 x 7 after three 3x3 steps
     (3, 49)
     """
     masks = list(reversed(field.masks))  # the last step first: the field grows with depth
@@ -386,10 +386,12 @@ def receptive_figure(field, title: str | None = None) -> go.Figure:
     def z(mask):
         m = mask.numpy().astype(float)
         m[m == 0] = np.nan
-        return m
+        return _gaps(m)
 
     def heat(mask):
-        return go.Heatmap(z=z(mask), colorscale=[[0, "#0072B2"], [1, "#0072B2"]], showscale=False,
+        H, W = mask.shape
+        return go.Heatmap(z=z(mask), x=np.arange(W), y=np.arange(H), colorscale=[[0, "#0072B2"], [1, "#0072B2"]],
+                          showscale=False, zmin=0, zmax=1,
                           name="field", hovertemplate="row %{y}, col %{x}<extra></extra>")
 
     frames = [go.Frame(data=[heat(m)], name=str(s + 1),

@@ -31,7 +31,8 @@ from traitlets import Enum, HasTraits, Int
 from . import plots
 from .patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood, Pattern
 
-__all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer"]
+__all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
+           "CostExplorer", "cost_table", "STACKS", "stack_for", "ReceptiveFieldExplorer"]
 
 MECHANISMS = ("global", "SASA", "NA", "DiNAT", "MaxViT block", "MaxViT grid", "CrossFormer SDA",
               "CrossFormer LDA")
@@ -369,3 +370,170 @@ class PartitionExplorer(widgets.VBox):
         if pattern is None:
             return _blank_figure(note)
         return plots.animate_queries(pattern, s.size, s.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# costs
+# ---------------------------------------------------------------------------------------------
+class CostState(HasTraits):
+    """What a ``CostExplorer`` shows: the map side to read off, the mechanisms, the cost parameters.
+
+    >>> CostState(side=32).mechanisms[:2]
+    ('global', 'NA / DiNAT')
+    """
+
+    side = Int(56)
+    mechanisms = traitlets.Tuple(default_value=plots.COST_MECHANISMS)
+    channels = Int(64)
+    heads = Int(4)
+    kernel = Int(7)
+    window = Int(7)  # MaxViT block P, grid G and CrossFormer SDA group G
+    interval = Int(8)
+
+    def params(self) -> dict:
+        """Keyword arguments for ``plots.cost``."""
+        w = self.window
+        return dict(channels=self.channels, heads=self.heads, kernel=self.kernel, block=w, grid=w, group=w,
+                    interval=self.interval)
+
+
+def cost_table(state: CostState) -> str:
+    """HTML table of every shown mechanism's cost at ``state.side``, relative to global attention.
+
+    >>> "NA / DiNAT" in cost_table(CostState(side=16, mechanisms=("global", "NA / DiNAT")))
+    True
+    """
+    glob = plots.cost("global", state.side, **state.params())
+    rows = []
+    for name in state.mechanisms:
+        macs, memory = plots.cost(name, state.side, **state.params())
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{macs:.3g}</td><td>{macs / glob[0]:.3g}</td>"
+                    f"<td>{memory:.3g}</td><td>{memory / glob[1]:.3g}</td></tr>")
+    head = ("<tr><th>mechanism</th><th>MACs</th><th>/ global</th><th>attention entries</th>"
+            "<th>/ global</th></tr>")
+    return (f"<b>{state.side}x{state.side} map ({state.side ** 2} tokens)</b>"
+            f"<table style='font-size: 13px'>{head}{''.join(rows)}</table>")
+
+
+class CostExplorer(widgets.VBox):
+    """Cost per attention layer against map side: a side slider, mechanism toggles, a table.
+
+    >>> ex = CostExplorer(side=32)
+    >>> ex.state.mechanisms = ("global",)
+    >>> [t.visible for t in ex.figure.data][:4]
+    [True, True, False, False]
+    """
+
+    def __init__(self, side: int = 56, mechanisms=plots.COST_MECHANISMS, **kwargs):
+        self.state = CostState(side=side, mechanisms=tuple(mechanisms))
+        s = self.state
+        self.sliders = {
+            name: widgets.IntSlider(value=getattr(s, name), min=lo, max=hi, step=step, description=label,
+                                    style={"description_width": "110px"}, layout=widgets.Layout(width="340px"))
+            for name, lo, hi, step, label in [("side", 8, 256, 8, "map side"), ("channels", 16, 512, 16, "channels C"),
+                                               ("heads", 1, 16, 1, "heads"), ("kernel", 3, 15, 1, "NA/SASA k"),
+                                               ("window", 2, 16, 1, "window P, G"), ("interval", 1, 32, 1, "LDA I")]}
+        self.toggles = widgets.SelectMultiple(options=plots.COST_MECHANISMS, value=s.mechanisms, rows=8,
+                                              description="mechanisms", style={"description_width": "110px"})
+        self.table = widgets.HTML()
+        self.figure = go.FigureWidget(plots.cost_figure(mark=s.side, **s.params()))
+        self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
+        self._links.append(widgets.link((self.toggles, "value"), (s, "mechanisms")))
+        s.observe(self._changed, names=list(s.trait_names()))
+        super().__init__([widgets.HBox([widgets.VBox(list(self.sliders.values())), self.toggles]),
+                          self.figure, self.table], **kwargs)
+        self._changed()
+
+    def _changed(self, change=None) -> None:
+        s = self.state
+        new = plots.cost_figure(mechanisms=plots.COST_MECHANISMS, mark=s.side, **s.params())
+        _send(self.figure, {t: {"y": data.y, "visible": data.name in s.mechanisms} for t, data in enumerate(new.data)},
+              layout={"title": new.layout.title.to_plotly_json()}, arrays={"shapes": new.layout.shapes})
+        self.table.value = cost_table(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# receptive fields
+# ---------------------------------------------------------------------------------------------
+STACKS = ("global", "SASA", "NA", "NA + DiNAT", "MaxViT block + grid", "CrossFormer SDA + LDA")
+
+
+def stack_for(stack: str, depth: int, size: int, kernel: int = 3, dilation: int = 2, window: int = 4,
+              interval: int = 4) -> list:
+    """The patterns of ``depth`` attention layers of a kind; the two-pattern kinds alternate, as
+    the papers stack them (DiNAT: NA then DiNAT; MaxViT: block then grid; CrossFormer: SDA then LDA).
+
+    >>> stack_for("MaxViT block + grid", 3, 16)
+    [Block(4), Grid(4), Block(4)]
+    """
+    pad = dict(pad=size % window != 0)
+    pairs = {"global": (Global(),) * 2, "SASA": (LocalWindow(kernel),) * 2, "NA": (Neighborhood(kernel),) * 2,
+             "NA + DiNAT": (Neighborhood(kernel), Neighborhood(kernel, dilation=dilation)),
+             "MaxViT block + grid": (Block(window, **pad), Grid(window, **pad)),
+             "CrossFormer SDA + LDA": (Block(window, **pad), LongDistance(interval, pad=size % interval != 0))}
+    if stack not in pairs:
+        raise ValueError(f"stack must be one of {STACKS}; got stack={stack!r}")
+    return [pairs[stack][d % 2] for d in range(depth)]
+
+
+class ReceptiveFieldExplorer(widgets.VBox):
+    """The theoretical receptive field of the centre token as attention layers are stacked.
+
+    A depth slider and a stack menu; ``to_figure()`` is a static figure with one frame per depth.
+
+    >>> ex = ReceptiveFieldExplorer("NA", size=15, kernel=3)
+    >>> ex.depth.value = 3
+    >>> int(sum(v == 1 for row in ex.figure.data[0].z for v in row))     # 7 x 7 after three 3 x 3 layers
+    49
+    """
+
+    def __init__(self, stack: str = "NA + DiNAT", size: int = 28, depth: int = 2, kernel: int = 3,
+                 dilation: int = 2, window: int = 4, interval: int = 4, **kwargs):
+        self.params = dict(kernel=kernel, dilation=dilation, window=window, interval=interval)
+        self.size = size
+        self.menu = widgets.Dropdown(options=STACKS, value=stack, description="layers",
+                                     style={"description_width": "110px"})
+        self.depth = widgets.IntSlider(value=depth, min=1, max=8, description="depth",
+                                       style={"description_width": "110px"})
+        self.message = widgets.HTML()
+        self.figure = go.FigureWidget(self._figure())
+        self.menu.observe(self._changed, "value")
+        self.depth.observe(self._changed, "value")
+        super().__init__([widgets.HBox([self.menu, self.depth]), self.figure, self.message], **kwargs)
+        self._changed()
+
+    def field(self, depth: int | None = None):
+        """``vizattn.receptive.theoretical`` of the current stack, from the centre token."""
+        from .receptive import theoretical  # torch.nn: only when a field is asked for
+
+        steps = stack_for(self.menu.value, depth or self.depth.value, self.size, **self.params)
+        return theoretical(steps, size=self.size, position=(self.size // 2, self.size // 2))
+
+    def _figure(self) -> go.Figure:
+        """The widget's starting figure: ``receptive_figure`` without frames and play buttons."""
+        fig = plots.receptive_figure(self.field(1))
+        fig.frames, fig.layout.updatemenus, fig.layout.sliders = (), (), ()
+        return fig
+
+    def _changed(self, change=None) -> None:
+        try:
+            field = self.field()
+        except ValueError as exc:
+            self.message.value = html.escape(str(exc))
+            _send(self.figure, {0: {"visible": False}})
+            return
+        last = plots.receptive_figure(field).frames[-1]
+        extent = field.extent(0)
+        self.message.value = (f"{len(field)} layers of {html.escape(self.menu.value)}: the centre token "
+                              f"sees {int(field.input.sum())} of {self.size * self.size} positions "
+                              f"(extent {extent[0]}x{extent[1]})")
+        _send(self.figure, {0: {"z": last.data[0].z, "visible": True}},
+              layout={"title": {"text": f"{self.menu.value}, depth {len(field)}", "x": 0.5}})
+
+    def to_figure(self) -> go.Figure:
+        """A static figure, one animation frame per depth up to the slider's.
+
+        >>> len(ReceptiveFieldExplorer("NA", size=9, depth=3).to_figure().frames)
+        3
+        """
+        return plots.receptive_figure(self.field())

@@ -195,7 +195,7 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
         title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
         shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
         showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
-        width=side * len(cols) + 140, height=side * len(rows) + 140,
+        width=max(420, side * len(cols) + 140), height=side * len(rows) + 150,
         xaxis=dict(range=[c_lo - 0.5, c_hi + 0.5], constrain="domain", showgrid=False, zeroline=False,
                    title="column", dtick=max(1, len(cols) // 8)),
         yaxis=dict(range=[r_hi + 0.5, r_lo - 0.5], scaleanchor="x", constrain="domain", showgrid=False,
@@ -250,9 +250,9 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
     n_real, n_slots = int(real.sum()), len(keys)
     caption = f"query ({i}, {j}): {n_real} keys"
     if n_real < n_slots:
-        caption += f", {n_slots - n_real} slots off the map ({what})"
+        caption += f", {n_slots - n_real} slots off the map<br>({what})"
     if isinstance(pattern, Neighborhood) and len(shapes) == 3:
-        caption += "; dashed: the centred window, shifted inward (solid)"
+        caption += "<br>dashed: the centred window; solid: the window, shifted inward"
     fig = go.Figure([key_trace, slot_trace, query_trace])
     fig.update_layout(shapes=shapes, annotations=[
         dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top",
@@ -395,31 +395,39 @@ def receptive_figure(field, title: str | None = None) -> go.Figure:
                           name="field", hovertemplate="row %{y}, col %{x}<extra></extra>")
 
     frames = [go.Frame(data=[heat(m)], name=str(s + 1),
-                       layout=dict(title=dict(text=f"depth {s + 1}: {names[s]} (extent {tuple(m.shape)}: "
-                                                   f"{int(m.sum())} positions)")))
+                       layout=dict(title=dict(text=f"depth {s + 1} ({names[s]}): {int(m.sum())} of "
+                                                   f"{m.numel()} positions")))
               for s, m in enumerate(masks)]
     H, W = masks[-1].shape
     fig = go.Figure(data=frames[0].data, frames=frames)
     fig.update_layout(
         title=dict(text=title or frames[0].layout.title.text, x=0.5), plot_bgcolor=OUTSIDE_COLOUR,
-        width=520, height=560, showlegend=False,
+        width=520, height=670, showlegend=False,
         xaxis=dict(range=[-0.5, W - 0.5], constrain="domain", showgrid=False, zeroline=False),
         yaxis=dict(range=[H - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False),
-        updatemenus=[_play_menu()],
-        sliders=[dict(steps=[dict(method="animate", label=f.name,
-                                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
-                             for f in frames], currentvalue=dict(prefix="depth "))],
+        **_player(frames, "depth "),
     )
     return fig
 
 
-def _play_menu(duration: int = 400) -> dict:
-    return dict(type="buttons", showactive=False, x=0, y=-0.08, xanchor="left", yanchor="top", buttons=[
-        dict(label="play", method="animate",
-             args=[None, dict(frame=dict(duration=duration, redraw=True), fromcurrent=True, mode="immediate")]),
-        dict(label="pause", method="animate",
-             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")]),
-    ])
+def _player(frames, prefix: str, duration: int = 400) -> dict:
+    """Layout for an animation below the plot: a play/pause pair left of a frame slider.
+
+    Both hang ``below`` pixels under the plot area, clear of the axis title and the caption.
+    """
+    below = 90
+    menu = dict(type="buttons", direction="left", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
+                pad=dict(t=below + 10, r=10), buttons=[
+                    dict(label="play", method="animate",
+                         args=[None, dict(frame=dict(duration=duration, redraw=True), fromcurrent=True,
+                                          mode="immediate")]),
+                    dict(label="pause", method="animate",
+                         args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])
+    steps = [dict(method="animate", label=f.name,
+                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))]) for f in frames]
+    slider = dict(steps=steps, currentvalue=dict(prefix=prefix), x=0.3, len=0.7, y=0, yanchor="top",
+                  pad=dict(t=below), font=dict(size=9), ticklen=0 if len(frames) > 12 else 4)
+    return dict(updatemenus=[menu], sliders=[slider], margin=dict(b=below + 110))
 
 
 def animate_queries(pattern: Pattern, H: int, W: int | None = None, queries=None, duration: int = 300) -> go.Figure:
@@ -441,11 +449,5 @@ def animate_queries(pattern: Pattern, H: int, W: int | None = None, queries=None
                        layout=dict(shapes=f.layout.shapes, annotations=f.layout.annotations))
               for q, f in zip(queries, figs)]
     fig = go.Figure(figs[0].data, figs[0].layout, frames=frames)
-    fig.update_layout(
-        updatemenus=[_play_menu(duration)],
-        sliders=[dict(steps=[dict(method="animate", label=f.name,
-                                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
-                             for f in frames], currentvalue=dict(prefix="query "), y=-0.12)],
-        height=fig.layout.height + 80,
-    )
+    fig.update_layout(**_player(frames, "query ", duration), height=fig.layout.height + 110)
     return fig

@@ -191,3 +191,13 @@ def _drive(page, url: str, start: float) -> None:
     assert drawn["points"] == 1 and drawn["query"] == [[0], [0]], drawn
     assert drawn["heatmaps"] >= 3, drawn
     assert time.monotonic() - start < BUDGET_S, "the browser test took longer than 3 minutes"
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_missing_tooling_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="chromium"):
+        _need("/usr/bin/chromium is missing")

@@ -261,3 +261,17 @@ def test_explicit_path_equals_attend(pattern, H, W):
     weights = slot_logits(q, k, pattern, bias=bias, rel_emb=rel).softmax(-1)
     torch.testing.assert_close(weights, want_w)
     torch.testing.assert_close(combine(weights, v, pattern), want)
+
+
+@pytest.mark.parametrize("pattern, H, W", LARGER[:5], ids=[f"{p}@{H}x{W}" for p, H, W in LARGER[:5]])
+def test_training_gradients_equal_the_reference(pattern, H, W):
+    # B * heads = 8 slices: large halos make the tiled kernel run checkpointed chunks in training
+    q, k, v = (t.requires_grad_() for t in qkv(2, 4, H, W, 8))
+    bias = tables(pattern, 4, H, W, 8)[0].requires_grad_()
+    grads = []
+    for backend in FAST:
+        out = attend(q, k, v, pattern, bias=bias, backend=backend)
+        weights = torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin()
+        grads.append(torch.autograd.grad((out * weights).sum(), (q, k, v, bias)))
+    for want, got in zip(*grads):
+        torch.testing.assert_close(got, want)

@@ -1,5 +1,8 @@
 """Shared pieces of the attention layers: the hookable probabilities step, the pattern shell, MLP, LayerScale.
 
+``GlobalAttention`` (the pattern shell on ``Global()``, ViT's attention) is the baseline the
+models compare against.
+
 Glossary: ``B`` batch, an ``H x W`` map of ``N = H * W`` tokens, ``C`` channels, ``heads``,
 ``head_dim = C // heads``; a pattern gives each query ``K`` key slots (``vizattn.patterns``).
 Modules are channels-last: ``[B, H, W, C]`` in, ``[B, H, W, C]`` out.
@@ -22,8 +25,9 @@ import torch
 from torch import nn
 
 from ..functional import attend, combine, slot_logits
+from ..patterns import Global
 
-__all__ = ["AttentionProbs", "Mlp", "LayerScale", "PatternAttention"]
+__all__ = ["AttentionProbs", "Mlp", "LayerScale", "PatternAttention", "GlobalAttention"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,3 +191,16 @@ class PatternAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}"
+
+
+class GlobalAttention(PatternAttention):
+    """ViT's multi-head self-attention: every token attends to every token (``Global()``), no position terms.
+
+    >>> import torch
+    >>> layer = GlobalAttention(dim=8, heads=2)
+    >>> layer(torch.randn(1, 3, 4, 8)).shape, layer.pattern(3, 4)
+    (torch.Size([1, 3, 4, 8]), Global())
+    """
+
+    def pattern(self, H: int, W: int) -> Global:
+        return Global()

@@ -6,7 +6,9 @@ import torch
 
 import brute
 from cases import CASES, IDS
-from vizattn import attend
+from torch.utils.checkpoint import checkpoint
+
+from vizattn import attend, functional
 from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositionBias
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
@@ -264,8 +266,11 @@ def test_explicit_path_equals_attend(pattern, H, W):
 
 
 @pytest.mark.parametrize("pattern, H, W", LARGER[:5], ids=[f"{p}@{H}x{W}" for p, H, W in LARGER[:5]])
-def test_training_gradients_equal_the_reference(pattern, H, W):
-    # B * heads = 8 slices: large halos make the tiled kernel run checkpointed chunks in training
+def test_training_gradients_equal_the_reference(pattern, H, W, monkeypatch):
+    # B * heads = 8 slices; with no halo kept, the tiled kernel runs checkpointed chunks in training
+    monkeypatch.setattr(functional, "HALO_BYTES", 0)
+    calls = []
+    monkeypatch.setattr(functional, "checkpoint", lambda *a, **kw: calls.append(1) or checkpoint(*a, **kw))
     q, k, v = (t.requires_grad_() for t in qkv(2, 4, H, W, 8))
     bias = tables(pattern, 4, H, W, 8)[0].requires_grad_()
     grads = []
@@ -273,5 +278,17 @@ def test_training_gradients_equal_the_reference(pattern, H, W):
         out = attend(q, k, v, pattern, bias=bias, backend=backend)
         weights = torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin()
         grads.append(torch.autograd.grad((out * weights).sum(), (q, k, v, bias)))
+    assert len(calls) > 1  # chunks did run
     for want, got in zip(*grads):
         torch.testing.assert_close(got, want)
+
+
+def test_small_training_halos_are_kept_not_checkpointed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(functional, "checkpoint", lambda *a, **kw: calls.append(1) or checkpoint(*a, **kw))
+    q, k, v = (t.requires_grad_() for t in qkv(2, 4, 16, 16, 8))
+    attend(q, k, v, Neighborhood(7), backend="tiled").sum().backward()
+    assert calls == []
+    monkeypatch.setattr(functional, "HALO_BYTES", 0)
+    attend(q, k, v, Neighborhood(7), backend="tiled").sum().backward()
+    assert calls

@@ -151,6 +151,18 @@ def test_training_is_deterministic_from_the_seed_and_save_records_the_run(tmp_pa
     assert "| lavit |" in training.table(json.loads((tmp_path / "metrics.json").read_text()))
 
 
+def test_same_starts_from_the_shipped_shape_weights_except_the_head():
+    model, result = training.train("nat", "same", lr=0.0, train_items=16, batch_size=16, eval_items=16, progress=None)
+    shape = create("nat", pretrained=True, task="shape").state_dict()
+    assert result["init"] == "shape"
+    for key, value in model.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(value, shape[key]), key
+    assert model.head.weight.shape[0] == 2
+    with pytest.raises(ValueError, match="init must be"):
+        training.train("nat", "same", init="same", train_items=16, progress=None)
+
+
 def test_the_command_line_prints_the_final_line(capsys):
     training.main(["sasa", "--task", "same", "--epochs", "1", "--train-items", "32", "--batch-size", "16",
                    "--eval-items", "16"])

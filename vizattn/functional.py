@@ -41,6 +41,7 @@ __all__ = ["attend", "slot_logits", "combine"]
 BACKENDS = ("auto", "reference", "tiled", "flex")
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
 CHUNK = 1.0  # training: (batch, head) slices per checkpointed chunk, in units of N / halo rows
+HALO_BYTES = 16 * 2**20  # training: gathered k/v halos up to this size are kept, not checkpointed
 
 
 def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
@@ -373,13 +374,15 @@ def _tiled(q, k, v, pattern, terms, scale, return_weights):
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
     slices = B * heads
-    per_chunk = max(1, int(slices * H * W * CHUNK // plan.kv_idx.numel()))
+    halo_bytes = 2 * slices * plan.kv_idx.numel() * q.shape[-1] * q.element_size()  # k and v halos
+    per_chunk = max(1, int(slices * H * W * CHUNK // plan.kv_idx.numel()), int(slices * HALO_BYTES // halo_bytes))
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, terms))
     if not training or per_chunk >= slices:
         return _tiled_attention(q, k, v, pattern, plan, terms, scale), None
     # Training: autograd would keep every gathered halo (a few times k and v) for backward.
     # Checkpointed chunks of (batch, head) slices re-gather them in backward instead, so the
-    # extra memory stays about twice the size of q, whatever the halo.
+    # extra memory stays about twice the size of q (or HALO_BYTES), whatever the halo. Small
+    # halos are kept: recomputing them would only cost time.
     # split (not slicing) so that backward joins the chunks' gradients with one cat
     parts = [t.reshape(1, slices, *t.shape[2:]).split(per_chunk, dim=1) for t in (q, k, v)]
     if terms is None:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Set up vizattn in ./.venv and run it: one command per job.
 
-    python3 dev.py lab  [jupyter lab args]   set up, then open JupyterLab on notebooks/
-    python3 dev.py test [pytest args]        set up, then run the test suite
+    python3 dev.py lab  [jupyter lab args]   set up, then open JupyterLab on notebooks/00_tour.ipynb
+    python3 dev.py test [pytest args]        set up, then run the test suite (notebooks included, nbval)
+    python3 dev.py strip [--check] [paths]   remove outputs, execution counts and widget state
+                                             from notebooks (default: notebooks/*.ipynb)
 
 Set-up creates (or reuses) the virtual environment .venv at the repository root,
 makes sure a pinned torch is in it, and installs this package editable with its
@@ -17,6 +19,7 @@ Standard library only; Linux, macOS and Windows; Python >= 3.10.
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".vizattn-installed"
 DEFAULT_TORCH = "torch==2.13.0"
+TOUR = "00_tour.ipynb"  # what `lab` opens, in notebooks/
 # Bump to force a re-install after a change to the set-up steps below.
 SETUP_VERSION = "2"
 WINDOWS = os.name == "nt"
@@ -34,9 +38,13 @@ WINDOWS = os.name == "nt"
 USAGE = """\
 usage: python3 dev.py lab  [jupyter lab args...]
        python3 dev.py test [pytest args...]
+       python3 dev.py strip [--check] [notebook paths...]
 
-  lab   set up .venv if needed, then open JupyterLab on notebooks/
-  test  set up .venv if needed, then run pytest (paths are relative to the repo root)
+  lab   set up .venv if needed, then open JupyterLab on notebooks/00_tour.ipynb
+  test  set up .venv if needed, then run pytest (paths are relative to the repo root);
+        the notebooks run under nbval with VIZATTN_FAST=1 (set it to 0 for full sizes)
+  strip remove outputs, execution counts and widget state from notebooks (default:
+        notebooks/*.ipynb); --check only lists the ones that need it (exit code 1)
 
 environment: VIZATTN_TORCH (default {default}), VIZATTN_TORCH_INDEX (pip --index-url for torch)
 """.format(default=DEFAULT_TORCH)
@@ -270,11 +278,12 @@ def cmd_lab(args):
         raise DevError("no notebooks/ folder in " + str(ROOT))
     jupyter = venv_script("jupyter")
     cmd = [jupyter] if jupyter.exists() else [venv_python(), "-m", "jupyter"]
-    cmd += ["lab"]
-    tour = notebooks / "00_tour.ipynb"
+    cmd += ["lab", "--ServerApp.root_dir=" + str(notebooks)]
+    tour = notebooks / TOUR
     if tour.is_file():
-        cmd.append(tour)
-    cmd += ["--notebook-dir=" + str(notebooks)] + list(args)
+        # the page the browser opens (and "/" redirects to): the tour, inside the notebooks folder
+        cmd.append("--LabApp.default_url=/lab/tree/" + TOUR)
+    cmd += list(args)  # later options win: the user can override any of the above
     say("starting JupyterLab on " + str(tour if tour.is_file() else notebooks))
     execute(cmd)
 
@@ -282,10 +291,73 @@ def cmd_lab(args):
 def cmd_test(args):
     ensure_setup()
     os.chdir(str(ROOT))
+    # the notebooks (run by nbval, see pyproject.toml) read VIZATTN_FAST to shrink their sizes
+    os.environ.setdefault("VIZATTN_FAST", "1")
     execute([venv_python(), "-m", "pytest"] + list(args))
 
 
-COMMANDS = {"lab": cmd_lab, "test": cmd_test}
+# --- notebooks: strip outputs (standard library only, no set-up needed) ---------------
+
+# notebook-level metadata that records a run, not the notebook
+RUN_METADATA = ("widgets", "execution")
+
+
+def strip_notebook(nb):
+    """A copy of notebook ``nb`` (parsed JSON) with no outputs, execution counts or widget state.
+
+    Every cell keeps its source, id and metadata except the records of a run (``execution``
+    timings, ``collapsed``/``scrolled`` output views, ``ExecuteTime``); the notebook loses
+    ``metadata.widgets`` (saved widget state) and ``metadata.execution``.
+    """
+    nb = json.loads(json.dumps(nb))
+    for key in RUN_METADATA:
+        nb.get("metadata", {}).pop(key, None)
+    for cell in nb.get("cells", []):
+        meta = cell.get("metadata", {})
+        for key in ("execution", "collapsed", "scrolled", "ExecuteTime"):
+            meta.pop(key, None)
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        else:
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+    return nb
+
+
+def notebook_text(nb):
+    """JSON text as Jupyter writes it (nbformat: indent 1, sorted keys, UTF-8, final newline)."""
+    return json.dumps(nb, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
+
+
+def cmd_strip(args):
+    check = "--check" in args
+    paths = [Path(a) for a in args if a != "--check"]
+    if not paths:
+        paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    dirty = []
+    for path in paths:
+        if not path.is_file() or path.suffix != ".ipynb":
+            raise DevError("not a notebook file: {}".format(path))
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DevError("{} is not valid notebook JSON: {}".format(path, exc))
+        clean = strip_notebook(nb)
+        if clean == nb:
+            continue  # already clean: leave the file (and its formatting) alone
+        dirty.append(path)
+        if not check:
+            path.write_text(notebook_text(clean), encoding="utf-8")
+    for path in dirty:
+        say("{} {}".format("needs stripping:" if check else "stripped", path))
+    if check and dirty:
+        raise DevError("{} notebook(s) carry outputs or widget state; run: python3 dev.py strip".format(len(dirty)))
+    if not dirty:
+        say("{} notebook(s) clean".format(len(paths)))
+
+
+COMMANDS = {"lab": cmd_lab, "test": cmd_test, "strip": cmd_strip}
 
 
 def main(argv):

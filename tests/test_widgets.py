@@ -604,3 +604,131 @@ def test_widget_updates_carry_no_nan_and_no_undefined():
         for v in values([restyle, relayout]):
             assert v is not Undefined
             assert not (isinstance(v, float) and np.isnan(v))
+
+
+# ---------------------------------------------------------------------------------------------
+# LaViT: the reuse chain, what a vanilla layer would compute, diagonality, saturation
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lavit_run():
+    """An independent run of the pretrained LaViT on a photo: records, each LA layer's input, the model."""
+    import torch
+    from vizattn import probe
+    from vizattn.data import photo
+    from vizattn.layers import LessAttention
+    from vizattn.models import create
+    model = create("lavit", pretrained=True)
+    inputs = {}
+    for name, m in model.named_modules():
+        if isinstance(m, LessAttention):
+            m.register_forward_pre_hook(lambda mod, args, name=name: inputs.__setitem__(name, args[0]))
+    with torch.no_grad(), probe(model) as rec:
+        model(photo("chelsea", size=64)[None])
+    return model, {r.name: r for r in rec}, inputs
+
+
+@pytest.fixture(scope="module")
+def lavit_explorer():
+    from vizattn.widgets import LaViTExplorer
+    return LaViTExplorer(photo="chelsea")
+
+
+def vanilla_by_hand(model, inputs, la_name, source):
+    """softmax(Q'K'^T / sqrt(d)) with the source VA layer's qkv weights on the LA layer's input, written out."""
+    import torch
+    va = model.get_submodule(source)
+    x = inputs[la_name]  # [1, H, W, C]
+    B, H, W, C = x.shape
+    heads, d = va.heads, C // va.heads
+    qkv = x.reshape(B, H * W, C) @ va.qkv.weight.T + va.qkv.bias  # [1, N, 3C]
+    q = qkv[..., :C].reshape(B, H * W, heads, d).transpose(1, 2)
+    k = qkv[..., C:2 * C].reshape(B, H * W, heads, d).transpose(1, 2)
+    return torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1)[0].detach()  # [heads, N, N]
+
+
+def test_lavit_chain_shows_each_layers_attention_and_the_vanilla_one(lavit_explorer, lavit_run):
+    ex = lavit_explorer
+    model, records, inputs = lavit_run
+    for stage, head in [(0, 0), (1, 3), (0, 2)]:
+        ex.sliders["stage"].value = stage
+        ex.state.head = head
+        names = [f"stages.{stage}.attns.{j}" for j in range(3)]
+        assert [records[n].kind for n in names] == ["vanilla", "less", "less"]
+        assert [records[n].source for n in names[1:]] == [names[0]] * 2
+        titles = [a.text for a in ex.chain_figure.layout.annotations]
+        assert titles[:3] == ["VA " + names[0], "LA " + names[1], "LA " + names[2]]
+        for c, name in enumerate(names):
+            used = records[name].dense()[0, head].numpy()
+            np.testing.assert_allclose(as_float(ex.chain_figure.data[2 * c].z), used, rtol=1e-5, atol=1e-7)
+            if c:  # under each LA layer: the vanilla attention at that layer, by hand
+                want = vanilla_by_hand(model, inputs, name, records[name].source)[head].numpy()
+                np.testing.assert_allclose(as_float(ex.chain_figure.data[2 * c + 1].z), want, rtol=1e-4, atol=1e-6)
+                tv = 0.5 * np.abs(used - want).sum(-1).mean()
+                assert titles[3 + c] == f"a vanilla layer here (TV {tv:.2f})"
+        N = 64 if stage == 0 else 16
+        assert ex.chain_figure.layout.xaxis5.range == (-0.5, N - 0.5)
+        assert f"N = {N}" in ex.chain_figure.layout.title.text
+        assert ex.chain_figure.layout.coloraxis.cmax == pytest.approx(max(
+            np.nanmax(as_float(t.z)) for t in ex.chain_figure.data if as_float(t.z).size > 1))
+
+
+def test_lavit_measures_and_saturation_are_the_metrics(lavit_explorer, lavit_run):
+    import torch
+    from vizattn import metrics, probe
+    from vizattn.data import photo
+    from vizattn.models import create
+    ex = lavit_explorer
+    model, records, inputs = lavit_run
+    names = list(records)
+    diag, sym, vdiag = ex.measures_figure.data[0], ex.measures_figure.data[1], ex.measures_figure.data[2]
+    for k, name in enumerate(names):
+        dense = records[name].dense()[0]
+        assert diag.y[k] == pytest.approx(float(metrics.diagonality(dense).mean()), rel=1e-5)
+        assert sym.y[k] == pytest.approx(float(metrics.symmetry(dense).mean()), rel=1e-5)
+        if records[name].kind == "less":
+            vanilla = vanilla_by_hand(model, inputs, name, records[name].source)
+            assert vdiag.y[k] == pytest.approx(float(metrics.diagonality(vanilla).mean()), rel=1e-4)
+        else:
+            assert vdiag.y[k] is None
+    ex.state.stage = 1
+    shade = ex.measures_figure.layout.shapes[0]
+    assert (shade.x0, shade.x1) == (2.5, 5.5)
+    vit = create("vit", pretrained=True)
+    with torch.no_grad(), probe(vit) as rec:
+        vit(photo("chelsea", size=64)[None])
+    curves = {t.name: t for t in ex.saturation_figure.data}
+    np.testing.assert_allclose(as_float(curves["ViT"].y), metrics.saturation(list(rec)).numpy(), rtol=1e-5)
+    lavit = as_float(curves["LaViT"].y)
+    np.testing.assert_allclose(lavit, metrics.saturation(list(records.values())).numpy(), rtol=1e-5)
+    assert np.isnan(lavit[2]) and np.isfinite(lavit[[0, 1, 3, 4]]).all()  # the map shrinks between stages
+
+
+def test_lavit_stage_and_head_never_run_the_models():
+    from vizattn.widgets import LaViTExplorer
+    ex = LaViTExplorer(stage=1, head=2)
+    hooks = [count_forwards(ex._model(n)) for n in ("lavit", "vit")]
+    for stage, head in [(0, 1), (1, 3), (0, 0)]:
+        ex.sliders["stage"].value = stage
+        ex.sliders["head"].value = head
+    assert hooks == [[], []] and ex.forwards == 2
+    ex.menus["photo"].value = "rocket"
+    assert hooks == [[1], [1]] and ex.forwards == 4 and "rocket" in ex.chain_figure.layout.title.text
+    ex.state.head = 11  # clamped to the 4 heads
+    assert ex.state.head == 3 and ex.sliders["head"].value == 3
+    for kwargs, match in [(dict(stage=2), r"stage must be None or an int in \[0, 1\]"),
+                          (dict(head=4), r"head must lie in \[0, 3\]"), (dict(task="count"), "task must be one of"),
+                          (dict(photo="moon"), "photo must be one of")]:
+        with pytest.raises(ValueError, match=match):
+            LaViTExplorer(**kwargs)
+
+
+def test_lavit_to_figure_has_a_frame_per_head(lavit_explorer, lavit_run):
+    ex = lavit_explorer
+    _, records, _ = lavit_run
+    ex.state.stage = 1
+    fig = ex.to_figure()
+    assert isinstance(fig, go.Figure) and not isinstance(fig, go.FigureWidget)
+    assert [f.name for f in fig.frames] == ["0", "1", "2", "3"] and fig.layout.sliders
+    for h, frame in enumerate(fig.frames):
+        np.testing.assert_allclose(as_float(frame.data[2].z), records["stages.1.attns.1"].dense()[0, h].numpy(),
+                                   rtol=1e-5, atol=1e-7)

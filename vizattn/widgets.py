@@ -38,7 +38,7 @@ from .patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborho
 
 __all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
            "CostExplorer", "cost_table", "STACKS", "stack_for", "ReceptiveFieldExplorer", "MODELS", "AttentionState",
-           "AttentionExplorer"]
+           "AttentionExplorer", "LaViTState", "LaViTExplorer"]
 
 MECHANISMS = ("global", "SASA", "NA", "DiNAT", "MaxViT block", "MaxViT grid", "CrossFormer SDA",
               "CrossFormer LDA")
@@ -840,3 +840,197 @@ class AttentionExplorer(widgets.VBox):
         """
         s = self.state
         return plots.animate_query_maps(self.record, head=s.head, image=self.image, scale=s.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# LaViT: reused attention
+# ---------------------------------------------------------------------------------------------
+class LaViTState(HasTraits):
+    """What a ``LaViTExplorer`` shows: the task and photo the models run on, a stage, a head.
+
+    >>> LaViTState(stage=1, head=2).photo
+    'astronaut'
+    """
+
+    task = Enum(TASKS, default_value="shape")
+    photo = Enum(PHOTOS, default_value="astronaut")
+    stage = Int(0)
+    head = Int(0)
+
+
+VANILLA_HERE = ("a vanilla layer here: softmax(Q'K'ᵀ/√d), where Q' and K' are the stage's VA layer's own query and "
+                "key projections applied to this LA layer's input (after its LayerNorm); no attention residual")
+
+
+class LaViTExplorer(widgets.VBox):
+    """LaViT's less attention on a photograph: the VA → LA reuse chain of a stage, per-layer
+    diagonality and symmetry, and attention saturation against the ViT baseline.
+
+    The pretrained ``lavit`` and ``vit`` models (``task``) run once on the photo (``forwards``
+    counts the runs: two per task or photo); stage and head only pick what is drawn.
+
+    - chain: the attention each layer of the stage uses (top: the VA layer's
+      softmax(QKᵀ/√d), then each LA layer's softmax(Ψ(Θ(A)ᵀ)ᵀ) of the layer before), and under each
+      LA layer what a vanilla layer would compute there: softmax(Q'K'ᵀ/√d) with Q', K' the stage's
+      VA layer's query/key projections applied to the LA layer's own (normalised) input, no
+      attention residual. TV: ``metrics.reuse_distance`` (total variation, mean over queries).
+    - measures: ``metrics.diagonality`` and ``metrics.symmetry`` (the error) of every layer,
+      mean of heads, with the vanilla counterpart of each LA layer.
+    - saturation: ``metrics.saturation`` of LaViT and of ViT (cosine similarity of consecutive
+      layers; a gap where the map size changes).
+
+    >>> ex = LaViTExplorer(stage=1)
+    >>> ex.state.head = 3
+    >>> ex.forwards, [a.text for a in ex.chain_figure.layout.annotations][:3]
+    (2, ['VA stages.1.attns.0', 'LA stages.1.attns.1', 'LA stages.1.attns.2'])
+    """
+
+    def __init__(self, task: str = "shape", stage: int | None = None, photo: str = "astronaut", head: int = 0,
+                 **kwargs):
+        _choice("task", task, TASKS)
+        _choice("photo", photo, PHOTOS)
+        self.state = LaViTState(task=task, photo=photo, head=head)
+        s = self.state
+        self.forwards, self._models, self._captured, self._busy = 0, {}, None, False
+        self._capture()
+        stages = len(self.chains)
+        stage = 0 if stage is None else stage
+        if not (isinstance(stage, int) and 0 <= stage < stages):
+            raise ValueError(f"stage must be None or an int in [0, {stages - 1}]; got stage={stage!r}")
+        if not (isinstance(head, int) and 0 <= head < self.heads):
+            raise ValueError(f"head must lie in [0, {self.heads - 1}]; got head={head!r}")
+        s.stage = stage
+
+        style = {"description_width": "70px"}
+        self.menus = {name: widgets.Dropdown(options=options, value=getattr(s, name), description=name, style=style,
+                                             layout=widgets.Layout(width="230px"))
+                      for name, options in [("task", TASKS), ("photo", PHOTOS)]}
+        self.sliders = {name: widgets.IntSlider(value=getattr(s, name), min=0, max=hi, description=name, style=style,
+                                                continuous_update=True, layout=widgets.Layout(width="300px"))
+                        for name, hi in [("stage", stages - 1), ("head", self.heads - 1)]}
+        for name, slider in self.sliders.items():
+            slider.add_class(f"vizattn-lavit-{name}")
+        self.chain_figure = go.FigureWidget(self._chain_figure())
+        self.measures_figure = go.FigureWidget(plots.layer_measures_figure(self.measures, highlight=s.stage))
+        self.saturation_figure = go.FigureWidget(plots.saturation_figure(self.saturation))
+        self.message = widgets.HTML()
+        self._shown = (self._captured, s.stage)
+        self._links = [widgets.link((w, "value"), (s, name)) for name, w in {**self.menus, **self.sliders}.items()]
+        s.observe(self._changed, names=list(s.trait_names()))
+        super().__init__([widgets.HBox([*self.menus.values(), *self.sliders.values()]), self.chain_figure,
+                          widgets.HBox([self.measures_figure, self.saturation_figure]), self.message], **kwargs)
+        self._changed()
+
+    # -- the model runs ----------------------------------------------------------------------------
+    def _model(self, name: str):
+        key = (name, self.state.task)
+        if key not in self._models:
+            self._models[key] = create(name, pretrained=True, task=self.state.task)
+        return self._models[key]
+
+    def _capture(self) -> None:
+        """Run LaViT (capturing every layer and each LA layer's input) and ViT on the photo, once per task and photo."""
+        from .layers.lavit import LessAttention
+        from .metrics import diagonality, reuse_distance, saturation, symmetry
+
+        s = self.state
+        if (s.task, s.photo) == self._captured:
+            return
+        lavit, vit = self._model("lavit"), self._model("vit")
+        image = photo(s.photo, size=lavit.config["img_size"])[None]
+        inputs = {}
+        hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: inputs.__setitem__(name, args[0]))
+                 for name, m in lavit.named_modules() if isinstance(m, LessAttention)]
+        try:
+            with torch.no_grad(), probe(lavit) as rec:
+                lavit(image)
+        finally:
+            for h in hooks:
+                h.remove()
+        with torch.no_grad(), probe(vit) as rec_vit:
+            vit(image)
+        self.forwards += 2
+        last = {}
+        for r in rec:
+            last[r.stage] = r
+        self.chains = [rec.chain(last[stage]) for stage in sorted(last)]  # each stage: VA, LA, LA, ...
+        self.heads = rec[0].weights.shape[1]
+        self.columns, self.measures = [], []
+        for chain in self.chains:
+            columns = []
+            for r in chain:
+                used = r.dense()[0]  # [heads, N, N]
+                column = dict(label=f"{'VA' if r.kind == 'vanilla' else 'LA'} {r.name}", used=used.numpy())
+                row = dict(name=r.name, kind=r.kind, stage=r.stage, diagonality=float(diagonality(used).mean()),
+                           symmetry=float(symmetry(used).mean()))
+                if r.kind == "less":
+                    with torch.no_grad():  # the source VA layer on this layer's input: its scores QK^T / sqrt(d)
+                        vanilla = lavit.get_submodule(r.source)(inputs[r.name])[1].softmax(-1)  # [1, heads, N, N]
+                    column.update(vanilla=vanilla[0].numpy(), distance=reuse_distance(r, vanilla).numpy())
+                    row.update(vanilla_diagonality=float(diagonality(vanilla[0]).mean()),
+                               vanilla_symmetry=float(symmetry(vanilla[0]).mean()))
+                columns.append(column)
+                self.measures.append(row)
+            self.columns.append(columns)
+        self.saturation = {"LaViT": saturation(list(rec)).tolist(), "ViT": saturation(list(rec_vit)).tolist()}
+        self._captured = (s.task, s.photo)
+
+    # -- state -> view ---------------------------------------------------------------------------
+    def _chain_title(self) -> str:
+        s = self.state
+        N = self.columns[s.stage][0]["used"].shape[-1]
+        side = math.isqrt(N)
+        return f"LaViT stage {s.stage} ({side}x{side} tokens, N = {N}) on {s.photo}: reuse chain, head {s.head}"
+
+    def _chain_figure(self, frames: bool = False) -> go.Figure:
+        s = self.state
+        return plots.reuse_chain_figure(self.columns[s.stage], head=s.head, frames=frames, title=self._chain_title())
+
+    def _changed(self, change=None) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            s = self.state
+            s.stage = min(max(s.stage, 0), len(self.chains) - 1)
+            s.head = min(max(s.head, 0), self.heads - 1)
+            self._capture()
+            columns = self.columns[s.stage]
+            zs, cmax, titles = plots.reuse_chain_maps(columns, s.head)
+            if len(zs) != len(self.chain_figure.data) or self._captured != self._shown[0]:
+                _replace(self.chain_figure, self._chain_figure())
+            else:  # the same layout: new maps, colour top, titles (and axes, for another stage)
+                fig, N = self.chain_figure, columns[0]["used"].shape[-1]
+                layout = {"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax}}
+                if s.stage != self._shown[1]:
+                    layout.update(plots.chain_axes(N, len(columns)))
+                _send(fig, {t: {"z": z} for t, z in enumerate(zs)}, layout=layout,
+                      arrays={"annotations": [dict(a.to_plotly_json(), text=t)
+                                              for a, t in zip(fig.layout.annotations, titles)]})
+            if self._captured != self._shown[0]:
+                _replace(self.measures_figure, plots.layer_measures_figure(self.measures, highlight=s.stage))
+                _replace(self.saturation_figure, plots.saturation_figure(self.saturation))
+            else:
+                _send(self.measures_figure, {}, arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
+            self._shown = (self._captured, s.stage)
+            self.message.value = self._caption()
+        finally:
+            self._busy = False
+
+    def _caption(self) -> str:
+        s = self.state
+        la = [c for c in self.columns[s.stage] if "vanilla" in c]
+        tv = ", ".join(f"{c['label'].split()[1]}: {float(c['distance'][s.head]):.2f}" for c in la)
+        text = (f"Bottom row: {VANILLA_HERE}. TV = total variation between the LA layer's attention and that "
+                f"vanilla attention, mean over queries (0: the same), head {s.head}: {tv}. A uniform map has "
+                f"diagonality 1/N. The models ran {self.forwards} times.")
+        return f"<span style='font-size: 13px'>{html.escape(text)}</span>"
+
+    # -- export ----------------------------------------------------------------------------------
+    def to_figure(self) -> go.Figure:
+        """A static figure of the current stage's reuse chain, one animation frame per head.
+
+        >>> len(LaViTExplorer(stage=1).to_figure().frames)
+        4
+        """
+        return self._chain_figure(frames=True)

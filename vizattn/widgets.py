@@ -32,12 +32,14 @@ from traitlets import Enum, HasTraits, Int
 
 from . import plots
 from .data import PHOTOS, TASKS, photo
+from .layers.common import PatternAttention
 from .models import create, list_models
-from .probe import probe
 from .patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood, Pattern
+from .probe import probe
 
 __all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
-           "CostExplorer", "cost_table", "STACKS", "stack_for", "ReceptiveFieldExplorer", "MODELS", "AttentionState",
+           "CostExplorer", "cost_table", "STACKS", "stack_for", "stack_model", "ReceptiveState",
+           "ReceptiveFieldExplorer", "MODELS", "AttentionState",
            "AttentionExplorer", "LaViTState", "LaViTExplorer"]
 
 MECHANISMS = ("global", "SASA", "NA", "DiNAT", "MaxViT block", "MaxViT grid", "CrossFormer SDA",
@@ -490,67 +492,212 @@ def stack_for(stack: str, depth: int, size: int, kernel: int = 3, dilation: int 
     return [pairs[stack][d % 2] for d in range(depth)]
 
 
-class ReceptiveFieldExplorer(widgets.VBox):
-    """The theoretical receptive field of the centre token as attention layers are stacked.
+DEPTH_MAX = 8  # the depth slider's end; the random stacks for effective fields are built this deep
+RF_SIZE_RANGE = (8, 64)
 
-    A depth slider and a stack menu; ``to_figure()`` is a static figure with one frame per depth.
+
+class FixedPatternAttention(PatternAttention):
+    """Multi-head attention over one given pattern, no position terms (the layers of ``stack_model``)."""
+
+    def __init__(self, dim: int, heads: int, pattern: Pattern):
+        super().__init__(dim, heads)
+        self.fixed = pattern
+
+    def pattern(self, H: int, W: int) -> Pattern:
+        return self.fixed
+
+
+class PatternStack(torch.nn.Module):
+    """``images [B, 3, H, W]`` -> ``[B, H, W, dim]``: a per-pixel linear embedding, then one pre-norm
+    residual attention block ``x + attn(LN(x))`` per pattern (no MLPs: they act per token and
+    change no field). Its attention layers are ``attns.0``, ``attns.1``, ..."""
+
+    def __init__(self, patterns, dim: int = 8, heads: int = 2):
+        super().__init__()
+        self.embed = torch.nn.Linear(3, dim)
+        self.norms = torch.nn.ModuleList(torch.nn.LayerNorm(dim) for _ in patterns)
+        self.attns = torch.nn.ModuleList(FixedPatternAttention(dim, heads, p) for p in patterns)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images.permute(0, 2, 3, 1))  # [B, H, W, dim]
+        for norm, attn in zip(self.norms, self.attns):
+            x = x + attn(norm(x))
+        return x
+
+
+def stack_model(stack: str, depth: int, size: int, kernel: int = 3, dilation: int = 2, window: int = 4,
+                interval: int = 4, seed: int = 0) -> PatternStack:
+    """A randomly initialised ``PatternStack`` (``torch`` seed ``seed``) of the patterns of ``stack_for``.
+
+    Its attention layer ``attns.{d}`` is layer ``d + 1`` of the stack, so the first ``d`` layers of a
+    deeper stack are the same network as a stack of depth ``d``.
+
+    >>> [type(a.fixed).__name__ for a in stack_model("MaxViT block + grid", 3, 16).attns]
+    ['Block', 'Grid', 'Block']
+    """
+    patterns = stack_for(stack, depth, size, kernel=kernel, dilation=dilation, window=window, interval=interval)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return PatternStack(patterns).eval()
+
+
+class ReceptiveState(HasTraits):
+    """What a ``ReceptiveFieldExplorer`` shows: a stack, its depth, the map, the pattern parameters.
+
+    >>> ReceptiveState(stack="NA", depth=3).effective
+    True
+    """
+
+    stack = Enum(STACKS, default_value="NA + DiNAT")
+    size = Int(28)
+    depth = Int(2)
+    kernel = Int(3)
+    dilation = Int(2)
+    window = Int(4)
+    interval = Int(4)
+    effective = traitlets.Bool(True)
+
+    def params(self) -> dict:
+        """Keyword arguments of ``stack_for`` / ``stack_model``."""
+        return dict(kernel=self.kernel, dilation=self.dilation, window=self.window, interval=self.interval)
+
+
+class ReceptiveFieldExplorer(widgets.VBox):
+    """The receptive field of the centre token as attention layers are stacked: theoretical and effective.
+
+    Left, the theoretical field (``vizattn.receptive.theoretical``): every input position that can
+    reach the centre token through the first ``depth`` layers of the stack. Right, the effective
+    field (``vizattn.receptive.effective``, the gradient of the centre token's features with
+    respect to the input) of the same layers in a *randomly initialised* network (``stack_model``:
+    seed 0, a linear embedding and pre-norm residual attention blocks, averaged over 2 random
+    images, seed 0), with the sides of the squares that hold 20/50/99% of the gradient. No
+    trained model has these stacks, so the effective field shows what the wiring alone does.
+    Each depth's effective field costs a forward and a backward pass (cached), so the depth and
+    map sliders act on release; ``effective=False`` skips it.
 
     >>> ex = ReceptiveFieldExplorer("NA", size=15, kernel=3)
     >>> ex.depth.value = 3
-    >>> int(sum(v == 1 for row in ex.figure.data[0].z for v in row))     # 7 x 7 after three 3 x 3 layers
-    49
+    >>> int(sum(v == 1 for row in ex.figure.data[0].z for v in row)), ex.effective_field().sides[0.99] <= 7
+    (49, True)
     """
 
     def __init__(self, stack: str = "NA + DiNAT", size: int = 28, depth: int = 2, kernel: int = 3,
-                 dilation: int = 2, window: int = 4, interval: int = 4, **kwargs):
-        self.params = dict(kernel=kernel, dilation=dilation, window=window, interval=interval)
-        self.size = size
-        self.menu = widgets.Dropdown(options=STACKS, value=stack, description="layers",
-                                     style={"description_width": "110px"})
-        self.depth = widgets.IntSlider(value=depth, min=1, max=8, description="depth",
-                                       style={"description_width": "110px"})
+                 dilation: int = 2, window: int = 4, interval: int = 4, effective: bool = True, **kwargs):
+        _choice("stack", stack, STACKS)
+        if not (isinstance(depth, int) and 1 <= depth <= DEPTH_MAX):
+            raise ValueError(f"depth must be an int in [1, {DEPTH_MAX}]; got depth={depth!r}")
+        if not (isinstance(size, int) and RF_SIZE_RANGE[0] <= size <= RF_SIZE_RANGE[1]):
+            raise ValueError(f"size must be an int in {list(RF_SIZE_RANGE)}; got size={size!r}")
+        self.state = ReceptiveState(stack=stack, size=size, depth=depth, kernel=kernel, dilation=dilation,
+                                    window=window, interval=interval, effective=effective)
+        s = self.state
+        self._fields: dict = {}  # (stack, size, params, depth) -> EffectiveField or an explanation
+        style = {"description_width": "90px"}
+        self.menu = widgets.Dropdown(options=STACKS, value=stack, description="layers", style=style)
+        self.depth = widgets.IntSlider(value=depth, min=1, max=DEPTH_MAX, description="depth", style=style,
+                                       continuous_update=False)
+        self.size_slider = widgets.IntSlider(value=size, min=RF_SIZE_RANGE[0], max=RF_SIZE_RANGE[1],
+                                             description="map size", style=style, continuous_update=False)
+        self.effective_box = widgets.Checkbox(value=effective, description="effective field (gradients)")
+        self.depth.add_class("vizattn-depth")
         self.message = widgets.HTML()
         self.figure = go.FigureWidget(self._figure())
-        self.menu.observe(self._changed, "value")
-        self.depth.observe(self._changed, "value")
-        super().__init__([widgets.HBox([self.menu, self.depth]), self.figure, self.message], **kwargs)
+        self.effective_figure = go.FigureWidget(plots.effective_figure(self._blank_field()))
+        self._links = [widgets.link((self.menu, "value"), (s, "stack")), widgets.link((self.depth, "value"), (s, "depth")),
+                       widgets.link((self.size_slider, "value"), (s, "size")),
+                       widgets.link((self.effective_box, "value"), (s, "effective"))]
+        s.observe(self._changed, names=list(s.trait_names()))
+        super().__init__([widgets.HBox([self.menu, self.depth, self.size_slider, self.effective_box]),
+                          widgets.HBox([self.figure, self.effective_figure]), self.message], **kwargs)
         self._changed()
 
-    def field(self, depth: int | None = None):
-        """``vizattn.receptive.theoretical`` of the current stack, from the centre token."""
-        from .receptive import theoretical  # torch.nn: only when a field is asked for
+    @property
+    def size(self) -> int:
+        return self.state.size
 
-        steps = stack_for(self.menu.value, depth or self.depth.value, self.size, **self.params)
-        return theoretical(steps, size=self.size, position=(self.size // 2, self.size // 2))
+    def field(self, depth: int | None = None):
+        """``vizattn.receptive.theoretical`` of the first ``depth`` layers, from the centre token."""
+        from .receptive import theoretical
+
+        s = self.state
+        steps = stack_for(s.stack, depth or s.depth, s.size, **s.params())
+        return theoretical(steps, size=s.size, position=(s.size // 2, s.size // 2))
+
+    def effective_field(self, depth: int | None = None):
+        """``vizattn.receptive.effective`` of layer ``depth`` of ``stack_model`` at the centre token (cached).
+
+        Raises the stack's ``ValueError`` for a combination that does not fit the map.
+        """
+        from .receptive import effective
+
+        s = self.state
+        depth = depth or s.depth
+        key = (s.stack, s.size, tuple(s.params().values()), depth)
+        if key not in self._fields:
+            model = stack_model(s.stack, DEPTH_MAX, s.size, **s.params())
+            images = torch.randn(2, 3, s.size, s.size, generator=torch.Generator().manual_seed(0))
+            self._fields[key] = effective(model, images, layer=f"attns.{depth - 1}")
+        return self._fields[key]
+
+    def _blank_field(self):
+        """An empty effective field on the current map: the starting picture of the effective panel."""
+        from .receptive import EffectiveField
+
+        n = self.state.size
+        return EffectiveField(torch.zeros(n, n), {}, "", (n // 2, n // 2), (n // 2, n // 2))
 
     def _figure(self) -> go.Figure:
         """The widget's starting figure: ``receptive_figure`` without frames and play buttons."""
         fig = plots.receptive_figure(self.field(1))
         fig.frames, fig.layout.updatemenus, fig.layout.sliders = (), (), ()
+        fig.update_layout(height=560, margin=dict(b=50))
         return fig
 
     def _changed(self, change=None) -> None:
+        s = self.state
         try:
             field = self.field()
         except ValueError as exc:
             self.message.value = html.escape(str(exc))
             _send(self.figure, {0: {"visible": False}})
+            _send(self.effective_figure, {0: {"visible": False}}, arrays={"shapes": ()})
             return
-        last = plots.receptive_figure(field).frames[-1]
+        H, W = field.input.shape
         extent = field.extent(0)
-        self.message.value = (f"{len(field)} layers of {html.escape(self.menu.value)}: the centre token "
-                              f"sees {int(field.input.sum())} of {self.size * self.size} positions "
-                              f"(extent {extent[0]}x{extent[1]})")
-        _send(self.figure, {0: {"z": last.data[0].z, "visible": True}},
-              layout={"title": {"text": f"{self.menu.value}, depth {len(field)}", "x": 0.5}})
+        text = (f"{len(field)} layers of {s.stack}: the centre token can see {int(field.input.sum())} of "
+                f"{s.size * s.size} positions, a {extent[0]}x{extent[1]} field.")
+        _send(self.figure, {0: {"z": plots.receptive_figure(field).frames[-1].data[0].z, "visible": True}},
+              layout={"title": {"text": f"theoretical: {s.stack}, depth {len(field)}", "x": 0.5},
+                      "xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}})
+        try:
+            erf = self.effective_field() if s.effective else None
+        except ValueError as exc:  # e.g. no gradient reaches the input: say so on the panel
+            erf, text = None, f"{text} No effective field: {exc}."
+        if erf is not None:
+            parts = plots.effective_parts(erf)
+            text += f" Effective field (random weights, seed 0): {parts['caption']}."
+            _send(self.effective_figure, {0: {"z": parts["z"], "zmin": parts["zmin"], "zmax": parts["zmax"],
+                                              "visible": True}},
+                  layout={"title": {"text": f"effective: {s.stack}, depth {len(field)}"},
+                          "xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}},
+                  arrays={"shapes": parts["shapes"], "annotations": parts["annotations"]})
+        else:
+            _send(self.effective_figure, {0: {"visible": False}}, layout={"title": {"text": "effective field: off"}},
+                  arrays={"shapes": (), "annotations": ()})
+        self.message.value = html.escape(text)
 
     def to_figure(self) -> go.Figure:
-        """A static figure, one animation frame per depth up to the slider's.
+        """A static figure with one animation frame per depth up to the slider's: the theoretical field
+        and (when on) the effective one of the first ``d`` layers.
 
-        >>> len(ReceptiveFieldExplorer("NA", size=9, depth=3).to_figure().frames)
+        >>> len(ReceptiveFieldExplorer("NA", size=9, depth=3, effective=False).to_figure().frames)
         3
         """
-        return plots.receptive_figure(self.field())
+        s = self.state
+        depths = range(1, s.depth + 1)
+        return plots.receptive_depths_figure([self.field(d) for d in depths],
+                                             [self.effective_field(d) for d in depths] if s.effective else None,
+                                             title=f"{s.stack} on a {s.size}x{s.size} map")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .patterns import Global, Grid, LocalWindow, LongDistance, Neighborhood, Pat
 __all__ = ["OKABE_ITO", "TRACES", "COST_MECHANISMS", "query_slots", "cells", "partition_figure", "query_overlay",
            "animate_queries", "cost", "cost_figure", "SCALES", "ATTENTION_TRACES", "HEADS_TRACES", "grey",
            "query_map_traces", "query_map_title", "query_map_figure", "animate_query_maps", "heads_traces",
-           "head_of_cell", "head_box", "heads_figure", "receptive_figure", "effective_parts",
+           "head_of_cell", "head_box", "heads_figure", "field_z", "receptive_figure", "effective_parts",
            "effective_figure", "receptive_depths_figure", "reuse_chain_maps",
            "chain_axes", "reuse_chain_figure", "stage_shade", "layer_measures_figure", "saturation_figure"]
 
@@ -579,12 +579,21 @@ def heads_figure(record, i: int, j: int, selected: int = 0, batch: int = 0, *, s
     return fig
 
 
+def field_z(mask):
+    """A boolean field ``[H, W]`` as heatmap data: 1 where it is set, a gap (None) elsewhere.
+
+    >>> field_z(np.eye(2, dtype=bool))
+    [[1.0, None], [None, 1.0]]
+    """
+    m = np.asarray(mask, dtype=float)
+    m[m == 0] = np.nan
+    return _gaps(m)
+
+
 def _field_trace(mask) -> go.Heatmap:
     """A boolean field ``[H, W]`` as a heatmap: blue where it is set, a gap elsewhere."""
     H, W = mask.shape
-    m = np.asarray(mask, dtype=float)
-    m[m == 0] = np.nan
-    return go.Heatmap(z=_gaps(m), x=np.arange(W), y=np.arange(H), colorscale=[[0, "#0072B2"], [1, "#0072B2"]],
+    return go.Heatmap(z=field_z(mask), x=np.arange(W), y=np.arange(H), colorscale=[[0, "#0072B2"], [1, "#0072B2"]],
                       showscale=False, zmin=0, zmax=1, name="field", hovertemplate="row %{y}, col %{x}<extra></extra>")
 
 

@@ -467,6 +467,15 @@ class CostExplorer(widgets.VBox):
               layout={"title": new.layout.title.to_plotly_json()}, arrays={"shapes": new.layout.shapes})
         self.table.value = cost_table(s)
 
+    def to_figure(self) -> go.Figure:
+        """A static figure of the shown mechanisms, the map side marked.
+
+        >>> [t.name for t in CostExplorer(side=16, mechanisms=("global",)).to_figure().data]
+        ['global', 'global']
+        """
+        s = self.state
+        return plots.cost_figure(mechanisms=s.mechanisms, mark=s.side, **s.params())
+
 
 # ---------------------------------------------------------------------------------------------
 # receptive fields
@@ -591,7 +600,7 @@ class ReceptiveFieldExplorer(widgets.VBox):
         self.state = ReceptiveState(stack=stack, size=size, depth=depth, kernel=kernel, dilation=dilation,
                                     window=window, interval=interval, effective=effective)
         s = self.state
-        self._fields: dict = {}  # (stack, size, params, depth) -> EffectiveField or an explanation
+        self._theoretical, self._effective = {}, {}  # (stack, size, params, depth) -> field
         style = {"description_width": "90px"}
         self.menu = widgets.Dropdown(options=STACKS, value=stack, description="layers", style=style)
         self.depth = widgets.IntSlider(value=depth, min=1, max=DEPTH_MAX, description="depth", style=style,
@@ -615,13 +624,22 @@ class ReceptiveFieldExplorer(widgets.VBox):
     def size(self) -> int:
         return self.state.size
 
+    def _key(self, depth: int | None) -> tuple:
+        s = self.state
+        return s.stack, s.size, tuple(s.params().values()), depth or s.depth
+
     def field(self, depth: int | None = None):
-        """``vizattn.receptive.theoretical`` of the first ``depth`` layers, from the centre token."""
+        """``vizattn.receptive.theoretical`` of the first ``depth`` layers, from the centre token (cached).
+
+        Raises the stack's ``ValueError`` for a combination that does not fit the map.
+        """
         from .receptive import theoretical
 
-        s = self.state
-        steps = stack_for(s.stack, depth or s.depth, s.size, **s.params())
-        return theoretical(steps, size=s.size, position=(s.size // 2, s.size // 2))
+        key, s = self._key(depth), self.state
+        if key not in self._theoretical:
+            steps = stack_for(s.stack, key[-1], s.size, **s.params())
+            self._theoretical[key] = theoretical(steps, size=s.size, position=(s.size // 2, s.size // 2))
+        return self._theoretical[key]
 
     def effective_field(self, depth: int | None = None):
         """``vizattn.receptive.effective`` of layer ``depth`` of ``stack_model`` at the centre token (cached).
@@ -630,14 +648,12 @@ class ReceptiveFieldExplorer(widgets.VBox):
         """
         from .receptive import effective
 
-        s = self.state
-        depth = depth or s.depth
-        key = (s.stack, s.size, tuple(s.params().values()), depth)
-        if key not in self._fields:
+        key, s = self._key(depth), self.state
+        if key not in self._effective:
             model = stack_model(s.stack, DEPTH_MAX, s.size, **s.params())
             images = torch.randn(2, 3, s.size, s.size, generator=torch.Generator().manual_seed(0))
-            self._fields[key] = effective(model, images, layer=f"attns.{depth - 1}")
-        return self._fields[key]
+            self._effective[key] = effective(model, images, layer=f"attns.{key[-1] - 1}")
+        return self._effective[key]
 
     def _blank_field(self):
         """An empty effective field on the current map: the starting picture of the effective panel."""
@@ -666,7 +682,7 @@ class ReceptiveFieldExplorer(widgets.VBox):
         extent = field.extent(0)
         text = (f"{len(field)} layers of {s.stack}: the centre token can see {int(field.input.sum())} of "
                 f"{s.size * s.size} positions, a {extent[0]}x{extent[1]} field.")
-        _send(self.figure, {0: {"z": plots.receptive_figure(field).frames[-1].data[0].z, "visible": True}},
+        _send(self.figure, {0: {"z": plots.field_z(field.input), "visible": True}},
               layout={"title": {"text": f"theoretical: {s.stack}, depth {len(field)}", "x": 0.5},
                       "xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}})
         try:

@@ -26,7 +26,7 @@ from .patterns import Global, Grid, LocalWindow, LongDistance, Neighborhood, Pat
 __all__ = ["OKABE_ITO", "TRACES", "COST_MECHANISMS", "query_slots", "cells", "partition_figure", "query_overlay",
            "animate_queries", "cost", "cost_figure", "SCALES", "ATTENTION_TRACES", "HEADS_TRACES", "grey",
            "query_map_traces", "query_map_title", "query_map_figure", "animate_query_maps", "heads_traces",
-           "head_of_cell", "head_box", "heads_figure", "field_z", "receptive_figure", "effective_parts",
+           "head_of_cell", "head_shapes", "heads_figure", "field_z", "receptive_figure", "effective_parts",
            "effective_figure", "receptive_depths_figure", "reuse_chain_maps",
            "chain_axes", "reuse_chain_figure", "stage_shade", "layer_measures_figure", "saturation_figure"]
 
@@ -449,7 +449,7 @@ def query_map_figure(record, i: int, j: int, head: int | None = None, batch: int
     unit = "cell" if S is None else "image pixel"
     fig.update_layout(
         title=dict(text=title or query_map_title(record, i, j, head), x=0.5, font=dict(size=13)),
-        plot_bgcolor=OUTSIDE_COLOUR, width=500, height=500, showlegend=False, margin=dict(l=50, r=20, t=50, b=50),
+        plot_bgcolor=OUTSIDE_COLOUR, width=470, height=470, showlegend=False, margin=dict(l=50, r=20, t=50, b=50),
         xaxis=dict(range=[-0.5, side_w - 0.5], constrain="domain", showgrid=False, zeroline=False,
                    title=f"column ({unit})"),
         yaxis=dict(range=[side_h - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False,
@@ -512,9 +512,10 @@ def heads_traces(record, i: int, j: int, batch: int = 0, *, scale: str = "local"
         qx.append(c0 + j)
         qy.append(r0 + i)
     zmax = 1.0 if scale == "local" else _peak(maps)
-    label = "weight / head's max" if scale == "local" else "weight"
+    label = "weight ÷ head's largest" if scale == "local" else "weight"
     mosaic = go.Heatmap(z=_gaps(z), customdata=_gaps(raw), x=np.arange(cols), y=np.arange(rows), zmin=0, zmax=zmax,
-                        colorscale="Viridis", name="heads", colorbar=dict(title=label, len=0.8, thickness=12),
+                        colorscale="Viridis", name="heads",
+                        colorbar=dict(title=dict(text=label, side="right"), len=0.8, thickness=12),
                         hovertemplate="weight %{customdata:.3f}<extra></extra>")
     query = go.Scatter(x=qx, y=qy, mode="markers", name="query", hoverinfo="skip",
                        marker=dict(_QUERY_MARKER, size=8, line=dict(width=2, color="white")))
@@ -536,11 +537,16 @@ def head_of_cell(record, row: int, col: int) -> int | None:
     return record.heads[index]
 
 
-def head_box(record, head: int) -> dict:
-    """The outline ``heads_figure`` draws around the tile of ``head`` (a layout shape)."""
+def head_shapes(record, head: int) -> list:
+    """The layout shapes of ``heads_figure``: a pale backdrop under every tile (the map a head could
+    look at) and an outline around the tile of ``head``."""
     H, W = record.size
-    r0, c0 = _tile(record.heads.index(head), len(record.heads), H, W)
-    return _rect(r0, r0 + H - 1, c0, c0 + W - 1, name="selected head", color="#D55E00", width=3)
+    n = len(record.heads)
+    tiles = [_tile(k, n, H, W) for k in range(n)]
+    shapes = [dict(_rect(r0, r0 + H - 1, c0, c0 + W - 1, name="tile", width=0), fillcolor=OUTSIDE_COLOUR,
+                   layer="below") for r0, c0 in tiles]
+    r0, c0 = tiles[record.heads.index(head)]
+    return shapes + [_rect(r0, r0 + H - 1, c0, c0 + W - 1, name="selected head", color="#D55E00", width=3)]
 
 
 def heads_figure(record, i: int, j: int, selected: int = 0, batch: int = 0, *, scale: str = "local") -> go.Figure:
@@ -566,11 +572,11 @@ def heads_figure(record, i: int, j: int, selected: int = 0, batch: int = 0, *, s
         labels.append(dict(text=f"head {h}", x=c0 + (W - 1) / 2, y=r0 - 0.5, yanchor="bottom", showarrow=False,
                            font=dict(size=11)))
     rows, cols = np.asarray(mosaic.z, dtype=float).shape
-    cell = max(4, min(24, 400 // cols))
+    cell = max(4, min(20, 300 // cols))
     fig = go.Figure([mosaic, query])
     fig.update_layout(
         title=dict(text=f"{record.name or record.kind}: every head, query ({i}, {j})", x=0.5, font=dict(size=13)),
-        shapes=[head_box(record, selected)], annotations=labels, plot_bgcolor="white", showlegend=False,
+        shapes=head_shapes(record, selected), annotations=labels, plot_bgcolor="white", showlegend=False,
         width=cell * cols + 170, height=cell * rows + 40 * (rows // (H + 1) + 1) + 80,
         margin=dict(l=20, r=20, t=60, b=20),
         xaxis=dict(range=[-0.5, cols - 0.5], visible=False, constrain="domain"),
@@ -693,8 +699,8 @@ def effective_figure(erf, title: str | None = None) -> go.Figure:
     fig = go.Figure([_effective_trace(parts)])
     fig.update_layout(
         title=dict(text=title or f"effective field of {erf.layer} at {erf.position}", x=0.5, font=dict(size=13)),
-        shapes=parts["shapes"], annotations=parts["annotations"], plot_bgcolor=OUTSIDE_COLOUR, width=540,
-        height=560, showlegend=False,
+        shapes=parts["shapes"], annotations=parts["annotations"], plot_bgcolor=OUTSIDE_COLOUR, width=500,
+        height=520, showlegend=False,
         margin=dict(l=40, r=20, t=50, b=70),
         xaxis=dict(range=[-0.5, W - 0.5], constrain="domain", showgrid=False, zeroline=False),
         yaxis=dict(range=[H - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False),
@@ -752,15 +758,18 @@ def reuse_chain_maps(columns, head: int) -> tuple[list, float, list[str]]:
     """What ``reuse_chain_figure`` draws for one head: ``(z, colour top, subplot titles)``.
 
     ``z``: two maps per column (used, then vanilla; a single gap where there is no vanilla map) as
-    nested lists with None for gaps; the colour top is the largest weight shown.
+    nested lists with None for gaps; the colour top is the 99th percentile of the weights shown (a
+    few large weights would leave every other one dark).
     """
-    zs, peak = [], 0.0
+    zs, shown = [], []
     for c in columns:
         for key in ("used", "vanilla"):
             m = c.get(key)
             z = np.full((1, 1), np.nan) if m is None else np.asarray(m[head], dtype=float)
-            peak = max(peak, 0.0 if m is None else _peak(z))
+            if m is not None:
+                shown.append(z.ravel())
             zs.append(_gaps(z))
+    peak = float(np.percentile(np.concatenate(shown), 99)) if shown else 0.0
     top = [c["label"] for c in columns]
     bottom = [" " if c.get("vanilla") is None else
               f"a vanilla layer here (TV {float(np.asarray(c['distance'])[head]):.2f})" for c in columns]
@@ -784,8 +793,8 @@ def reuse_chain_figure(columns, head: int = 0, *, title: str | None = None, fram
     ``columns``: one dict per layer, in call order, with ``label`` (a title), ``used``
     (probabilities ``[heads, N, N]``, query rows, key columns) and optionally ``vanilla`` (same
     shape) and ``distance`` (``[heads]``, e.g. ``metrics.reuse_distance``, shown as TV). Traces:
-    two heatmaps per column (used, vanilla), one shared colour scale (0 to the largest weight
-    shown). ``frames=True`` adds one animation frame per head.
+    two heatmaps per column (used, vanilla), one shared colour scale (0 to the 99th percentile of
+    the weights shown). ``frames=True`` adds one animation frame per head.
 
     >>> import torch
     >>> eye = torch.eye(4).expand(2, 4, 4)
@@ -814,11 +823,16 @@ def reuse_chain_figure(columns, head: int = 0, *, title: str | None = None, fram
     fig.update_layout(chain_axes(N, n))
     for k in range(2 * n):
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
-    fig.update_xaxes(title="key token", row=2, col=1)
-    fig.update_yaxes(title="query token", col=1)
+    for c, column in enumerate(columns):
+        if column.get("vanilla") is None:  # a VA layer computes its own QK^T: nothing to compare with
+            fig.update_xaxes(visible=False, row=2, col=c + 1)
+            fig.update_yaxes(visible=False, row=2, col=c + 1)
+    fig.update_xaxes(title="key token", row=1, col=1)
+    fig.update_yaxes(title="query token", row=1, col=1)
     fig.update_layout(title=dict(text=title or f"LaViT reuse chain, head {head}", x=0.5),
-                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=peak, colorbar=dict(title="weight")),
-                      width=260 * n + 160, height=640, plot_bgcolor=OUTSIDE_COLOUR, margin=dict(l=60, r=20, t=80, b=60))
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=peak,
+                                     colorbar=dict(title=dict(text="weight (top: 99th percentile)", side="right"))),
+                      width=250 * n + 160, height=620, plot_bgcolor="white", margin=dict(l=60, r=20, t=80, b=50))
     if frames:
         frames_ = []
         for h in range(min(heads)):
@@ -865,10 +879,10 @@ def layer_measures_figure(layers, highlight=None) -> go.Figure:
     for key, colour in [("vanilla_diagonality", "#0072B2"), ("vanilla_symmetry", "#D55E00")]:
         label = ("diagonality" if key == "vanilla_diagonality" else "symmetry error") + " (vanilla here)"
         fig.add_trace(go.Scatter(x=x, y=[r.get(key) for r in layers], name=label, mode="markers",
-                                 marker=dict(size=11, symbol="circle-open", line=dict(width=2, color=colour))))
+                                 marker=dict(size=11, symbol="circle-open", color=colour, line=dict(width=2))))
     shapes = stage_shade(layers, highlight)
-    fig.update_layout(title=dict(text="Diagonality and symmetry per layer (mean of heads)", x=0.5), shapes=shapes,
-                      yaxis=dict(title="share of mass / error", range=[0, 1.05]), width=640, height=420,
+    fig.update_layout(title=dict(text="Diagonality, symmetry error (mean of heads)", x=0.5), shapes=shapes,
+                      yaxis=dict(title="share of mass / error", range=[0, 1.05]), width=500, height=440,
                       plot_bgcolor="white", legend=dict(orientation="h", y=-0.35), margin=dict(l=60, r=20, t=60, b=140))
     return fig
 
@@ -889,9 +903,9 @@ def saturation_figure(curves) -> go.Figure:
                                  line=dict(color=(OKABE_ITO[4], OKABE_ITO[5], OKABE_ITO[2])[n % 3],
                                            dash=_DASHES[n % len(_DASHES)]),
                                  hovertemplate=label + ": layer %{x} vs the one before: %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=dict(text="Attention saturation: cosine similarity of consecutive layers", x=0.5),
+    fig.update_layout(title=dict(text="Saturation: similarity of consecutive layers", x=0.5),
                       xaxis=dict(title="layer l compared with layer l - 1", dtick=1),
-                      yaxis=dict(title="cosine similarity", range=[0, 1.05]), width=560, height=420,
+                      yaxis=dict(title="cosine similarity", range=[0, 1.05]), width=440, height=440,
                       plot_bgcolor="white", margin=dict(l=60, r=20, t=60, b=60))
     return fig
 

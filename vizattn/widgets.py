@@ -286,6 +286,7 @@ class PartitionExplorer(widgets.VBox):
             widgets.VBox([self.sliders["query_i"], self.sliders["query_j"]]),
         ])
         super().__init__([controls, widgets.HBox(self._panels)], **kwargs)
+        self.add_class("vizattn-partition")  # a handle for browser tests and CSS
         self._changed()
 
     # -- state -> view ---------------------------------------------------------------------------
@@ -458,6 +459,7 @@ class CostExplorer(widgets.VBox):
         s.observe(self._changed, names=list(s.trait_names()))
         super().__init__([widgets.HBox([widgets.VBox(list(self.sliders.values())), self.toggles]),
                           self.figure, self.table], **kwargs)
+        self.add_class("vizattn-cost")  # a handle for browser tests and CSS
         self._changed()
 
     def _changed(self, change=None) -> None:
@@ -618,6 +620,7 @@ class ReceptiveFieldExplorer(widgets.VBox):
         s.observe(self._changed, names=list(s.trait_names()))
         super().__init__([widgets.HBox([self.menu, self.depth, self.size_slider, self.effective_box]),
                           widgets.HBox([self.figure, self.effective_figure]), self.message], **kwargs)
+        self.add_class("vizattn-receptive")  # a handle for browser tests and CSS
         self._changed()
 
     @property
@@ -666,7 +669,7 @@ class ReceptiveFieldExplorer(widgets.VBox):
         """The widget's starting figure: ``receptive_figure`` without frames and play buttons."""
         fig = plots.receptive_figure(self.field(1))
         fig.frames, fig.layout.updatemenus, fig.layout.sliders = (), (), ()
-        fig.update_layout(height=560, margin=dict(b=50))
+        fig.update_layout(width=440, height=520, margin=dict(b=50))
         return fig
 
     def _changed(self, change=None) -> None:
@@ -840,6 +843,7 @@ class AttentionExplorer(widgets.VBox):
             widgets.HBox(list(self.sliders.values())),
         ])
         super().__init__([controls, widgets.HBox([self.figure, self.heads_figure]), self.message], **kwargs)
+        self.add_class("vizattn-attention")  # a handle for browser tests and CSS
         self._changed()
 
     # -- the model run (the only place that calls the model) ------------------------------------
@@ -946,7 +950,7 @@ class AttentionExplorer(widgets.VBox):
                                           "colorbar": {"title": {"text": mosaic.colorbar.title.text}}},
                                       1: {"x": marks.x, "y": marks.y}},
                   layout={"title": {"text": f"{record.name}: every head, query ({s.query_i}, {s.query_j})"}},
-                  arrays={"shapes": [plots.head_box(record, s.head)]})
+                  arrays={"shapes": plots.head_shapes(record, s.head)})
         self.message.value = self._caption()
 
     def _caption(self) -> str:
@@ -1082,6 +1086,7 @@ class LaViTExplorer(widgets.VBox):
         s.observe(self._changed, names=list(s.trait_names()))
         super().__init__([widgets.HBox([*self.menus.values(), *self.sliders.values()]), self.chain_figure,
                           widgets.HBox([self.measures_figure, self.saturation_figure]), self.message], **kwargs)
+        self.add_class("vizattn-lavit")  # a handle for browser tests and CSS
         self._changed()
 
     # -- the model runs ----------------------------------------------------------------------------

@@ -257,6 +257,16 @@ def _drive(page, url: str, start: float) -> None:
                 query: [gd._fullData[2].x[0], gd._fullData[2].y[0]]}; }""")
     assert drawn["keys"] == 25 and drawn["query"] == [37.5, 33.5], drawn  # NA k=5; cell (8, 9) of 4-pixel cells
     assert drawn["images"] >= 1, drawn  # the photo under the weights
+    # a click on the photo picks the query under the mouse: image pixel (row 10, col 50) is cell (2, 12)
+    point = page.evaluate("""() => { const gd = document.querySelector('.vizattn-attention .js-plotly-plot');
+        const box = gd.getBoundingClientRect(), fl = gd._fullLayout;
+        return [box.left + fl.xaxis._offset + fl.xaxis.d2p(50), box.top + fl.yaxis._offset + fl.yaxis.d2p(10)]; }""")
+    page.mouse.move(*point)
+    page.mouse.click(*point)
+    _wait_title(page, attention, 0, "query (2, 12), head 0")
+    page.wait_for_function(
+        "() => { const r = document.querySelector('.vizattn-attention .vizattn-query-i .widget-readout');"
+        " return r && r.textContent.trim() === '2'; }", timeout=WAIT_MS)
 
     _press_right(page, ".vizattn-lavit", "vizattn-lavit-head", "1", [(0, "head 1")], "browser_lavit.png")
     _press_right(page, ".vizattn-receptive", "vizattn-depth", "3", [(0, "depth 3"), (1, "depth 3")],

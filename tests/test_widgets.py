@@ -799,8 +799,11 @@ def test_effective_fields_are_cached_per_depth(monkeypatch):
     assert len(calls) == 3 and not ex.effective_figure.data[0].visible and "random" not in ex.message.value
     ex.effective_box.value = True
     assert calls[-1] == "attns.3" and ex.effective_figure.data[0].visible
-    ex.size_slider.value = 24  # another map: computed again
+    ex.size_slider.value = 24  # another map: computed again, drawn on its own grid
     assert calls[-1] == "attns.3" and len(calls) == 5
+    for fig in (ex.figure, ex.effective_figure):
+        assert len(fig.data[0].x) == len(fig.data[0].y) == 24 and fig.layout.xaxis.range == (-0.5, 23.5)
+        assert as_float(fig.data[0].z).shape == (24, 24)
 
 
 def test_receptive_explorer_state_and_bad_input():

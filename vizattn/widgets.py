@@ -1,9 +1,18 @@
 """Interactive explorers for JupyterLab: typed state (traitlets) + a view (ipywidgets + plotly).
 
-``PartitionState`` holds every choice as a typed trait and can be driven with no browser;
-``pattern_for`` turns a state into a pattern (the single source of truth for what is drawn);
-``PartitionExplorer`` shows the state with sliders and one plotly ``FigureWidget`` per panel,
-redrawn from ``vizattn.plots.partition_figure`` inside ``fig.batch_update()``.
+Every explorer keeps its choices in a ``state`` of typed traits that can be driven with no
+browser, shows them with controls and one plotly ``FigureWidget`` per panel, redrawn from the
+builders of ``vizattn.plots`` inside ``fig.batch_update()``, and exports a static figure with
+``to_figure()``:
+
+- ``PartitionExplorer``: which keys a query sees under each mechanism's pattern.
+- ``CostExplorer``: cost per attention layer against the map side.
+- ``ReceptiveFieldExplorer``: theoretical and effective receptive fields of stacked layers.
+- ``AttentionExplorer``: a trained model's attention on a photograph, layer by layer, head by head.
+- ``LaViTExplorer``: LaViT's reused attention, its diagonality, and saturation against ViT.
+
+``pattern_for`` turns a ``PartitionState`` into a pattern (the single source of truth for what
+is drawn).
 
 Slider bounds (``bounds``) make invalid choices impossible where a rule allows it:
 ``kernel * dilation <= size`` (kernel's maximum follows ``size // dilation``, dilation's
@@ -625,6 +634,7 @@ class ReceptiveFieldExplorer(widgets.VBox):
 
     @property
     def size(self) -> int:
+        """The map side (``state.size``)."""
         return self.state.size
 
     def _key(self, depth: int | None) -> tuple:
@@ -682,12 +692,13 @@ class ReceptiveFieldExplorer(widgets.VBox):
             _send(self.effective_figure, {0: {"visible": False}}, arrays={"shapes": ()})
             return
         H, W = field.input.shape
+        grid = {"x": np.arange(W), "y": np.arange(H)}  # the map may have another size
+        axes = {"xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}}
         extent = field.extent(0)
         text = (f"{len(field)} layers of {s.stack}: the centre token can see {int(field.input.sum())} of "
                 f"{s.size * s.size} positions, a {extent[0]}x{extent[1]} field.")
-        _send(self.figure, {0: {"z": plots.field_z(field.input), "visible": True}},
-              layout={"title": {"text": f"theoretical: {s.stack}, depth {len(field)}", "x": 0.5},
-                      "xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}})
+        _send(self.figure, {0: {"z": plots.field_z(field.input), **grid, "visible": True}},
+              layout={"title": {"text": f"theoretical: {s.stack}, depth {len(field)}", "x": 0.5}, **axes})
         try:
             erf = self.effective_field() if s.effective else None
         except ValueError as exc:  # e.g. no gradient reaches the input: say so on the panel
@@ -695,10 +706,9 @@ class ReceptiveFieldExplorer(widgets.VBox):
         if erf is not None:
             parts = plots.effective_parts(erf)
             text += f" Effective field (random weights, seed 0): {parts['caption']}."
-            _send(self.effective_figure, {0: {"z": parts["z"], "zmin": parts["zmin"], "zmax": parts["zmax"],
+            _send(self.effective_figure, {0: {"z": parts["z"], **grid, "zmin": parts["zmin"], "zmax": parts["zmax"],
                                               "visible": True}},
-                  layout={"title": {"text": f"effective: {s.stack}, depth {len(field)}"},
-                          "xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}},
+                  layout={"title": {"text": f"effective: {s.stack}, depth {len(field)}"}, **axes},
                   arrays={"shapes": parts["shapes"], "annotations": parts["annotations"]})
         else:
             _send(self.effective_figure, {0: {"visible": False}}, layout={"title": {"text": "effective field: off"}},
@@ -1189,7 +1199,9 @@ class LaViTExplorer(widgets.VBox):
         s = self.state
         la = [c for c in self.columns[s.stage] if "vanilla" in c]
         tv = ", ".join(f"{c['label'].split()[1]}: {float(c['distance'][s.head]):.2f}" for c in la)
-        text = (f"Bottom row: {VANILLA_HERE}. TV = total variation between the LA layer's attention and that "
+        text = (f"Top row: the attention each layer uses: the VA layer's softmax(QKᵀ/√d), each LA layer's "
+                f"softmax(Ψ(Θ(A)ᵀ)ᵀ) with A the scores of the layer before. Bottom row: {VANILLA_HERE}. "
+                f"TV = total variation between the LA layer's attention and that "
                 f"vanilla attention, mean over queries (0: the same), head {s.head}: {tv}. A uniform map has "
                 f"diagonality 1/N. The models ran {self.forwards} times.")
         return f"<span style='font-size: 13px'>{html.escape(text)}</span>"

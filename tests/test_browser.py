@@ -107,7 +107,7 @@ def _press_right(page, scope: str, slider: str, readout: str, titles: list[tuple
     assert after != before, f"{scope}: the plot did not change after the {slider} move"
 
 
-def test_partition_explorer_renders_and_follows_a_keyboard_slider_move():
+def test_explorers_render_and_follow_keyboard_moves_and_clicks():
     if not Path(CHROMIUM).exists():
         _need(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:

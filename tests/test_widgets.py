@@ -471,6 +471,7 @@ def test_head_thumbnails_show_every_head_and_the_scales(nat_explorer):
     record = records["stages.1.1.attn"]
     H, W = record.size
     maps = [record.query_map(2, 7, head=h).numpy() for h in range(len(record.heads))]
+    assert [t.name for t in ex.heads_figure.data] == list(plots.HEADS_TRACES)
     mosaic = ex.heads_figure.data[0]
     raw, z = as_float(mosaic.customdata), as_float(mosaic.z)
     for h, m in enumerate(maps):  # 4 heads, 4 per row, one-cell gaps

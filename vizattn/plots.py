@@ -21,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .patterns import Global, Grid, LocalWindow, LongDistance, Neighborhood, Pattern
+from .patterns import Grid, LocalWindow, LongDistance, Neighborhood, Pattern
 
 __all__ = ["OKABE_ITO", "TRACES", "COST_MECHANISMS", "query_slots", "cells", "partition_figure", "query_overlay",
            "animate_queries", "cost", "cost_figure", "SCALES", "ATTENTION_TRACES", "HEADS_TRACES", "grey",

@@ -3,8 +3,8 @@
 ``photo`` / ``photos`` give scikit-image's bundled sample photographs (no download) as
 ``[3, size, size]`` tensors in ``[0, 1]``. ``Shapes`` is a deterministic procedural dataset of
 filled shapes on a cluttered background, with two tasks: ``"shape"`` (what is the one object?
-local evidence suffices) and ``"same"`` (are two far-apart objects the same shape? needs
-long-range interaction).
+local evidence suffices) and ``"same"`` (are two far-apart objects the same shape? the answer
+depends on both, at least half the image apart).
 
 >>> image, label = Shapes("same")[0]
 >>> image.shape, image.dtype, Shapes.classes("same")[label] in ("different", "same")

@@ -4,7 +4,8 @@ which ones *do*, measured by gradients (``effective``, Luo et al. 2016).
 The theoretical field is propagated backwards from one output position through a list of steps:
 
 - a pattern (attention on the current map): a position is reached from every real key of every
-  query already in the field (``pattern.keys``; slots ``-1``, SASA's zero padding, reach nothing);
+  query already in the field (``pattern.mask``, applied one axis at a time; SASA's zero padding
+  reaches nothing);
 - a ``Downsample`` (strided convolution, pooling, patch embedding/merging): output position ``o``
   reads input positions ``o * factor - padding + t * dilation``, ``t < kernel``, on each axis.
 
@@ -25,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .patterns import Pattern, as_pair
+from .patterns import Pattern, as_pair, axis_mask
 
 __all__ = ["Downsample", "TheoreticalField", "EffectiveField", "theoretical", "effective"]
 
@@ -113,12 +114,13 @@ def _back_downsample(step: Downsample, field: torch.Tensor, in_size: Pair) -> to
 
 
 def _back_pattern(pattern: Pattern, field: torch.Tensor) -> torch.Tensor:
-    """Field on a map -> the positions whose tokens its queries read (their real keys)."""
-    H, W = field.shape
-    keys = pattern.keys(H, W)[field.reshape(-1)].reshape(-1)
-    out = torch.zeros(H * W + 1, dtype=torch.bool)
-    out[keys.where(keys >= 0, H * W)] = True
-    return out[:-1].reshape(H, W)
+    """Field on a map -> the positions whose tokens its queries read (their real keys).
+
+    Patterns are separable (``pattern.mask`` is the product of its axis masks), so this is
+    ``rows.T @ field @ cols`` with the ``[L, L]`` axis masks: no ``[N, K]`` key table.
+    """
+    rows, cols = (axis_mask(rule).double() for rule in pattern.axes(*field.shape))  # [H, H], [W, W]
+    return (rows.T @ field.double() @ cols) > 0  # [H, W]
 
 
 @dataclasses.dataclass(frozen=True)

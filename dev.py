@@ -271,20 +271,29 @@ def execute(cmd):
         raise DevError("could not start {}: {}".format(cmd[0], exc))
 
 
-def cmd_lab(args):
-    ensure_setup()
+def lab_command(args):
+    """The `jupyter lab` command line of `lab`: notebooks/ as root, the tour as landing page."""
     notebooks = ROOT / "notebooks"
     if not notebooks.is_dir():
         raise DevError("no notebooks/ folder in " + str(ROOT))
     jupyter = venv_script("jupyter")
-    cmd = [jupyter] if jupyter.exists() else [venv_python(), "-m", "jupyter"]
-    cmd += ["lab", "--ServerApp.root_dir=" + str(notebooks)]
-    tour = notebooks / TOUR
-    if tour.is_file():
+    cmd = [str(jupyter)] if jupyter.exists() else [str(venv_python()), "-m", "jupyter"]
+    cmd.append("lab")
+    # Jupyter refuses an option given twice: the user's own root or landing page replaces ours
+    given = {a.split("=")[0] for a in args}
+    if not given & {"--ServerApp.root_dir", "--notebook-dir", "--ServerApp.notebook_dir"}:
+        cmd.append("--ServerApp.root_dir=" + str(notebooks))
+    if (notebooks / TOUR).is_file() and not given & {"--LabApp.default_url", "--ServerApp.default_url"}:
         # the page the browser opens (and "/" redirects to): the tour, inside the notebooks folder
         cmd.append("--LabApp.default_url=/lab/tree/" + TOUR)
-    cmd += list(args)  # later options win: the user can override any of the above
-    say("starting JupyterLab on " + str(tour if tour.is_file() else notebooks))
+    return cmd + list(args)
+
+
+def cmd_lab(args):
+    ensure_setup()
+    tour = ROOT / "notebooks" / TOUR
+    cmd = lab_command(args)
+    say("starting JupyterLab on " + str(tour if tour.is_file() else tour.parent))
     execute(cmd)
 
 

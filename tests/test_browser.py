@@ -6,7 +6,9 @@ folders, every notebook cell attached to the page, a temporary copy of
 and, for each explorer in it (partition, attention, LaViT, receptive field), waits for its plotly
 widgets to draw, moves one slider with the keyboard and checks that the plot follows. Screenshots
 go to ``screenshots/`` (gitignored): the whole page before and after, and each explorer after its
-move.
+move. A second test starts JupyterLab with ``dev.py lab``'s own command line (on a copy of
+``notebooks/``), checks that the bare address lands on ``00_tour.ipynb``, runs the whole tour and
+moves the sliders of its explorers: the README's main command as a newcomer uses it.
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
 ``playwright`` Python package; Playwright's own browser downloads are never used. Without them
@@ -15,7 +17,9 @@ the test is skipped, except under CI (``CI`` set), where it fails.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -107,20 +111,23 @@ def _press_right(page, scope: str, slider: str, readout: str, titles: list[tuple
     assert after != before, f"{scope}: the plot did not change after the {slider} move"
 
 
-def test_explorers_render_and_follow_keyboard_moves_and_clicks():
+def _tooling() -> None:
     if not Path(CHROMIUM).exists():
         _need(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         _need("the playwright package is missing (pip install playwright)")
 
-    start = time.monotonic()
-    SHOTS.mkdir(exist_ok=True)
+
+@contextlib.contextmanager
+def _jupyterlab(command: list[str], root: Path):
+    """Run ``command`` (a ``jupyter lab`` command line that serves ``root``) on 127.0.0.1; yield its URL.
+
+    Temporary runtime, config, workspace and settings folders; no token; every notebook cell
+    attached to the page; no news toast.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="vizattn-browser-"))
-    served = tmp / "root"
-    served.mkdir()
-    shutil.copy(NOTEBOOK, served / NOTEBOOK.name)
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                PYTHONUNBUFFERED="1")
@@ -134,34 +141,15 @@ def test_explorers_render_and_follow_keyboard_moves_and_clicks():
     port = _free_port()
     log = open(tmp / "jupyter.log", "w")
     lab = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-         f"--ServerApp.root_dir={served}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-         f"--LabApp.user_settings_dir={tmp / 'settings'}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(served))
+        command + ["--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+                   "--IdentityProvider.token=", "--ServerApp.password=",
+                   f"--LabApp.workspaces_dir={tmp / 'workspaces'}", f"--LabApp.user_settings_dir={tmp / 'settings'}",
+                   "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(root))
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for_server(url, lab, timeout=60)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-                                        timeout=WAIT_MS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(WAIT_MS)
-                console = []
-                page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"[:300]))
-                try:
-                    _drive(page, url, start)
-                except Exception as exc:  # keep what the page showed, then fail with it
-                    page.screenshot(path=str(SHOTS / "browser_failure.png"), full_page=True)
-                    outputs = page.locator(".jp-OutputArea").all_inner_texts() if page.locator(
-                        ".jp-OutputArea").count() else []
-                    errors = [c for c in console if c.startswith(("error", "warning"))][-15:]
-                    raise AssertionError(f"{exc}\n-- cell outputs: {outputs}\n-- console: {errors}\n"
-                                         f"-- screenshot: {SHOTS / 'browser_failure.png'}") from exc
-            finally:
-                browser.close()
+        yield url
     finally:
         lab.terminate()
         try:
@@ -173,9 +161,34 @@ def test_explorers_render_and_follow_keyboard_moves_and_clicks():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _drive(page, url: str, start: float) -> None:
-    """Open the notebook, run it; for each explorer: check it drew, move a slider, check it followed."""
-    page.goto(f"{url}lab/tree/{NOTEBOOK.name}", timeout=WAIT_MS)
+def _in_browser(drive, failure_shot: str) -> None:
+    """Open headless Chromium and call ``drive(page)``; on failure keep a screenshot, the cell
+    outputs and the console errors in the assertion message."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=WAIT_MS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(WAIT_MS)
+            console = []
+            page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"[:300]))
+            try:
+                drive(page)
+            except Exception as exc:  # keep what the page showed, then fail with it
+                page.screenshot(path=str(SHOTS / failure_shot), full_page=True)
+                outputs = page.locator(".jp-OutputArea").all_inner_texts() if page.locator(
+                    ".jp-OutputArea").count() else []
+                errors = [c for c in console if c.startswith(("error", "warning"))][-15:]
+                raise AssertionError(f"{exc}\n-- cell outputs: {outputs}\n-- console: {errors}\n"
+                                     f"-- screenshot: {SHOTS / failure_shot}") from exc
+        finally:
+            browser.close()
+
+
+def _run_all(page) -> int:
+    """Wait for the kernel, Run All Cells, wait until every code cell ran with no error output;
+    return the number of code cells."""
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible")
     # the kernel must be connected before running: the status bar names it and says Idle
     page.wait_for_function(
@@ -194,6 +207,59 @@ def _drive(page, url: str, start: float) -> None:
         except Exception:
             if attempt == 2:
                 raise AssertionError(f"the code cell never ran; its prompt reads {code_prompt.text_content()!r}")
+    return cells
+
+
+def _all_ran(page, cells: int) -> None:
+    """Every one of ``cells`` code cells has a run number and no cell shows an error."""
+    page.wait_for_function(
+        "(n) => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];"
+        " return p.length === n && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }", arg=cells, timeout=WAIT_MS)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def test_explorers_render_and_follow_keyboard_moves_and_clicks(tmp_path):
+    _tooling()
+    start = time.monotonic()
+    SHOTS.mkdir(exist_ok=True)
+    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)  # a copy: autosave never touches the repository
+    with _jupyterlab([sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={tmp_path}"], tmp_path) as url:
+        _in_browser(lambda page: _drive(page, url, start), "browser_failure.png")
+
+
+def test_the_readme_command_opens_the_tour_and_its_sliders_work(tmp_path):
+    """``python3 dev.py lab`` as a newcomer runs it: JupyterLab lands on the tour (on a copy of
+    notebooks/), every cell runs without an error, and the tour's explorers follow the keyboard."""
+    _tooling()
+    start = time.monotonic()
+    SHOTS.mkdir(exist_ok=True)
+    spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
+    dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("_*", ".*"))
+    # dev.py's own command line, with the root moved to the copy (port and folders: _jupyterlab)
+    command = dev.lab_command([f"--ServerApp.root_dir={tmp_path / 'notebooks'}"])
+    assert "--LabApp.default_url=/lab/tree/00_tour.ipynb" in command
+    with _jupyterlab(command, tmp_path / "notebooks") as url:
+        def drive(page):
+            page.goto(url, timeout=WAIT_MS)  # the bare address, as `dev.py lab` opens it
+            page.wait_for_url("**/lab/tree/00_tour.ipynb", timeout=WAIT_MS)
+            cells = _run_all(page)
+            _all_ran(page, cells)
+            page.screenshot(path=str(SHOTS / "tour_before.png"), full_page=True)
+            _press_right(page, ".vizattn-attention", "vizattn-query-j", "8",
+                         [(0, "query (4, 8)"), (1, "query (4, 8)")], "tour_attention.png")
+            _press_right(page, ".vizattn-partition", "vizattn-kernel", "6", [], "tour_partition.png")
+            assert time.monotonic() - start < BUDGET_S, f"the tour test took longer than {BUDGET_S} s"
+
+        _in_browser(drive, "tour_failure.png")
+
+
+def _drive(page, url: str, start: float) -> None:
+    """Open the notebook, run it; for each explorer: check it drew, move a slider, check it followed."""
+    page.goto(f"{url}lab/tree/{NOTEBOOK.name}", timeout=WAIT_MS)
+    cells = _run_all(page)
 
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for(state="visible", timeout=WAIT_MS)
@@ -235,11 +301,7 @@ def _drive(page, url: str, start: float) -> None:
     assert drawn["heatmaps"] >= 3, drawn
 
     # the other explorers: every code cell ran, every plot drew
-    page.wait_for_function(
-        "(n) => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];"
-        " return p.length === n && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }", arg=cells, timeout=WAIT_MS)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    assert errors.count() == 0, errors.all_inner_texts()
+    _all_ran(page, cells)
     _wait_title(page, ".vizattn-attention", 0, "query (8, 8)")
     _wait_title(page, ".vizattn-lavit", 0, "head 0")
     _wait_title(page, ".vizattn-receptive", 0, "depth 2")

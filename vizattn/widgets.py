@@ -182,6 +182,11 @@ def _set_range(slider, lo: int, hi: int) -> None:
         slider.max, slider.min = hi, lo
 
 
+def _side_by_side(panels) -> widgets.HBox:
+    """Panels in a row that wraps onto the next line when the notebook is too narrow (not clipped)."""
+    return widgets.HBox(list(panels), layout=widgets.Layout(flex_flow="row wrap"))
+
+
 def _send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = None, arrays: dict | None = None):
     """Apply edits to a FigureWidget: ``traces`` ``{index: properties}``, ``layout`` properties
     (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
@@ -294,7 +299,7 @@ class PartitionExplorer(widgets.VBox):
             widgets.VBox([self.sliders[n] for n in ("kernel", "dilation", "block", "grid", "interval")]),
             widgets.VBox([self.sliders["query_i"], self.sliders["query_j"]]),
         ])
-        super().__init__([controls, widgets.HBox(self._panels)], **kwargs)
+        super().__init__([controls, _side_by_side(self._panels)], **kwargs)
         self.add_class("vizattn-partition")  # a handle for browser tests and CSS
         self._changed()
 
@@ -628,7 +633,7 @@ class ReceptiveFieldExplorer(widgets.VBox):
                        widgets.link((self.effective_box, "value"), (s, "effective"))]
         s.observe(self._changed, names=list(s.trait_names()))
         super().__init__([widgets.HBox([self.menu, self.depth, self.size_slider, self.effective_box]),
-                          widgets.HBox([self.figure, self.effective_figure]), self.message], **kwargs)
+                          _side_by_side([self.figure, self.effective_figure]), self.message], **kwargs)
         self.add_class("vizattn-receptive")  # a handle for browser tests and CSS
         self._changed()
 
@@ -852,7 +857,7 @@ class AttentionExplorer(widgets.VBox):
             widgets.HBox([self.layer_menu, self.scale_buttons]),
             widgets.HBox(list(self.sliders.values())),
         ])
-        super().__init__([controls, widgets.HBox([self.figure, self.heads_figure]), self.message], **kwargs)
+        super().__init__([controls, _side_by_side([self.figure, self.heads_figure]), self.message], **kwargs)
         self.add_class("vizattn-attention")  # a handle for browser tests and CSS
         self._changed()
 
@@ -1095,7 +1100,7 @@ class LaViTExplorer(widgets.VBox):
         self._links = [widgets.link((w, "value"), (s, name)) for name, w in {**self.menus, **self.sliders}.items()]
         s.observe(self._changed, names=list(s.trait_names()))
         super().__init__([widgets.HBox([*self.menus.values(), *self.sliders.values()]), self.chain_figure,
-                          widgets.HBox([self.measures_figure, self.saturation_figure]), self.message], **kwargs)
+                          _side_by_side([self.measures_figure, self.saturation_figure]), self.message], **kwargs)
         self.add_class("vizattn-lavit")  # a handle for browser tests and CSS
         self._changed()
 

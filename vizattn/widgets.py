@@ -1074,13 +1074,14 @@ class LaViTExplorer(widgets.VBox):
         self.state = LaViTState(task=task, photo=photo, head=head)
         s = self.state
         self.forwards, self._models, self._captured, self._busy = 0, {}, None, False
-        self._capture()
-        stages = len(self.chains)
+        config = self._model("lavit").config  # checked before any forward pass
+        stages, heads = len(config["depths"]), min(config["heads"])
         stage = 0 if stage is None else stage
         if not (isinstance(stage, int) and 0 <= stage < stages):
             raise ValueError(f"stage must be None or an int in [0, {stages - 1}]; got stage={stage!r}")
-        if not (isinstance(head, int) and 0 <= head < self.heads):
-            raise ValueError(f"head must lie in [0, {self.heads - 1}]; got head={head!r}")
+        if not (isinstance(head, int) and 0 <= head < heads):
+            raise ValueError(f"head must lie in [0, {heads - 1}]; got head={head!r}")
+        self._capture()
         s.stage = stage
 
         style = {"description_width": "70px"}

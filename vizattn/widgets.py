@@ -29,6 +29,7 @@ out (an even SASA kernel: its window is centred) is explained under the plot, ne
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 
@@ -182,6 +183,33 @@ def _set_range(slider, lo: int, hi: int) -> None:
         slider.max, slider.min = hi, lo
 
 
+class _Explorer(widgets.VBox):
+    """What the explorers share: a change of ``state`` calls ``_changed``, which redraws once
+    through ``_update``; changes made while it runs (clamping, bounds) are absorbed, since
+    ``_update`` reads the whole state anyway."""
+
+    _busy = False
+
+    def _changed(self, change=None) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            self._update()
+        finally:
+            self._busy = False
+
+    def _set(self, **values) -> None:
+        """Set several traits of ``state`` with one redraw."""
+        self._busy = True
+        try:
+            for name, value in values.items():
+                setattr(self.state, name, value)
+        finally:
+            self._busy = False
+        self._changed()
+
+
 def _side_by_side(panels) -> widgets.HBox:
     """Panels in a row that wraps onto the next line when the notebook is too narrow (not clipped)."""
     return widgets.HBox(list(panels), layout=widgets.Layout(flex_flow="row wrap"))
@@ -243,7 +271,7 @@ _LABELS = {"size": "map size", "kernel": "kernel k", "dilation": "dilation d", "
            "grid": "grid G", "interval": "LDA interval I", "query_i": "query row", "query_j": "query col"}
 
 
-class PartitionExplorer(widgets.VBox):
+class PartitionExplorer(_Explorer):
     """Sliders + one partition picture per mechanism; click a cell or press play to move the query.
 
     ``state`` (a ``PartitionState``) is the model: set its traits, or move ``sliders[name]``, and
@@ -261,7 +289,6 @@ class PartitionExplorer(widgets.VBox):
         self.state = PartitionState(mechanism=mechanism, compare=compare, size=size, kernel=kernel,
                                     dilation=dilation, block=block, grid=grid, interval=interval,
                                     query_i=query[0], query_j=query[1])
-        self._busy = False
         self._scenes = [None, None]  # what each panel shows: (mechanism, pattern, size)
         s = self.state
         self.sliders = {}
@@ -324,16 +351,10 @@ class PartitionExplorer(widgets.VBox):
             if not lo <= value <= hi:
                 setattr(self.state, name, min(max(value, lo), hi))
 
-    def _changed(self, change=None) -> None:
-        if self._busy:  # a change made while handling one: the handler reads the whole state anyway
-            return
-        self._busy = True
-        try:
-            self._clamp_state()
-            self._apply_bounds()
-            self._redraw()
-        finally:
-            self._busy = False
+    def _update(self) -> None:
+        self._clamp_state()
+        self._apply_bounds()
+        self._redraw()
 
     def panel_figure(self, which: int = 0) -> go.Figure:
         """The static figure panel ``which`` shows now (0: mechanism, 1: compare)."""
@@ -374,12 +395,7 @@ class PartitionExplorer(widgets.VBox):
 
     def set_query(self, i: int, j: int) -> None:
         """Move the query to ``(i, j)`` with one redraw."""
-        self._busy = True
-        try:
-            self.state.query_i, self.state.query_j = int(i), int(j)
-        finally:
-            self._busy = False
-        self._changed()
+        self._set(query_i=int(i), query_j=int(j))
 
     def _clicked(self, trace, points, _device_state=None) -> None:
         if not points.point_inds:
@@ -740,6 +756,12 @@ class ReceptiveFieldExplorer(widgets.VBox):
 MODELS = list_models()
 
 
+@functools.lru_cache(maxsize=None)
+def _pretrained(name: str, task: str):
+    """``create(name, pretrained=True, task=task)``, built once per process, shared by the explorers."""
+    return create(name, pretrained=True, task=task)
+
+
 def _choice(name: str, value, options) -> None:
     """ValueError unless ``value`` is one of ``options``."""
     if value not in options:
@@ -778,7 +800,7 @@ class AttentionState(HasTraits):
         return proposal["value"]
 
 
-class AttentionExplorer(widgets.VBox):
+class AttentionExplorer(_Explorer):
     """The attention of a trained model on a photograph: pick a layer, a head and a query pixel.
 
     The model (``vizattn.models.create(model, pretrained=True, task=task)``) runs once on the
@@ -806,8 +828,8 @@ class AttentionExplorer(widgets.VBox):
         self.state = AttentionState(model=model, task=task, photo=photo, scale=scale)
         s = self.state
         self.forwards = 0
-        self._models, self._captured, self.records, self.image = {}, None, {}, None
-        self._busy, self._syncing, self._scene, self._size = False, False, None, None
+        self._captured, self.records, self.image = None, {}, None
+        self._syncing, self._scene, self._size = False, None, None
         self._capture()
         names = tuple(self.records)
         if layer is None:
@@ -865,10 +887,7 @@ class AttentionExplorer(widgets.VBox):
     @property
     def model(self):
         """The current model (``vizattn.models.create(..., pretrained=True)``), cached per name and task."""
-        key = (self.state.model, self.state.task)
-        if key not in self._models:
-            self._models[key] = create(*key[:1], pretrained=True, task=key[1])
-        return self._models[key]
+        return _pretrained(self.state.model, self.state.task)
 
     def _capture(self) -> None:
         """Run the model on the photo under ``probe`` unless this model, task and photo already ran."""
@@ -906,31 +925,25 @@ class AttentionExplorer(widgets.VBox):
         s = self.state
         return f"{s.model} on {s.photo}: " + plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
 
-    def _changed(self, change=None) -> None:
-        if self._busy:  # a change made while handling one: the handler reads the whole state anyway
-            return
-        self._busy = True
-        try:
-            s, before = self.state, tuple(self.records)
-            self._capture()
-            names = tuple(self.records)
-            if s.layers != names:
-                previous = s.layer
-                s.layers = names
-                if previous not in names:  # another model: the layer at the same depth (or the last)
-                    depth = before.index(previous) if previous in before else 0
-                    s.layer = names[min(depth, len(names) - 1)]
-            H, W = self.record.size
-            if self._size != (H, W):  # another map: keep the query on the same part of the image
-                h0, w0 = self._size
-                s.query_i, s.query_j = int((s.query_i + 0.5) * H / h0), int((s.query_j + 0.5) * W / w0)
-                self._size = (H, W)
-            s.head = min(max(s.head, 0), len(self.record.heads) - 1)
-            s.query_i, s.query_j = min(max(s.query_i, 0), H - 1), min(max(s.query_j, 0), W - 1)
-            self._sync_controls()
-            self._redraw()
-        finally:
-            self._busy = False
+    def _update(self) -> None:
+        s, before = self.state, tuple(self.records)
+        self._capture()
+        names = tuple(self.records)
+        if s.layers != names:
+            previous = s.layer
+            s.layers = names
+            if previous not in names:  # another model: the layer at the same depth (or the last)
+                depth = before.index(previous) if previous in before else 0
+                s.layer = names[min(depth, len(names) - 1)]
+        H, W = self.record.size
+        if self._size != (H, W):  # another map: keep the query on the same part of the image
+            h0, w0 = self._size
+            s.query_i, s.query_j = int((s.query_i + 0.5) * H / h0), int((s.query_j + 0.5) * W / w0)
+            self._size = (H, W)
+        s.head = min(max(s.head, 0), len(self.record.heads) - 1)
+        s.query_i, s.query_j = min(max(s.query_i, 0), H - 1), min(max(s.query_j, 0), W - 1)
+        self._sync_controls()
+        self._redraw()
 
     def _sync_controls(self) -> None:
         """Slider bounds and the layer menu follow the model and the layer (every position valid)."""
@@ -991,12 +1004,7 @@ class AttentionExplorer(widgets.VBox):
 
     def set_query(self, i: int, j: int) -> None:
         """Move the query to cell ``(i, j)`` of the layer's map with one redraw."""
-        self._busy = True
-        try:
-            self.state.query_i, self.state.query_j = int(i), int(j)
-        finally:
-            self._busy = False
-        self._changed()
+        self._set(query_i=int(i), query_j=int(j))
 
     def _clicked_photo(self, trace, points, _device_state=None) -> None:
         if not points.xs:
@@ -1044,7 +1052,7 @@ VANILLA_HERE = ("a vanilla layer here: softmax(Q'K'ᵀ/√d), where Q' and K' ar
                 "key projections applied to this LA layer's input (after its LayerNorm); no attention residual")
 
 
-class LaViTExplorer(widgets.VBox):
+class LaViTExplorer(_Explorer):
     """LaViT's less attention on a photograph: the VA → LA reuse chain of a stage, per-layer
     diagonality and symmetry, and attention saturation against the ViT baseline.
 
@@ -1073,7 +1081,7 @@ class LaViTExplorer(widgets.VBox):
         _choice("photo", photo, PHOTOS)
         self.state = LaViTState(task=task, photo=photo, head=head)
         s = self.state
-        self.forwards, self._models, self._captured, self._busy = 0, {}, None, False
+        self.forwards, self._captured = 0, None
         config = self._model("lavit").config  # checked before any forward pass
         stages, heads = len(config["depths"]), min(config["heads"])
         stage = 0 if stage is None else stage
@@ -1107,10 +1115,7 @@ class LaViTExplorer(widgets.VBox):
 
     # -- the model runs ----------------------------------------------------------------------------
     def _model(self, name: str):
-        key = (name, self.state.task)
-        if key not in self._models:
-            self._models[key] = create(name, pretrained=True, task=self.state.task)
-        return self._models[key]
+        return _pretrained(name, self.state.task)
 
     def _capture(self) -> None:
         """Run LaViT (capturing every layer and each LA layer's input) and ViT on the photo, once per task and photo."""
@@ -1170,36 +1175,30 @@ class LaViTExplorer(widgets.VBox):
         s = self.state
         return plots.reuse_chain_figure(self.columns[s.stage], head=s.head, frames=frames, title=self._chain_title())
 
-    def _changed(self, change=None) -> None:
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            s = self.state
-            s.stage = min(max(s.stage, 0), len(self.chains) - 1)
-            s.head = min(max(s.head, 0), self.heads - 1)
-            self._capture()
-            columns = self.columns[s.stage]
-            zs, cmax, titles = plots.reuse_chain_maps(columns, s.head)
-            if len(zs) != len(self.chain_figure.data) or self._captured != self._shown[0]:
-                _replace(self.chain_figure, self._chain_figure())
-            else:  # the same layout: new maps, colour top, titles (and axes, for another stage)
-                fig, N = self.chain_figure, columns[0]["used"].shape[-1]
-                layout = {"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax}}
-                if s.stage != self._shown[1]:
-                    layout.update(plots.chain_axes(N, len(columns)))
-                _send(fig, {t: {"z": z} for t, z in enumerate(zs)}, layout=layout,
-                      arrays={"annotations": [dict(a.to_plotly_json(), text=t)
-                                              for a, t in zip(fig.layout.annotations, titles)]})
-            if self._captured != self._shown[0]:
-                _replace(self.measures_figure, plots.layer_measures_figure(self.measures, highlight=s.stage))
-                _replace(self.saturation_figure, plots.saturation_figure(self.saturation))
-            else:
-                _send(self.measures_figure, {}, arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
-            self._shown = (self._captured, s.stage)
-            self.message.value = self._caption()
-        finally:
-            self._busy = False
+    def _update(self) -> None:
+        s = self.state
+        s.stage = min(max(s.stage, 0), len(self.chains) - 1)
+        s.head = min(max(s.head, 0), self.heads - 1)
+        self._capture()
+        columns = self.columns[s.stage]
+        zs, cmax, titles = plots.reuse_chain_maps(columns, s.head)
+        if len(zs) != len(self.chain_figure.data) or self._captured != self._shown[0]:
+            _replace(self.chain_figure, self._chain_figure())
+        else:  # the same layout: new maps, colour top, titles (and axes, for another stage)
+            fig, N = self.chain_figure, columns[0]["used"].shape[-1]
+            layout = {"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax}}
+            if s.stage != self._shown[1]:
+                layout.update(plots.chain_axes(N, len(columns)))
+            _send(fig, {t: {"z": z} for t, z in enumerate(zs)}, layout=layout,
+                  arrays={"annotations": [dict(a.to_plotly_json(), text=t)
+                                          for a, t in zip(fig.layout.annotations, titles)]})
+        if self._captured != self._shown[0]:
+            _replace(self.measures_figure, plots.layer_measures_figure(self.measures, highlight=s.stage))
+            _replace(self.saturation_figure, plots.saturation_figure(self.saturation))
+        else:
+            _send(self.measures_figure, {}, arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
+        self._shown = (self._captured, s.stage)
+        self.message.value = self._caption()
 
     def _caption(self) -> str:
         s = self.state

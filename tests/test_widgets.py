@@ -354,6 +354,27 @@ def test_query_map_figure_is_transparent_where_the_query_cannot_look():
     assert np.isfinite(z).sum() == 4 and "zero padding" in fig.layout.title.text
 
 
+def test_query_maps_figure_draws_each_panels_query_map_over_its_photo():
+    import torch
+    from vizattn import probe
+    from vizattn.layers import BlockAttention, NeighborhoodAttention
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layers = torch.nn.ModuleDict({"na": NeighborhoodAttention(8, 2, kernel_size=3), "block": BlockAttention(8, 2, size=2)})
+        with probe(layers) as rec:
+            small, large = torch.randn(1, 4, 4, 8), torch.randn(1, 8, 8, 8)
+            layers["na"](large), layers["block"](small)
+    photo, other = torch.rand(3, 16, 16), torch.rand(3, 32, 32)
+    fig = plots.query_maps_figure({"na": (rec["na"], (7, 0), other), "block": (rec["block"], (1, 2))}, photo)
+    assert [t.name for t in fig.data] == ["photo", "weights", "query"] * 2
+    for n, (record, (i, j), picture) in enumerate([(rec["na"], (7, 0), other), (rec["block"], (1, 2), photo)]):
+        image, weights, query = fig.data[3 * n: 3 * n + 3]
+        np.testing.assert_array_equal(np.asarray(weights.z, dtype=float), record.query_map(i, j).numpy())
+        assert np.asarray(image.z).shape == (picture.shape[1], picture.shape[2], 3)
+        cell = picture.shape[1] / record.size[0]  # pixels per token
+        assert (weights.dx, query.x[0], query.y[0]) == (cell, (j + 0.5) * cell - 0.5, (i + 0.5) * cell - 0.5)
+
+
 def test_receptive_figure_grows_frame_by_frame():
     field = theoretical([Neighborhood(3), Block(4), Neighborhood(3)], size=12, position=(6, 6))
     fig = plots.receptive_figure(field)

@@ -25,7 +25,7 @@ from .patterns import Grid, LocalWindow, LongDistance, Neighborhood, Pattern
 
 __all__ = ["OKABE_ITO", "TRACES", "COST_MECHANISMS", "query_slots", "cells", "partition_figure", "query_overlay",
            "animate_queries", "cost", "cost_figure", "SCALES", "ATTENTION_TRACES", "HEADS_TRACES", "grey",
-           "query_map_traces", "query_map_title", "query_map_figure", "animate_query_maps", "heads_traces",
+           "query_map_traces", "query_map_title", "query_map_figure", "query_maps_figure", "animate_query_maps", "heads_traces",
            "head_of_cell", "head_shapes", "heads_figure", "field_z", "receptive_figure", "effective_parts",
            "effective_figure", "receptive_depths_figure", "reuse_chain_maps",
            "chain_axes", "reuse_chain_figure", "stage_shade", "layer_measures_figure", "saturation_figure"]
@@ -455,6 +455,39 @@ def query_map_figure(record, i: int, j: int, head: int | None = None, batch: int
         yaxis=dict(range=[side_h - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False,
                    zeroline=False, title=f"row ({unit})", autorange=False),
     )
+    return fig
+
+
+def query_maps_figure(panels: dict, image, *, columns: int | None = None, title: str | None = None) -> go.Figure:
+    """Several query maps over a photo, side by side (mean of heads, each panel coloured from 0 to
+    its own largest weight, transparent where the query cannot look).
+
+    ``panels``: title -> ``(record, (i, j))``, a query on that record's own map, or
+    ``(record, (i, j), image)`` for a panel on another picture; ``image``: ``[3, S, S]`` in
+    [0, 1], the picture the models saw. ``columns`` per row (default: all panels in one row).
+
+    >>> import torch; from vizattn import probe; from vizattn.layers import BlockAttention, GridAttention
+    >>> x, layers = torch.randn(1, 4, 4, 8), {"block": BlockAttention(8, 2, size=2), "grid": GridAttention(8, 2, size=2)}
+    >>> with probe(torch.nn.ModuleDict(layers)) as rec:
+    ...     _ = [layer(x) for layer in layers.values()]
+    >>> fig = query_maps_figure({"block": (rec["block"], (0, 0)), "grid": (rec["grid"], (0, 0))}, torch.rand(3, 8, 8))
+    >>> [t.name for t in fig.data]
+    ['photo', 'weights', 'query', 'photo', 'weights', 'query']
+    """
+    columns = columns or len(panels)
+    rows = math.ceil(len(panels) / columns)
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=list(panels), horizontal_spacing=0.015,
+                        vertical_spacing=0.07)
+    for n, (record, (i, j), *own) in enumerate(panels.values()):
+        picture = grey(own[0] if own else image)
+        weights, query = query_map_traces(record, i, j, image_size=picture.shape[0])
+        weights.update(showscale=False)
+        for trace in (go.Image(z=picture, name="photo", hoverinfo="skip"), weights, query):
+            fig.add_trace(trace, n // columns + 1, n % columns + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, width=min(220 * columns, 1100) + 20, height=220 * rows + 90, showlegend=False,
+                      margin=dict(l=10, r=10, t=70, b=10))
     return fig
 
 

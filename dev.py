@@ -272,7 +272,8 @@ def execute(cmd):
 
 
 def lab_command(args):
-    """The `jupyter lab` command line of `lab`: notebooks/ as root, the tour as landing page."""
+    """The `jupyter lab` command line of `lab`: notebooks/ as root, the tour as landing page
+    (and --allow-root when run as root, as in many containers)."""
     notebooks = ROOT / "notebooks"
     if not notebooks.is_dir():
         raise DevError("no notebooks/ folder in " + str(ROOT))
@@ -286,6 +287,9 @@ def lab_command(args):
     if (notebooks / TOUR).is_file() and not given & {"--LabApp.default_url", "--ServerApp.default_url"}:
         # the page the browser opens (and "/" redirects to): the tour, inside the notebooks folder
         cmd.append("--LabApp.default_url=/lab/tree/" + TOUR)
+    if not WINDOWS and os.geteuid() == 0 and "--allow-root" not in given:
+        # containers often run as root, where Jupyter refuses to start without this flag
+        cmd.append("--allow-root")
     return cmd + list(args)
 
 

@@ -14,9 +14,11 @@ from vizattn.metrics import (
     diagonality_preserving_loss,
     dp_loss_per_layer,
     mean_attention_distance,
+    reuse_chains,
     reuse_distance,
     saturation,
     symmetry,
+    vanilla_here,
 )
 
 D = torch.float64
@@ -151,6 +153,73 @@ def test_reuse_distance_is_zero_for_exact_reuse_and_grows_with_the_transform():
         reuse_distance(p, torch.ones(1, 1, 3, 3))
     with pytest.raises(ValueError, match="measure must be"):
         reuse_distance(p, q, measure="kl")
+
+
+class Residual(nn.Module):
+    """VA then LA on a residual stream: the LA layer's input is not the VA layer's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages = nn.ModuleList([nn.ModuleList([VanillaAttention(8, 2), LessAttention(8, 2, tokens=9)])])
+
+    def forward(self, x):
+        va, la = self.stages[0]
+        y, s = va(x)
+        x = x + y
+        z, _ = la(x, s)
+        return x + z
+
+
+def vanilla_by_hand(va, x):
+    """softmax(Q K^T / sqrt(d)) with ``va``'s qkv weights on ``x [B, H, W, C]``, written out: ``[B, heads, N, N]``."""
+    B, H, W, C = x.shape
+    heads, d = va.heads, C // va.heads
+    qkv = x.reshape(B, H * W, C) @ va.qkv.weight.T + va.qkv.bias  # [B, N, 3C]
+    q = qkv[..., :C].reshape(B, H * W, heads, d).transpose(1, 2)
+    k = qkv[..., C:2 * C].reshape(B, H * W, heads, d).transpose(1, 2)
+    return torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1)
+
+
+def test_vanilla_here_runs_the_source_va_layer_on_the_la_layers_input():
+    torch.manual_seed(0)
+    model = Residual().double()
+    x = torch.randn(2, 3, 3, 8, dtype=D)
+    with torch.no_grad(), probe(model, inputs=True) as rec:
+        model(x)
+    la, va = rec["stages.0.1"], rec["stages.0.0"]
+    assert la.source == "stages.0.0" and torch.equal(va.input, x)
+    want = vanilla_by_hand(model.stages[0][0], x + model.stages[0][0](x)[0]).detach()
+    torch.testing.assert_close(vanilla_here(model, la), want)
+    assert (vanilla_here(model, la) - va.dense()).abs().max() > 1e-3  # another input: another map
+    with pytest.raises(ValueError, match="less-attention layer"):
+        vanilla_here(model, va)
+    with probe(model) as plain:
+        model(x)
+    with pytest.raises(ValueError, match="inputs=True"):
+        vanilla_here(model, plain["stages.0.1"])
+
+
+def test_reuse_chains_measure_every_layer_and_its_vanilla_counterpart():
+    torch.manual_seed(1)
+    model = Residual().double()
+    x = torch.randn(1, 3, 3, 8, dtype=D)
+    with torch.no_grad(), probe(model, inputs=True) as rec:
+        model(x)
+    (chain,) = reuse_chains(model, rec)
+    assert [row["name"] for row in chain] == ["stages.0.0", "stages.0.1"]
+    assert [row["kind"] for row in chain] == ["vanilla", "less"] and {row["stage"] for row in chain} == {0}
+    for row in chain:
+        used = rec[row["name"]].dense()[0]
+        torch.testing.assert_close(row["used"], used)
+        assert row["diagonality"] == pytest.approx(float(diagonality(used).mean()))
+        assert row["symmetry"] == pytest.approx(float(symmetry(used).mean()))
+    va_row, la_row = chain
+    assert "vanilla" not in va_row
+    vanilla = vanilla_here(model, rec["stages.0.1"])
+    torch.testing.assert_close(la_row["vanilla"], vanilla[0])
+    tv = 0.5 * (la_row["used"] - vanilla[0]).abs().sum(-1).mean(-1)  # [heads], by hand
+    torch.testing.assert_close(la_row["distance"], tv)
+    assert la_row["vanilla_diagonality"] == pytest.approx(float(diagonality(vanilla[0]).mean()))
 
 
 def test_saturation_is_one_for_a_repeated_map_and_nan_across_sizes():

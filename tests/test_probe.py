@@ -306,6 +306,25 @@ def test_memory_options_reduce_the_shapes_and_keep_the_same_numbers(captured):
 # ---------------------------------------------------------------------------------------------
 # LaViT reuse chains
 # ---------------------------------------------------------------------------------------------
+def test_inputs_are_recorded_only_when_asked_and_are_what_each_layer_received(captured):
+    _, rec = captured
+    assert all(r.input is None for r in rec)
+    zoo, x = make_zoo(), image()
+    seen = {}
+    for name in NAMES:  # an independent record of each layer's input
+        zoo.get_submodule(name).register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0]))
+    with torch.no_grad(), probe(zoo, inputs=True, batch_items=[1]) as with_inputs:
+        zoo(x)
+    assert [r.name for r in with_inputs] == NAMES
+    for r in with_inputs:
+        assert torch.equal(r.input, seen[r.name]) and not r.input.requires_grad, r.name
+        assert r.input.shape == (2, SIDE, SIDE, DIM)  # every batch item, whatever batch_items keeps
+    assert torch.equal(with_inputs[0].input, x)
+    with pytest.raises(ValueError, match="inputs must be True or False"):
+        with probe(zoo, inputs="yes"):
+            pass
+
+
 def test_less_attention_records_name_their_source_and_previous_layer():
     zoo, x = make_zoo(), image()
     with probe(zoo) as rec:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["diagonality", "symmetry", "diagonality_preserving_loss", "dp_loss_per_layer", "reuse_distance",
-           "saturation", "mean_attention_distance"]
+           "vanilla_here", "reuse_chains", "saturation", "mean_attention_distance"]
 
 
 def _check_square(attn) -> int:
@@ -162,6 +162,65 @@ def reuse_distance(la_record, vanilla_attention, measure: str = "tv") -> torch.T
         m = 0.5 * (p + q)
         rows = (0.5 * (plogp(p) + plogp(q)) - plogp(m)).sum(-1).clamp(min=0)
     return rows.mean((0, 2))
+
+
+def vanilla_here(model: torch.nn.Module, la_record) -> torch.Tensor:
+    """What a vanilla layer would attend at a LaViT less-attention layer: ``[B, heads, N, N]``.
+
+    The LA layer's ``source`` (its stage's VA layer, a submodule of ``model``) run on the LA layer's
+    own input, ``softmax(Q'K'^T / sqrt(d))`` with that VA layer's query and key projections, no
+    attention residual. The record must come from ``vizattn.probe(model, inputs=True)``.
+
+    >>> import torch; from vizattn import probe; from vizattn.layers import LessAttention, VanillaAttention
+    >>> class Two(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.va, self.la = VanillaAttention(8, 2), LessAttention(8, 2, tokens=9)
+    ...     def forward(self, x):
+    ...         return self.la(x, self.va(x)[1])[0]
+    >>> model, x = Two(), torch.randn(1, 3, 3, 8)
+    >>> with probe(model, inputs=True) as rec:
+    ...     _ = model(x)
+    >>> torch.allclose(vanilla_here(model, rec["la"]), rec["va"].dense())   # the same input as the VA layer
+    True
+    """
+    if not _is_record(la_record) or la_record.kind != "less" or la_record.source is None:
+        raise ValueError("la_record must be the AttentionRecord of a less-attention layer with a source; got "
+                         f"{getattr(la_record, 'kind', type(la_record).__name__)!r}")
+    if la_record.input is None:
+        raise ValueError(f"the record of {la_record.name!r} has no input: probe the model with inputs=True")
+    with torch.no_grad():
+        return model.get_submodule(la_record.source)(la_record.input)[1].softmax(-1)
+
+
+def reuse_chains(model: torch.nn.Module, records) -> list[list[dict]]:
+    """LaViT's reuse chain of every stage, each layer measured, with what a vanilla layer would do there.
+
+    ``records``: the ``Recorder`` of ``vizattn.probe(model, inputs=True)`` around one forward of a
+    LaViT ``model``. One list per stage (in order), one dict per layer of the chain ending at the
+    stage's last layer (VA, LA, LA, ...), of batch item 0: ``name``, ``kind``, ``stage``, ``used``
+    (the probabilities the layer uses, ``[heads, N, N]``), ``diagonality`` and ``symmetry`` (means
+    of heads); each LA layer also ``vanilla`` (``vanilla_here``, ``[heads, N, N]``), ``distance``
+    (``reuse_distance`` to it, ``[heads]``), ``vanilla_diagonality`` and ``vanilla_symmetry``.
+    """
+    last = {}
+    for r in records:
+        last[r.stage] = r
+    chains = []
+    for stage in sorted(last, key=lambda s: (s is None, s)):
+        rows = []
+        for r in records.chain(last[stage]):
+            used = _full_map(r, "every record")[0]  # [heads, N, N]
+            row = dict(name=r.name, kind=r.kind, stage=r.stage, used=used,
+                       diagonality=float(diagonality(used).mean()), symmetry=float(symmetry(used).mean()))
+            if r.kind == "less":
+                vanilla = vanilla_here(model, r)  # [B, heads, N, N]
+                row.update(vanilla=vanilla[0], distance=reuse_distance(r, vanilla),
+                           vanilla_diagonality=float(diagonality(vanilla[0]).mean()),
+                           vanilla_symmetry=float(symmetry(vanilla[0]).mean()))
+            rows.append(row)
+        chains.append(rows)
+    return chains
 
 
 def saturation(records) -> torch.Tensor:

@@ -66,10 +66,12 @@ class Pattern:
     Attributes a kernel may rely on:
     ``zero_slots``: ``-1`` slots still take part in the softmax as zero keys/values (SASA).
     ``partition``: every query of a group has the same key set (block, grid, global).
+    ``grouped``: the axis rules' groups mean something worth drawing (False for SASA's window).
     """
 
     zero_slots = False
     partition = True
+    grouped = True
 
     # -- to be defined by each pattern -------------------------------------------------------
     def _axis(self, L: int, axis: int) -> AxisRule:  # pragma: no cover - abstract
@@ -106,6 +108,15 @@ class Pattern:
         """The row rule and the column rule on an ``H x W`` map (cached: treat as read-only)."""
         self.check(H, W)
         return _axes(self, H, W)
+
+    def unit(self, L: int, axis: int) -> int:
+        """Positions per offset unit on an axis of length ``L``: key = query + offset * unit, every slot."""
+        return 1
+
+    def centred(self, i: int, axis: int) -> tuple[int, int] | None:
+        """First and last position of the window centred on ``i`` as if the axis had no border, for a
+        pattern whose window shifts inward at borders (NA); None for the others."""
+        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -224,6 +235,14 @@ class Neighborhood(Pattern):
         keys = (start[:, None] + t) * d + g[:, None]
         return AxisRule(keys, (start - i_group)[:, None] + t, g, i_group)
 
+    def unit(self, L, axis):
+        return self.dilation[axis]
+
+    def centred(self, i, axis):
+        k, d = self.kernel_size[axis], self.dilation[axis]
+        g, ig = i % d, i // d
+        return (ig - k // 2) * d + g, (ig - k // 2 + k - 1) * d + g
+
     def __repr__(self):
         d = "" if self.dilation == (1, 1) else f", dilation={_short(self.dilation)}"
         return f"Neighborhood({_short(self.kernel_size)}{d})"
@@ -244,6 +263,7 @@ class LocalWindow(Pattern):
     kernel_size: Pair | int
     padding: str = "zeros"
     partition = False
+    grouped = False
 
     def __post_init__(self):
         k = as_pair("kernel_size", self.kernel_size)
@@ -276,6 +296,11 @@ class _Partition(Pattern):
     def _size(self) -> tuple[str, Pair]:
         name = dataclasses.fields(self)[0].name
         return name, getattr(self, name)
+
+    @property
+    def group_size(self) -> Pair:
+        """The size-like field (block size, grid size, interval) as an ``(h, w)`` pair."""
+        return self._size()[1]
 
     def __post_init__(self):
         name, value = self._size()
@@ -329,6 +354,9 @@ class Grid(_Partition):
     pad: bool = False
 
 
+    def unit(self, L, axis):
+        return math.ceil(L / self.size[axis])
+
     def _axis(self, L, axis):
         G = self.size[axis]
         return _strided(L, spacing=math.ceil(L / G), count=G)
@@ -349,6 +377,9 @@ class LongDistance(_Partition):
     interval: Pair | int
     pad: bool = False
 
+
+    def unit(self, L, axis):
+        return self.interval[axis]
 
     def _axis(self, L, axis):
         I = self.interval[axis]

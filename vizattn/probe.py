@@ -39,12 +39,11 @@ import torch
 from torch import nn
 
 from .layers.common import AttentionProbs
-from .patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood, Pattern
+from .mechanisms import kind_of
+from .patterns import Pattern
 
 __all__ = ["probe", "AttentionRecord", "Recorder", "attention_layers", "mechanism"]
 
-_KIND_OF_PATTERN = {Global: "global", Neighborhood: "neighborhood", LocalWindow: "sasa", Block: "block",
-                    Grid: "grid", LongDistance: "lda"}
 _STAGE_WORDS = ("stages", "stage", "layers", "levels")
 
 
@@ -76,6 +75,7 @@ def mechanism(layer: nn.Module, pattern: Pattern) -> str:
     anything else by its class name in lower case.
 
     >>> from vizattn.layers import GridAttention
+    >>> from vizattn.patterns import Grid
     >>> mechanism(GridAttention(dim=8, heads=2, size=2), Grid(2))
     'grid'
     """
@@ -88,7 +88,7 @@ def mechanism(layer: nn.Module, pattern: Pattern) -> str:
         return "vanilla"
     if isinstance(layer, LongShortDistanceAttention):
         return layer.kind
-    return _KIND_OF_PATTERN.get(type(pattern), type(layer).__name__.lower())
+    return kind_of(pattern) or type(layer).__name__.lower()  # the pattern's kind in vizattn.mechanisms
 
 
 def _stage_of(name: str) -> int | None:
@@ -133,6 +133,8 @@ class AttentionRecord:
         previous: name of the attention layer called just before in the same forward (None for
             the first). source: for a LaViT less-attention layer (``kind == "less"``), the
             vanilla layer whose scores it transforms, transitively; else None.
+        input: the layer call's input (its first argument, detached, every batch item) when the
+            probe was asked for it (``inputs=True``), else None.
     """
 
     name: str
@@ -151,6 +153,7 @@ class AttentionRecord:
     call: int
     previous: str | None = None
     source: str | None = None
+    input: torch.Tensor | None = None
 
     # -- geometry --------------------------------------------------------------------------------
     @property
@@ -233,7 +236,7 @@ class AttentionRecord:
         Zero where the pattern gives no slot; slots with no token (SASA's zero padding) are left
         out, so such rows sum to less than 1.
 
-        >>> import torch; from vizattn.layers import BlockAttention
+        >>> import torch; from vizattn.layers import BlockAttention; from vizattn.patterns import Block
         >>> layer = BlockAttention(dim=8, heads=2, size=2)
         >>> with probe(layer) as rec:
         ...     _ = layer(torch.randn(1, 4, 4, 8))
@@ -264,12 +267,13 @@ class Recorder(Sequence):
     one of them; ``rec.names`` are the probed layers; ``rec.chain(record)`` is a LaViT reuse chain.
     """
 
-    def __init__(self, names, kinds, positions, batch_items, heads, queries, scores):
+    def __init__(self, names, kinds, positions, batch_items, heads, queries, scores, inputs=False):
         self.names: tuple[str, ...] = tuple(names)
         self.records: list[AttentionRecord] = []
         self._kinds, self._positions = kinds, positions
         self._batch_items, self._heads, self._queries, self._want_scores = batch_items, heads, queries, scores
         self._call, self._last, self._current = -1, None, {}
+        self._want_inputs, self._inputs = inputs, {}
 
     # -- sequence ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -318,6 +322,8 @@ class Recorder(Sequence):
             source = previous if prev_kind == "vanilla" else prev_source
         self._current[name] = (self._kinds.get(name), source, previous)
         self._last = name
+        if self._want_inputs and args and isinstance(args[0], torch.Tensor):
+            self._inputs[name] = args[0].detach()
 
     def _capture(self, name, layer, module, args, kwargs, output):
         pattern = args[1] if len(args) > 1 else kwargs["pattern"]
@@ -340,6 +346,7 @@ class Recorder(Sequence):
             name=name, kind=kind, pattern=pattern, size=(H, W), weights=weights, scores=scores,
             batch_items=items, heads=heads_kept, queries=self._queries, stage=stage, layer=position, depth=depth,
             index=len(self.records), call=max(self._call, 0), previous=previous, source=source,
+            input=self._inputs.get(name),
         ))
 
 
@@ -390,7 +397,8 @@ def _query_list(value) -> tuple[tuple[int, int], ...] | None:
 # the context manager
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=None, scores: bool = False):
+def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=None, scores: bool = False,
+          inputs: bool = False):
     """Record the attention of ``model``'s attention layers while the ``with`` block runs.
 
     Args:
@@ -400,6 +408,8 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
         batch_items, heads: keep only these batch items / heads (lists of indices) to save memory.
         queries: keep only these ``(i, j)`` queries: ``weights [B, heads, Q, K]``.
         scores: also keep the pre-softmax scores (``AttentionRecord.scores``).
+        inputs: also keep each layer call's input (``AttentionRecord.input``), e.g. to run another
+            layer on it (``vizattn.metrics.vanilla_here``).
 
     Yields a ``Recorder``: one ``AttentionRecord`` per call of a matched layer, in call order.
     Matched layers run their explicit path (``fused=False``) inside the block, which computes the
@@ -429,11 +439,12 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
         if not any(fnmatch.fnmatchcase(n, p) for n in layers):
             raise ValueError(f"names pattern {p!r} matches no attention layer; available: {available}")
     matched = {n: m for n, m in layers.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
-    if not isinstance(scores, bool):
-        raise ValueError(f"scores must be True or False; got scores={scores!r}")
+    for flag, value in (("scores", scores), ("inputs", inputs)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False; got {flag}={value!r}")
     recorder = Recorder(
         matched, _kinds(layers), _positions(list(layers)),
-        _indices("batch_items", batch_items), _indices("heads", heads), _query_list(queries), scores,
+        _indices("batch_items", batch_items), _indices("heads", heads), _query_list(queries), scores, inputs,
     )
     saved = {n: (m.fused, "fused" in vars(m)) for n, m in matched.items()}
     handles = []

@@ -26,9 +26,13 @@ import math
 import torch
 from torch import nn
 
+from . import mechanisms
+from .layers.common import PatternAttention
 from .patterns import Pattern, as_pair, axis_mask
+from .probe import attention_layers, probe
 
-__all__ = ["Downsample", "TheoreticalField", "EffectiveField", "theoretical", "effective"]
+__all__ = ["Downsample", "TheoreticalField", "EffectiveField", "theoretical", "effective", "STACKS", "stack_for",
+           "FixedPatternAttention", "PatternStack", "stack_model"]
 
 Pair = tuple[int, int]
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d)
@@ -266,8 +270,6 @@ def theoretical(layers, size=None, position=None, *, layer: str | None = None) -
 def _trace(model: nn.Module, size: Pair):
     """One forward of a zero image: attention records (pattern, map) and the spatial modules run
     between them: ``(records, [(record count so far, name, Downsample, in_size, out_size)])``."""
-    from .probe import probe
-
     param = next(model.parameters(), None)
     image = torch.zeros(1, 3, *size, device=None if param is None else param.device,
                         dtype=torch.float32 if param is None else param.dtype)
@@ -392,8 +394,6 @@ def effective(model: nn.Module, images: torch.Tensor, position=None, layer: str 
     >>> int((erf.map > 0).sum()), erf.sides[0.99] <= 3
     (9, True)
     """
-    from .probe import attention_layers
-
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a batch [B, C, H, W]; got {got}")
@@ -459,3 +459,67 @@ def _sides(mass: torch.Tensor, centre: Pair, fractions) -> dict:
         inside.append(float(integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]))
     total = inside[-1]
     return {f: next(s for s, m in enumerate(inside, 1) if m >= f * total * (1 - 1e-6)) for f in fractions}
+
+
+# ---------------------------------------------------------------------------------------------
+# seeded random stacks of attention layers: what the wiring alone does to the effective field
+# ---------------------------------------------------------------------------------------------
+STACKS = mechanisms.STACKS  # one per row of the mechanisms table
+
+
+def stack_for(stack: str, depth: int, size: int, kernel: int = 3, dilation: int = 2, window: int = 4,
+              interval: int = 4) -> list[Pattern]:
+    """The patterns of ``depth`` attention layers of a stack (``STACKS``) on a ``size x size`` map,
+    alternating as the papers stack them (DiNAT: NA then DiNAT; MaxViT: block then grid; CrossFormer:
+    SDA then LDA); ``window`` is MaxViT's block and grid size and SDA's group size.
+
+    >>> stack_for("MaxViT block + grid", 3, 16)
+    [Block(4), Grid(4), Block(4)]
+    """
+    return mechanisms.stack(stack, depth, size, kernel=kernel, dilation=dilation, block=window, grid=window,
+                            interval=interval)
+
+
+class FixedPatternAttention(PatternAttention):
+    """Multi-head attention over one given pattern, no position terms (the layers of ``stack_model``)."""
+
+    def __init__(self, dim: int, heads: int, pattern: Pattern):
+        super().__init__(dim, heads)
+        self.fixed = pattern
+
+    def pattern(self, H: int, W: int) -> Pattern:
+        return self.fixed
+
+
+class PatternStack(nn.Module):
+    """``images [B, 3, H, W]`` -> ``[B, H, W, dim]``: a per-pixel linear embedding, then one pre-norm
+    residual attention block ``x + attn(LN(x))`` per pattern (no MLPs: they act per token and
+    change no field). Its attention layers are ``attns.0``, ``attns.1``, ..."""
+
+    def __init__(self, patterns, dim: int = 8, heads: int = 2):
+        super().__init__()
+        self.embed = nn.Linear(3, dim)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in patterns)
+        self.attns = nn.ModuleList(FixedPatternAttention(dim, heads, p) for p in patterns)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.embed(images.permute(0, 2, 3, 1))  # [B, H, W, dim]
+        for norm, attn in zip(self.norms, self.attns):
+            x = x + attn(norm(x))
+        return x
+
+
+def stack_model(stack: str, depth: int, size: int, kernel: int = 3, dilation: int = 2, window: int = 4,
+                interval: int = 4, seed: int = 0) -> PatternStack:
+    """A randomly initialised ``PatternStack`` (``torch`` seed ``seed``) of the patterns of ``stack_for``.
+
+    Its attention layer ``attns.{d}`` is layer ``d + 1`` of the stack, so the first ``d`` layers of a
+    deeper stack are the same network as a stack of depth ``d``.
+
+    >>> [type(a.fixed).__name__ for a in stack_model("MaxViT block + grid", 3, 16).attns]
+    ['Block', 'Grid', 'Block']
+    """
+    patterns = stack_for(stack, depth, size, kernel=kernel, dilation=dilation, window=window, interval=interval)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return PatternStack(patterns).eval()

@@ -1,0 +1,228 @@
+"""The partition picture: where one query looks under a pattern, and how the map is grouped.
+
+Drawn from the pattern's own axis rules, the rules ``pattern.keys`` is assembled from, so a
+picture can never show keys a kernel does not use. Coordinates: x is the column ``w``, y the
+row ``h`` (row 0 on top); a cell is one token.
+
+>>> from vizattn.patterns import Neighborhood
+>>> [t.name for t in partition_figure(Neighborhood(3), 6, 6, query=(0, 0)).data]
+['outside', 'groups', 'keys', 'slots', 'query']
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..patterns import Pattern
+from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, PALE_CIVIDIS, QUERY_MARKER, gaps, pale, player, rect, stepped
+
+__all__ = ["TRACES", "query_slots", "cells", "partition_figure", "query_overlay", "animate_queries"]
+
+TRACES = ("outside", "groups", "keys", "slots", "query")  # trace order of partition_figure
+
+
+def query_slots(pattern: Pattern, H: int, W: int, i: int, j: int):
+    """Key slots of query ``(i, j)``: ``(keys, rows, cols)``, numpy ``[K]`` each.
+
+    ``keys`` equals ``pattern.keys(H, W)[i * W + j]`` (assembled the same way, from the row and
+    column rules, without building the ``[N, K]`` table); ``rows``/``cols`` place every slot,
+    also the ``-1`` ones, at ``query + offset * unit``: off the map for SASA's zero padding and
+    for ``pad=True`` positions.
+
+    >>> from vizattn.patterns import LocalWindow
+    >>> keys, rows, cols = query_slots(LocalWindow(3), 3, 3, 0, 0)
+    >>> keys.tolist(), rows.tolist(), cols.tolist()
+    ([-1, -1, -1, -1, 0, 1, -1, 3, 4], [-1, -1, -1, 0, 0, 0, 1, 1, 1], [-1, 0, 1, -1, 0, 1, -1, 0, 1])
+    """
+    rule_r, rule_c = pattern.axes(H, W)
+    kr, kc = rule_r.keys[i].numpy(), rule_c.keys[j].numpy()
+    pr = i + rule_r.offsets[i].numpy() * pattern.unit(H, 0)
+    pc = j + rule_c.offsets[j].numpy() * pattern.unit(W, 1)
+    keys = np.where((kr[:, None] >= 0) & (kc[None, :] >= 0), kr[:, None] * W + kc[None, :], -1)
+    rows = np.broadcast_to(pr[:, None], keys.shape)
+    cols = np.broadcast_to(pc[None, :], keys.shape)
+    return keys.reshape(-1), rows.reshape(-1).copy(), cols.reshape(-1).copy()
+
+
+def _axis_area(pattern: Pattern, rule, L: int, axis: int) -> tuple[int, int]:
+    """Rows (or columns) drawn, ``(lo, hi)``: the map plus every slot of every query."""
+    pos = rule.offsets.numpy() * pattern.unit(L, axis) + np.arange(L)[:, None]
+    lo, hi = min(0, int(pos.min())), max(L - 1, int(pos.max()))
+    if pattern.centred(0, axis) is not None:  # room for the centred window NA would need
+        lo, hi = min(lo, pattern.centred(0, axis)[0]), max(hi, pattern.centred(L - 1, axis)[1])
+    return lo, hi
+
+
+def _group_colour(rule_r, rule_c) -> np.ndarray:
+    """``[H, W]`` colour index of each token's group: (3 g_row + g_col) mod 7.
+
+    Groups that touch (row, column or diagonal neighbours, ids differing by 1, 2, 3 or 4) never
+    share a colour.
+    """
+    return (3 * rule_r.group.numpy()[:, None] + rule_c.group.numpy()[None, :]) % len(OKABE_ITO)
+
+
+def _box(rows: np.ndarray, cols: np.ndarray):
+    """``(x, y, z)`` of a heatmap over the bounding box of some cells: z is 1 on them, NaN elsewhere.
+
+    Keeps the per-query traces small (a 7 x 7 window on a 64 x 64 map sends 49 numbers).
+    """
+    if len(rows) == 0:
+        return [0], [0], np.full((1, 1), np.nan)
+    r0, c0 = int(rows.min()), int(cols.min())
+    z = np.full((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), np.nan)
+    z[rows - r0, cols - c0] = 1
+    return np.arange(c0, c0 + z.shape[1]), np.arange(r0, r0 + z.shape[0]), z
+
+
+def cells(trace) -> set:
+    """The ``(row, col)`` cells a heatmap trace of ``partition_figure`` marks (z == 1).
+
+    >>> from vizattn.patterns import Block
+    >>> sorted(cells(partition_figure(Block(2), 4, 4, query=(3, 0)).data[2]))
+    [(2, 0), (2, 1), (3, 0), (3, 1)]
+    """
+    z = np.asarray(trace.z, dtype=float)
+    return {(int(trace.y[a]), int(trace.x[b])) for a, b in zip(*np.nonzero(z == 1))}
+
+
+def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0), *,
+                     title: str | None = None, cell_px: int | None = None) -> go.Figure:
+    """Where one query looks under ``pattern`` on an ``H x W`` map, and how the map is grouped.
+
+    Traces, in order (``TRACES``): ``outside`` (the drawn area beyond the map, as far as any
+    query's slots reach), ``groups`` (each token coloured by its group from the axis rules:
+    blocks, grid lines, dilation groups; SASA: colour = number of real keys), ``keys`` (1 on the query's real keys,
+    NaN elsewhere, over their bounding box; ``cells(trace)`` lists them), ``slots`` (the query's
+    ``-1`` slots, off the map: ``0`` = SASA zero padding, still in the softmax; ``x`` = padded
+    position, excluded) and ``query`` (a marker). For
+    a window that shifts inward at borders (``pattern.centred``: NA) a solid outline marks the
+    actual window and, when it differs, a dashed one
+    the centred window that the border forces it to shift away from.
+    Raises ``ValueError`` (the pattern's) if the pattern does not fit the map.
+
+    >>> from vizattn.patterns import LocalWindow
+    >>> fig = partition_figure(LocalWindow(3), 4, 4, query=(0, 0))
+    >>> len(cells(fig.data[2])), len(cells(fig.data[3])), fig.data[3].text[0]   # 4 keys, 5 zero slots
+    (4, 5, ['0', '0', '0'])
+    """
+    W = H if W is None else W
+    rule_r, rule_c = pattern.axes(H, W)  # validates the pattern on this map
+    r_lo, r_hi = _axis_area(pattern, rule_r, H, 0)
+    c_lo, c_hi = _axis_area(pattern, rule_c, W, 1)
+    rows, cols = np.arange(r_lo, r_hi + 1), np.arange(c_lo, c_hi + 1)
+    shape = (len(rows), len(cols))
+    overlay = query_overlay(pattern, H, W, query)  # validates the query
+
+    # opaque pale colours and no gaps: the full-size traces stay plain numeric arrays (fast to send)
+    if not pattern.grouped:  # no groups (SASA): colour by how many real keys each query has
+        real = ((rule_r.keys >= 0).sum(1)[:, None] * (rule_c.keys >= 0).sum(1)[None, :]).numpy()
+        group_trace = go.Heatmap(z=real.astype(float), x=np.arange(W), y=np.arange(H), colorscale=PALE_CIVIDIS,
+                                 zmin=0, zmax=max(1, int(real.max())), name="groups", showscale=True,
+                                 colorbar=dict(title="real keys", len=0.6, thickness=12),
+                                 hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
+    else:
+        group_trace = go.Heatmap(z=_group_colour(rule_r, rule_c) + 0.5, x=np.arange(W), y=np.arange(H),
+                                 colorscale=stepped([pale(c) for c in OKABE_ITO]), zmin=0,
+                                 zmax=len(OKABE_ITO), showscale=False, name="groups",
+                                 hovertemplate="row %{y}, col %{x}<extra></extra>")
+    outside_trace = go.Heatmap(z=np.ones(shape), x=cols, y=rows, showscale=False, name="outside",
+                               colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
+
+    fig = go.Figure([outside_trace, group_trace, *overlay.data])
+    side = cell_px or max(8, min(32, 448 // max(len(rows), len(cols))))
+    fig.update_layout(
+        title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
+        shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
+        showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
+        width=max(420, side * len(cols) + 140), height=side * len(rows) + 150,
+        xaxis=dict(range=[c_lo - 0.5, c_hi + 0.5], constrain="domain", showgrid=False, zeroline=False,
+                   title="column", dtick=max(1, len(cols) // 8)),
+        yaxis=dict(range=[r_hi + 0.5, r_lo - 0.5], scaleanchor="x", constrain="domain", showgrid=False,
+                   zeroline=False, title="row", dtick=max(1, len(rows) // 8)),
+    )
+    return fig
+
+
+def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) -> go.Figure:
+    """The part of ``partition_figure`` that follows the query: traces ``keys``, ``slots``,
+    ``query``, and the layout's ``shapes`` (map border, NA windows) and caption ``annotations``.
+
+    A widget moving only the query sends just this (the map's geometry stays).
+
+    >>> from vizattn.patterns import Neighborhood
+    >>> [t.name for t in query_overlay(Neighborhood(3), 5, 5, query=(0, 0)).data]
+    ['keys', 'slots', 'query']
+    """
+    W = H if W is None else W
+    i, j = query
+    if not (0 <= i < H and 0 <= j < W):
+        raise ValueError(f"the query must lie on the {H}x{W} map; got query={tuple(query)!r}")
+    rule_r, rule_c = pattern.axes(H, W)
+    keys, krow, kcol = query_slots(pattern, H, W, i, j)
+    real = keys >= 0
+    key_x, key_y, key_z = _box(krow[real], kcol[real])
+    key_trace = go.Heatmap(z=gaps(key_z), x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
+                           opacity=0.5, showscale=False, name="keys", zmin=0, zmax=1,
+                           hovertemplate="key: row %{y}, col %{x}<extra></extra>")
+
+    mark = "0" if pattern.zero_slots else "x"
+    slot_x, slot_y, slot_z = _box(krow[~real], kcol[~real])
+    slot_text = np.where(slot_z == 1, mark, "")
+    what = "zero padding: a zero key and value, in the softmax" if pattern.zero_slots else "padded slot, excluded"
+    slot_trace = go.Heatmap(z=gaps(slot_z), x=slot_x, y=slot_y, text=slot_text.tolist(), zmin=0, zmax=1,
+                            texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]],
+                            showscale=False, name="slots", textfont=dict(color="white"),
+                            hovertemplate=f"row %{{y}}, col %{{x}}<br>{what}<extra></extra>")
+
+    query_trace = go.Scatter(x=[j], y=[i], mode="markers", name="query", hoverinfo="skip",
+                             marker=QUERY_MARKER)
+
+    shapes = [rect(0, H - 1, 0, W - 1, color="black", width=2)]
+    shifting = pattern.centred(i, 0) is not None  # a window that shifts inward at borders (NA)
+    if shifting:
+        actual = (int(rule_r.keys[i].min()), int(rule_r.keys[i].max()),
+                  int(rule_c.keys[j].min()), int(rule_c.keys[j].max()))
+        centred = (*pattern.centred(i, 0), *pattern.centred(j, 1))
+        if centred != actual:
+            shapes.append(rect(*centred, color="#D55E00", width=2, dash="dash", name="centred window"))
+        shapes.append(rect(*actual, color="#0072B2", width=3, name="window"))
+
+    n_real, n_slots = int(real.sum()), len(keys)
+    caption = f"query ({i}, {j}): {n_real} keys"
+    if n_real < n_slots:
+        caption += f", {n_slots - n_real} slots off the map<br>({what})"
+    if shifting and len(shapes) == 3:
+        caption += "<br>dashed: the centred window; solid: the window, shifted inward"
+    fig = go.Figure([key_trace, slot_trace, query_trace])
+    fig.update_layout(shapes=shapes, annotations=[
+        dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top",
+             yshift=-42, font=dict(size=12))])
+    return fig
+
+
+def animate_queries(pattern: Pattern, H: int, W: int | None = None, queries=None, duration: int = 300) -> go.Figure:
+    """``partition_figure`` with one animation frame per query (default: every token row by row,
+    thinned to at most 256 frames); renders without a kernel.
+
+    >>> from vizattn.patterns import Neighborhood
+    >>> fig = animate_queries(Neighborhood(3), 4, 4)
+    >>> len(fig.frames), fig.frames[5].name
+    (16, '(1, 1)')
+    """
+    W = H if W is None else W
+    if queries is None:
+        step = max(1, math.ceil(math.sqrt(H * W / 256)))
+        queries = [(i, j) for i in range(0, H, step) for j in range(0, W, step)]
+    queries = [tuple(q) for q in queries]
+    figs = [partition_figure(pattern, H, W, query=q) for q in queries]
+    moving = [TRACES.index(n) for n in ("keys", "slots", "query")]
+    frames = [go.Frame(data=[f.data[k] for k in moving], traces=moving, name=str(q),
+                       layout=dict(shapes=f.layout.shapes, annotations=f.layout.annotations))
+              for q, f in zip(queries, figs)]
+    fig = go.Figure(figs[0].data, figs[0].layout, frames=frames)
+    fig.update_layout(**player(frames, "query ", duration), height=fig.layout.height + 110)
+    return fig

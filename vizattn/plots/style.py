@@ -1,0 +1,78 @@
+"""What every figure of ``vizattn.plots`` shares: colours, line styles, the query marker, the
+animation player, and small helpers for heatmap data and rectangles.
+
+Colours are colour-blind safe: Okabe-Ito for categories, Cividis for quantities.
+
+>>> pale("#000000", 0.5), gaps([[1.0, float("nan")]])
+('#808080', [[1.0, None]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "PALE_CIVIDIS", "DASHES", "QUERY_MARKER", "gaps", "pale",
+           "stepped", "rect", "player"]
+
+# Okabe & Ito (2008), black left out: neighbouring groups get different colours (plots.partition)
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+KEY_COLOUR = "#000000"
+OUTSIDE_COLOUR = "#E8E8E8"
+# plotly's Cividis, each colour 55 % mixed with white (pale), so that black keys stay readable on it
+PALE_CIVIDIS = [[k / 9, c] for k, c in enumerate(("#73859E", "#7D90B0", "#939BAE", "#A3A6AF", "#B0B1B2", "#BFBCB5",
+                                                 "#CEC9B3", "#DED5AC", "#EEE3A2", "#FEF292"))]
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "solid", "dash")
+QUERY_MARKER = dict(symbol="x-thin", size=12, line=dict(width=3, color="white"))
+
+
+def gaps(z: np.ndarray):
+    """z with None where it is NaN (nested lists): a gap in a heatmap, and valid JSON for a widget.
+
+    Without NaN, z itself: a numeric array is sent to a widget as a binary buffer, much faster.
+    """
+    z = np.asarray(z, dtype=float)
+    return np.where(np.isnan(z), None, z).tolist() if np.isnan(z).any() else z
+
+
+def pale(colour: str, amount: float = 0.55) -> str:
+    """``colour`` (``#rrggbb``) mixed with white: ``amount`` of the colour."""
+    rgb = (int(colour[k:k + 2], 16) for k in (1, 3, 5))
+    return "#" + "".join(f"{round(c * amount + 255 * (1 - amount)):02X}" for c in rgb)
+
+
+def stepped(colours) -> list:
+    """A plotly colour scale of flat steps, one per colour (categories, not a gradient)."""
+    n = len(colours)
+    scale = []
+    for k, c in enumerate(colours):
+        scale += [[k / n, c], [(k + 1) / n, c]]
+    return scale
+
+
+def rect(r0, r1, c0, c1, name="map", **line) -> dict:
+    """A layout rectangle around rows ``r0..r1`` and columns ``c0..c1`` (cells), outline ``line``."""
+    return dict(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5, line=line, name=name,
+                fillcolor="rgba(0,0,0,0)", layer="above")
+
+
+def player(frames, prefix: str, duration: int = 400, labels=None) -> dict:
+    """Layout for an animation below the plot: a play/pause pair left of a frame slider.
+
+    Both hang ``below`` pixels under the plot area, clear of the axis title and the caption.
+    ``labels``: the slider's label of each frame (default: the frame's name).
+    """
+    below = 90
+    menu = dict(type="buttons", direction="left", showactive=False, x=0, y=0, xanchor="left", yanchor="top",
+                pad=dict(t=below + 10, r=10), buttons=[
+                    dict(label="play", method="animate",
+                         args=[None, dict(frame=dict(duration=duration, redraw=True), fromcurrent=True,
+                                          mode="immediate")]),
+                    dict(label="pause", method="animate",
+                         args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])
+    labels = [f.name for f in frames] if labels is None else labels
+    steps = [dict(method="animate", label=label,
+                  args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+             for f, label in zip(frames, labels)]
+    slider = dict(steps=steps, currentvalue=dict(prefix=prefix), x=0.3, len=0.7, y=0, yanchor="top",
+                  pad=dict(t=below), font=dict(size=9), ticklen=0 if len(frames) > 12 else 4)
+    return dict(updatemenus=[menu], sliders=[slider], margin=dict(b=below + 110))

@@ -1,0 +1,31 @@
+"""Interactive explorers for JupyterLab: typed state (traitlets) + a view (ipywidgets + plotly).
+
+Every explorer (a ``base.Explorer``) keeps its choices in a ``state`` of typed traits that can be
+driven with no browser, shows them with controls and one plotly ``FigureWidget`` per panel,
+redrawn from the builders of ``vizattn.plots``, and exports a static figure with ``to_figure()``.
+One module per explorer:
+
+- ``partition``: ``PartitionExplorer``, which keys a query sees under each mechanism's pattern.
+- ``cost``: ``CostExplorer``, cost per attention layer against the map side.
+- ``receptive_field``: ``ReceptiveFieldExplorer``, theoretical and effective fields of stacked layers.
+- ``attention``: ``AttentionExplorer``, a trained model's attention on a photograph.
+- ``lavit``: ``LaViTExplorer``, LaViT's reused attention, its diagonality, and saturation against ViT.
+
+The mechanisms in the menus, their sliders and their costs come from ``vizattn.mechanisms``;
+the random stacks behind effective fields from ``vizattn.receptive``.
+
+>>> state = PartitionState(mechanism="DiNAT", size=12, kernel=3, dilation=2)
+>>> pattern_for(state), resolve(state)[0] == pattern_for(state)
+(Neighborhood(3, dilation=2), True)
+"""
+
+from ..receptive import STACKS, stack_for, stack_model
+from .attention import MODELS, AttentionExplorer, AttentionState
+from .cost import CostExplorer, CostState, cost_table
+from .lavit import LaViTExplorer, LaViTState
+from .partition import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve
+from .receptive_field import ReceptiveFieldExplorer, ReceptiveState
+
+__all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
+           "CostExplorer", "cost_table", "STACKS", "stack_for", "stack_model", "ReceptiveState",
+           "ReceptiveFieldExplorer", "MODELS", "AttentionState", "AttentionExplorer", "LaViTState", "LaViTExplorer"]

@@ -1,0 +1,288 @@
+"""``AttentionExplorer``: a trained model's attention on a photograph, layer by layer, head by head.
+
+>>> AttentionState(model="maxvit").scale
+'local'
+"""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+import torch
+import traitlets
+from traitlets import Enum, HasTraits, Int
+
+from .. import plots
+from ..data import PHOTOS, TASKS, photo
+from ..models import list_models
+from ..probe import probe
+from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
+
+__all__ = ["MODELS", "AttentionState", "AttentionExplorer"]
+
+MODELS = list_models()
+
+
+class AttentionState(HasTraits):
+    """What an ``AttentionExplorer`` shows, as typed traits (no widgets, no plotly, no model).
+
+    ``layers`` lists the attention layers of the current model (the explorer fills it after each
+    forward pass); ``layer`` must be one of them. ``query_i``/``query_j`` are on the layer's own
+    map (stages differ in size), ``head`` indexes the layer's heads.
+
+    >>> s = AttentionState(model="maxvit", layers=("a", "b"), layer="b")
+    >>> s.layer = "c"
+    Traceback (most recent call last):
+    ...
+    ValueError: layer must be one of the model's attention layers 'a', 'b'; got layer='c'
+    """
+
+    model = Enum(MODELS, default_value="nat")
+    task = Enum(TASKS, default_value="shape")
+    photo = Enum(PHOTOS, default_value="astronaut")
+    layers = traitlets.Tuple()
+    layer = traitlets.Unicode("")
+    head = Int(0)
+    query_i = Int(0)
+    query_j = Int(0)
+    scale = Enum(plots.SCALES, default_value="local")
+
+    @traitlets.validate("layer")
+    def _known_layer(self, proposal):
+        if self.layers and proposal["value"] not in self.layers:
+            raise ValueError(f"layer must be one of the model's attention layers {', '.join(map(repr, self.layers))}; "
+                             f"got layer={proposal['value']!r}")
+        return proposal["value"]
+
+
+class AttentionExplorer(Explorer):
+    """The attention of a trained model on a photograph: pick a layer, a head and a query pixel.
+
+    The model (``vizattn.models.create(model, pretrained=True, task=task)``) runs once on the
+    photograph (``vizattn.data.photo(photo)``) under ``vizattn.probe``, capturing every layer and
+    head; changing the layer, head, query or colour scale only reads those records, and only a
+    new model, task or photo runs the model again (``forwards`` counts the runs). The left panel
+    shows the selected head's weights for the query where each key lands, over the photo in grey
+    (transparent where the query cannot look); the right one every head of the layer at once.
+    Click the photo to move the query (the pixel is mapped to the layer's grid: a cell of an
+    ``H x W`` map covers ``64 / H`` pixels) or a thumbnail to pick its head. ``scale``: ``"local"``
+    colours each head from 0 to its own largest weight, ``"shared"`` uses one scale for all heads.
+
+    >>> import numpy as np
+    >>> ex = AttentionExplorer("maxvit", layer="stages.2.0.grid_attn", head=1)
+    >>> ex.state.query_i, ex.state.query_j = 0, 3
+    >>> ex.state.scale = "shared"
+    >>> ex.forwards, int(np.isfinite(np.asarray(ex.figure.data[1].z, dtype=float)).sum())   # 16 keys of the 4x4 map
+    (1, 16)
+    """
+
+    def __init__(self, model: str = "nat", task: str = "shape", photo: str = "astronaut", layer: str | None = None,
+                 head: int = 0, query=None, scale: str = "local", **kwargs):
+        for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
+                                     ("scale", scale, plots.SCALES)]:
+            choice(name, value, options)
+        self.state = AttentionState(model=model, task=task, photo=photo, scale=scale)
+        s = self.state
+        self.forwards = 0
+        self._captured, self.records, self.image = None, {}, None
+        self._syncing, self._scene, self._size = False, None, None
+        self._capture()
+        names = tuple(self.records)
+        if layer is None:
+            layer = names[0]
+        choice("layer", layer, names)
+        record = self.records[layer]
+        H, W = record.size
+        query = (H // 2, W // 2) if query is None else tuple(query)
+        if not (0 <= head < len(record.heads)):
+            raise ValueError(f"head must lie in [0, {len(record.heads) - 1}] for {layer!r}; got head={head!r}")
+        if len(query) != 2 or not (0 <= query[0] < H and 0 <= query[1] < W):
+            raise ValueError(f"query must lie on the {H}x{W} map of {layer!r}; got query={query!r}")
+        s.layers, s.layer, s.head, s.query_i, s.query_j = names, layer, head, *query
+        self._size = record.size
+
+        style = {"description_width": "90px"}
+        self.menus = {name: widgets.Dropdown(options=options, value=getattr(s, name), description=name,
+                                             style=style, layout=widgets.Layout(width="250px"))
+                      for name, options in [("model", MODELS), ("task", TASKS), ("photo", PHOTOS)]}
+        self.layer_menu = widgets.Dropdown(description="layer", style=style, layout=widgets.Layout(width="520px"))
+        self.scale_buttons = widgets.ToggleButtons(options=plots.SCALES, value=s.scale, description="colour scale",
+                                                   style=style, tooltips=("each head from 0 to its own largest weight",
+                                                                          "one scale for every head"))
+        self.sliders = {}
+        for name, label in [("head", "head"), ("query_i", "query row"), ("query_j", "query col")]:
+            slider = widgets.IntSlider(value=getattr(s, name), min=0, max=max(getattr(s, name), 1),
+                                       description=label, continuous_update=True, style=style,
+                                       layout=widgets.Layout(width="330px"))
+            slider.add_class(f"vizattn-{name.replace('_', '-')}")
+            self.sliders[name] = slider
+        self.message = widgets.HTML()
+        self.figure = go.FigureWidget(self._main_figure())
+        self.heads_figure = go.FigureWidget(self._heads_figure())
+        self._scene = self._scene_key()
+
+        self._sync_controls()
+        self._links = [widgets.link((menu, "value"), (s, name)) for name, menu in self.menus.items()]
+        self._links += [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
+        self._links.append(widgets.link((self.scale_buttons, "value"), (s, "scale")))
+        self.layer_menu.observe(self._picked_layer, "value")
+        for trace in self.figure.data[:2]:
+            trace.on_click(self._clicked_photo)
+        self.heads_figure.data[0].on_click(self._clicked_head)
+        s.observe(self._changed, names=[n for n in s.trait_names() if n != "layers"])
+        controls = widgets.VBox([
+            widgets.HBox(list(self.menus.values())),
+            widgets.HBox([self.layer_menu, self.scale_buttons]),
+            widgets.HBox(list(self.sliders.values())),
+        ])
+        super().__init__([controls, side_by_side([self.figure, self.heads_figure]), self.message], **kwargs)
+        self.add_class("vizattn-attention")  # a handle for browser tests and CSS
+        self._changed()
+
+    # -- the model run (the only place that calls the model) ------------------------------------
+    @property
+    def model(self):
+        """The current model (``vizattn.models.create(..., pretrained=True)``), cached per name and task."""
+        return pretrained(self.state.model, self.state.task)
+
+    def _capture(self) -> None:
+        """Run the model on the photo under ``probe`` unless this model, task and photo already ran."""
+        s = self.state
+        key = (s.model, s.task, s.photo)
+        if key == self._captured:
+            return
+        model = self.model
+        self.image = photo(s.photo, size=model.config["img_size"])
+        with torch.no_grad(), probe(model) as rec:
+            model(self.image[None])
+        self.forwards += 1
+        self.records = {r.name: r for r in rec}
+        self._captured = key
+
+    @property
+    def record(self):
+        """The ``AttentionRecord`` of the selected layer."""
+        return self.records[self.state.layer]
+
+    # -- state -> view ---------------------------------------------------------------------------
+    def _scene_key(self):
+        return self._captured, self.state.layer
+
+    def _main_figure(self) -> go.Figure:
+        s = self.state
+        return plots.query_map_figure(self.record, s.query_i, s.query_j, head=s.head, image=self.image, scale=s.scale,
+                                      title=self._title())
+
+    def _heads_figure(self) -> go.Figure:
+        s = self.state
+        return plots.heads_figure(self.record, s.query_i, s.query_j, selected=s.head, scale=s.scale)
+
+    def _title(self) -> str:
+        s = self.state
+        return f"{s.model} on {s.photo}: " + plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+
+    def _update(self) -> None:
+        s, before = self.state, tuple(self.records)
+        self._capture()
+        names = tuple(self.records)
+        if s.layers != names:
+            previous = s.layer
+            s.layers = names
+            if previous not in names:  # another model: the layer at the same depth (or the last)
+                depth = before.index(previous) if previous in before else 0
+                s.layer = names[min(depth, len(names) - 1)]
+        H, W = self.record.size
+        if self._size != (H, W):  # another map: keep the query on the same part of the image
+            h0, w0 = self._size
+            s.query_i, s.query_j = int((s.query_i + 0.5) * H / h0), int((s.query_j + 0.5) * W / w0)
+            self._size = (H, W)
+        s.head = min(max(s.head, 0), len(self.record.heads) - 1)
+        s.query_i, s.query_j = min(max(s.query_i, 0), H - 1), min(max(s.query_j, 0), W - 1)
+        self._sync_controls()
+        self._redraw()
+
+    def _sync_controls(self) -> None:
+        """Slider bounds and the layer menu follow the model and the layer (every position valid)."""
+        s, record = self.state, self.record
+        H, W = record.size
+        for name, hi in [("head", len(record.heads) - 1), ("query_i", H - 1), ("query_j", W - 1)]:
+            set_range(self.sliders[name], 0, hi)
+        self._syncing = True  # new options reset a Dropdown's value: not a choice of the user
+        try:
+            options = tuple((f"{r.name}: {r.pattern!r} on {r.size[0]}x{r.size[1]}", n) for n, r in self.records.items())
+            if self.layer_menu.options != options:
+                self.layer_menu.options = options
+            self.layer_menu.value = s.layer
+        finally:
+            self._syncing = False
+
+    def _redraw(self) -> None:
+        s, record = self.state, self.record
+        scene = self._scene_key()
+        if scene != self._scene:
+            replace(self.figure, self._main_figure())
+            replace(self.heads_figure, self._heads_figure())
+            self._scene = scene
+        else:  # same photo and layer: only what follows the query, head and scale
+            S = self.image.shape[-1]
+            weights, query = plots.query_map_traces(record, s.query_i, s.query_j, head=s.head, image_size=S,
+                                                    scale=s.scale)
+            send(self.figure, {1: {"z": weights.z, "zmax": weights.zmax}, 2: {"x": query.x, "y": query.y}},
+                  layout={"title": {"text": self._title()}})
+            mosaic, marks = plots.heads_traces(record, s.query_i, s.query_j, scale=s.scale)
+            send(self.heads_figure, {0: {"z": mosaic.z, "customdata": mosaic.customdata, "zmax": mosaic.zmax,
+                                          "colorbar": {"title": {"text": mosaic.colorbar.title.text}}},
+                                      1: {"x": marks.x, "y": marks.y}},
+                  layout={"title": {"text": f"{record.name}: every head, query ({s.query_i}, {s.query_j})"}},
+                  arrays={"shapes": plots.head_shapes(record, s.head)})
+        self.message.value = self._caption()
+
+    def _caption(self) -> str:
+        s, record = self.state, self.record
+        H, W = record.size
+        S = self.image.shape[-1]
+        cell = S / H
+        rows = f"{int(s.query_i * cell)}-{int((s.query_i + 1) * cell) - 1}"
+        cols = f"{int(s.query_j * S / W)}-{int((s.query_j + 1) * S / W) - 1}"
+        keys = int((record.keys[s.query_i * W + s.query_j] >= 0).sum())
+        scale = ("each head from 0 to its own largest weight" if s.scale == "local"
+                 else "one scale for every head of the layer")
+        text = (f"{record.name}: {record.kind} attention, {record.pattern!r} on a {H}x{W} map, "
+                f"{len(record.heads)} heads. Query ({s.query_i}, {s.query_j}) covers image rows {rows}, "
+                f"columns {cols}; it attends to {keys} keys (transparent: tokens it cannot see). "
+                f"Colour: {scale}. The model ran {self.forwards} time(s).")
+        return note_html(text)
+
+    # -- view -> state ---------------------------------------------------------------------------
+    def _picked_layer(self, change) -> None:
+        if not self._syncing and change["new"] is not None:
+            self.state.layer = change["new"]
+
+    def set_query(self, i: int, j: int) -> None:
+        """Move the query to cell ``(i, j)`` of the layer's map with one redraw."""
+        self._set(query_i=int(i), query_j=int(j))
+
+    def _clicked_photo(self, trace, points, _device_state=None) -> None:
+        if not points.xs:
+            return
+        S = self.image.shape[-1]
+        H, W = self.record.size
+        x, y = points.xs[0], points.ys[0]  # image pixels (cell centres for the weights)
+        if 0 <= x + 0.5 < S and 0 <= y + 0.5 < S:
+            self.set_query(int((y + 0.5) * H / S), int((x + 0.5) * W / S))
+
+    def _clicked_head(self, trace, points, _device_state=None) -> None:
+        if points.xs:
+            head = plots.head_of_cell(self.record, int(round(points.ys[0])), int(round(points.xs[0])))
+            if head is not None:
+                self.state.head = head
+
+    # -- export ----------------------------------------------------------------------------------
+    def to_figure(self) -> go.Figure:
+        """A static figure of the selected head over the photo, one animation frame per query.
+
+        >>> len(AttentionExplorer("maxvit", layer="stages.2.0.block_attn").to_figure().frames)
+        16
+        """
+        s = self.state
+        return plots.animate_query_maps(self.record, head=s.head, image=self.image, scale=s.scale)

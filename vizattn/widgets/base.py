@@ -1,0 +1,129 @@
+"""What every explorer shares: the ``Explorer`` base class (one redraw per change of its state),
+the helpers that edit a ``FigureWidget`` in place, and the shared cache of pretrained models.
+
+>>> fig = blank_figure("nothing here")
+>>> fig.layout.title.text, fig.layout.annotations[0].text
+('nothing to draw', 'nothing here')
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from ..models import create
+
+__all__ = ["Explorer", "set_range", "side_by_side", "send", "replace", "explain", "blank_figure", "note_html",
+           "choice", "pretrained"]
+
+
+def set_range(slider, lo: int, hi: int) -> None:
+    """Move a slider's bounds without ever passing through min > max (the value is clamped)."""
+    if hi < slider.min:
+        slider.min, slider.max = lo, hi
+    else:
+        slider.max, slider.min = hi, lo
+
+
+class Explorer(widgets.VBox):
+    """What the explorers share: a change of ``state`` calls ``_changed``, which redraws once
+    through ``_update``; changes made while it runs (clamping, bounds) are absorbed, since
+    ``_update`` reads the whole state anyway."""
+
+    _busy = False
+
+    def _changed(self, change=None) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            self._update()
+        finally:
+            self._busy = False
+
+    def _set(self, **values) -> None:
+        """Set several traits of ``state`` with one redraw."""
+        self._busy = True
+        try:
+            for name, value in values.items():
+                setattr(self.state, name, value)
+        finally:
+            self._busy = False
+        self._changed()
+
+
+def side_by_side(panels) -> widgets.HBox:
+    """Panels in a row that wraps onto the next line when the notebook is too narrow (not clipped)."""
+    return widgets.HBox(list(panels), layout=widgets.Layout(flex_flow="row wrap"))
+
+
+def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = None, arrays: dict | None = None):
+    """Apply edits to a FigureWidget: ``traces`` ``{index: properties}``, ``layout`` properties
+    (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
+
+    One ``batch_update`` per trace, one for the layout: plotly pads a batch's properties that a
+    trace leaves unchanged with ``undefined``, and its anywidget front end (plotly 6/7) stores those
+    as null, which erases them (a marker's x and y, say). A batch that touches one trace has no
+    padding.
+    """
+    for index, properties in traces.items():
+        with fig.batch_update():
+            fig.data[index].update(properties)
+    if layout or arrays:
+        with fig.batch_update():
+            if layout:
+                fig.layout.update(layout)
+            for name, value in (arrays or {}).items():
+                fig.layout[name] = value
+
+
+def replace(fig: go.FigureWidget, new: go.Figure) -> None:
+    """Make ``fig`` show ``new`` (same trace types in the same order): every trace and the layout
+    sent, ``shapes`` and ``annotations`` replaced rather than merged, axes made visible again (after
+    ``explain``), the widget's own template kept."""
+    layout = new.layout.to_plotly_json()
+    arrays = {key: layout.pop(key, ()) for key in ("shapes", "annotations")}
+    layout.pop("template", None)
+    for key, axis in layout.items():
+        if key.startswith(("xaxis", "yaxis")):
+            axis.setdefault("visible", True)
+    send(fig, {t: {**data.to_plotly_json(), "visible": True} for t, data in enumerate(new.data)},
+          layout=layout, arrays=arrays)
+
+
+def explain(fig, text: str) -> None:
+    """Turn a panel into an explanation: traces hidden, ``text`` in the middle, no shapes."""
+    note = dict(text=html.escape(text), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    send(fig, {t: {"visible": False} for t in range(len(fig.data))},
+          layout={"title": {"text": "nothing to draw"}, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
+          arrays={"shapes": (), "annotations": (note,)})
+
+
+def blank_figure(text: str) -> go.Figure:
+    """A figure with only ``text``: what ``to_figure`` gives for an invalid choice."""
+    fig = go.Figure()
+    fig.update_layout(title=dict(text="nothing to draw", x=0.5), plot_bgcolor="white",
+                      annotations=[dict(text=html.escape(text), showarrow=False, xref="paper", yref="paper",
+                                        x=0.5, y=0.5)],
+                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return fig
+
+
+def note_html(text: str) -> str:
+    """``text`` escaped, in the explorers' caption style (13 px)."""
+    return f"<span style='font-size: 13px'>{html.escape(text)}</span>"
+
+
+def choice(name: str, value, options) -> None:
+    """ValueError unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, options))}; got {name}={value!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def pretrained(name: str, task: str):
+    """``create(name, pretrained=True, task=task)``, built once per process, shared by the explorers."""
+    return create(name, pretrained=True, task=task)

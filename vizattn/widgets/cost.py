@@ -1,0 +1,107 @@
+"""``CostExplorer``: cost per attention layer against the map side, for the layer kinds of
+``vizattn.mechanisms`` (its ``cost`` model).
+
+>>> "MaxViT grid" in cost_table(CostState(side=16, mechanisms=("global", "MaxViT grid")))
+True
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+import traitlets
+from traitlets import HasTraits, Int
+
+from .. import mechanisms, plots
+from .base import Explorer, send
+
+__all__ = ["CostState", "cost_table", "CostExplorer"]
+
+
+class CostState(HasTraits):
+    """What a ``CostExplorer`` shows: the map side to read off, the mechanisms, the cost parameters.
+
+    >>> CostState(side=32).mechanisms[:3]
+    ('global', 'SASA', 'NA')
+    """
+
+    side = Int(56)
+    mechanisms = traitlets.Tuple(default_value=plots.COST_MECHANISMS)  # layer names of vizattn.mechanisms
+    channels = Int(64)
+    heads = Int(4)
+    kernel = Int(7)
+    window = Int(7)  # MaxViT block P, grid G and CrossFormer SDA group G
+    interval = Int(8)
+
+    def params(self) -> dict:
+        """Keyword arguments for ``vizattn.mechanisms.cost``."""
+        w = self.window
+        return dict(channels=self.channels, heads=self.heads, kernel=self.kernel, block=w, grid=w,
+                    interval=self.interval)
+
+
+def cost_table(state: CostState) -> str:
+    """HTML table of every shown mechanism's cost at ``state.side``, relative to global attention.
+
+    >>> "DiNAT" in cost_table(CostState(side=16, mechanisms=("global", "DiNAT")))
+    True
+    """
+    glob = mechanisms.cost("global", state.side, **state.params())
+    rows = []
+    for name in state.mechanisms:
+        macs, memory = mechanisms.cost(name, state.side, **state.params())
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{macs:.3g}</td><td>{macs / glob[0]:.3g}</td>"
+                    f"<td>{memory:.3g}</td><td>{memory / glob[1]:.3g}</td></tr>")
+    head = ("<tr><th>mechanism</th><th>MACs</th><th>/ global</th><th>attention entries</th>"
+            "<th>/ global</th></tr>")
+    return (f"<b>{state.side}x{state.side} map ({state.side ** 2} tokens)</b>"
+            f"<table style='font-size: 13px'>{head}{''.join(rows)}</table>")
+
+
+class CostExplorer(Explorer):
+    """Cost per attention layer against map side: a side slider, mechanism toggles, a table.
+
+    >>> ex = CostExplorer(side=32)
+    >>> ex.state.mechanisms = ("global",)
+    >>> [t.visible for t in ex.figure.data][:4]
+    [True, True, False, False]
+    """
+
+    def __init__(self, side: int = 56, mechanisms=plots.COST_MECHANISMS, **kwargs):
+        self.state = CostState(side=side, mechanisms=tuple(mechanisms))
+        s = self.state
+        self.sliders = {
+            name: widgets.IntSlider(value=getattr(s, name), min=lo, max=hi, step=step, description=label,
+                                    style={"description_width": "110px"}, layout=widgets.Layout(width="340px"))
+            for name, lo, hi, step, label in [("side", 8, 256, 8, "map side"), ("channels", 16, 512, 16, "channels C"),
+                                               ("heads", 1, 16, 1, "heads"), ("kernel", 3, 15, 1, "NA/SASA k"),
+                                               ("window", 2, 16, 1, "window P, G"), ("interval", 1, 32, 1, "LDA I")]}
+        self.toggles = widgets.SelectMultiple(options=plots.COST_MECHANISMS, value=s.mechanisms, rows=len(plots.COST_MECHANISMS),
+                                              description="mechanisms", style={"description_width": "110px"})
+        self.table = widgets.HTML()
+        self.figure = go.FigureWidget(plots.cost_figure(mark=s.side, **s.params()))
+        self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
+        self._links.append(widgets.link((self.toggles, "value"), (s, "mechanisms")))
+        s.observe(self._changed, names=list(s.trait_names()))
+        super().__init__([widgets.HBox([widgets.VBox(list(self.sliders.values())), self.toggles]),
+                          self.figure, self.table], **kwargs)
+        self.add_class("vizattn-cost")  # a handle for browser tests and CSS
+        self._changed()
+
+    def _update(self) -> None:
+        s = self.state
+        new = plots.cost_figure(mechanisms=plots.COST_MECHANISMS, mark=s.side, **s.params())
+        send(self.figure, {t: {"y": data.y, "visible": data.name in s.mechanisms} for t, data in enumerate(new.data)},
+              layout={"title": new.layout.title.to_plotly_json()}, arrays={"shapes": new.layout.shapes})
+        self.table.value = cost_table(s)
+
+    def to_figure(self) -> go.Figure:
+        """A static figure of the shown mechanisms, the map side marked.
+
+        >>> [t.name for t in CostExplorer(side=16, mechanisms=("global",)).to_figure().data]
+        ['global', 'global']
+        """
+        s = self.state
+        return plots.cost_figure(mechanisms=s.mechanisms, mark=s.side, **s.params())

@@ -1,0 +1,290 @@
+"""``PartitionExplorer``: which keys a query sees under each mechanism's pattern.
+
+The menus list the layer kinds of ``vizattn.mechanisms`` (``MECHANISMS``); ``pattern_for`` turns a
+``PartitionState`` into a pattern through that table (the single source of truth for what is drawn).
+
+Slider bounds (``bounds``) make invalid choices impossible where a rule allows it:
+``kernel * dilation <= size`` (kernel's maximum follows ``size // dilation``, dilation's
+``size // kernel``), the kernel is at least the smallest a mechanism allows (2 for NA/DiNAT), the
+query lies on the map. Block, grid and interval may be any value up to the map size: when one does
+not divide the map the pattern is built with ``pad=True`` (the map is padded bottom/right, padded
+positions are drawn beyond the map and excluded from the softmax), and the view says so. What a
+slider cannot rule out (an even SASA kernel: its window is centred) is explained under the plot,
+never raised.
+
+>>> state = PartitionState(mechanism="DiNAT", size=12, kernel=3, dilation=2)
+>>> pattern_for(state), resolve(state)[0] == pattern_for(state)
+(Neighborhood(3, dilation=2), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+import traitlets
+from traitlets import Enum, HasTraits, Int
+
+from .. import mechanisms, plots
+from ..patterns import Global, Pattern
+from .base import Explorer, blank_figure, explain, note_html, replace, send, set_range, side_by_side
+
+__all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer"]
+
+MECHANISMS = tuple(mechanisms.LAYERS)
+PARAMETERS = {name: tuple(lay.parameters) for name, lay in mechanisms.LAYERS.items()}  # the sliders each one reads
+SIZE_RANGE = (4, 64)
+NO_COMPARE = "(none)"  # the compare menu's entry for compare=None
+
+
+class PartitionState(HasTraits):
+    """Everything a ``PartitionExplorer`` shows, as typed traits (no widgets, no plotly).
+
+    ``compare``: a second mechanism drawn beside the first with the same parameters, or None.
+    SDA's group size G is ``block`` (SDA and MaxViT block attention are one pattern).
+
+    >>> s = PartitionState(mechanism="MaxViT grid", size=8, grid=4)
+    >>> s.query_i = 3
+    >>> (s.mechanism, s.grid, s.query_i), PartitionState.class_trait_names()[:3]
+    (('MaxViT grid', 4, 3), ['block', 'compare', 'dilation'])
+    """
+
+    mechanism = Enum(MECHANISMS, default_value="NA")
+    compare = Enum(MECHANISMS, default_value=None, allow_none=True)
+    size = Int(14)
+    kernel = Int(5)
+    dilation = Int(1)
+    block = Int(7)
+    grid = Int(7)
+    interval = Int(2)
+    query_i = Int(7)
+    query_j = Int(7)
+
+    def mechanisms(self) -> tuple[str, ...]:
+        """The mechanisms on screen: ``(mechanism,)`` or ``(mechanism, compare)``."""
+        return (self.mechanism,) if self.compare is None else (self.mechanism, self.compare)
+
+
+def pattern_for(state: PartitionState, mechanism: str | None = None) -> Pattern:
+    """The pattern a state shows (``mechanism`` overrides the state's, e.g. for the compare panel).
+
+    Built by the mechanism's row of ``vizattn.mechanisms``: partition patterns get ``pad=True``
+    exactly when their size does not divide the map. Raises the pattern's ``ValueError`` for an
+    invalid choice.
+
+    >>> pattern_for(PartitionState(mechanism="CrossFormer LDA", size=14, interval=4))
+    LongDistance(4, pad=True)
+    """
+    values = {name: getattr(state, name) for name in mechanisms.PARAMETERS}
+    return mechanisms.layer(mechanism or state.mechanism).pattern(values, state.size)
+
+
+def _note(pattern: Pattern, size: int, mechanism: str) -> str:
+    """What the picture shows that a reader might not expect."""
+    if pattern.zero_slots:
+        return ("SASA: positions off the map are zero vectors that still take part in the softmax "
+                "(cells marked 0).")
+    if pattern.centred(0, 0) is not None:
+        return "NA: at the border the window shifts inward (solid) instead of being clipped (dashed)."
+    if getattr(pattern, "pad", False):
+        first = next(iter(mechanisms.layer(mechanism).parameters))  # the layer's group size
+        name, value = mechanisms.PARAMETERS[first].noun, pattern.group_size[0]
+        padded = math.ceil(size / value) * value
+        return (f"{size} is not a multiple of the {name} {value}: pad=True pads the map to {padded} "
+                f"(cells marked x), padded keys are excluded from the softmax.")
+    return ""
+
+
+def resolve(state: PartitionState, mechanism: str | None = None) -> tuple[Pattern | None, str]:
+    """``(pattern, note)`` for a state, or ``(None, explanation)``; never raises for a bad choice.
+
+    >>> resolve(PartitionState(mechanism="SASA", kernel=4))
+    (None, 'LocalWindow (SASA) needs an odd kernel_size, its window is centred; got kernel_size=(4, 4)')
+    """
+    try:
+        pattern = pattern_for(state, mechanism)
+        pattern.check(state.size, state.size)
+        if not (0 <= state.query_i < state.size and 0 <= state.query_j < state.size):
+            raise ValueError(f"the query must lie on the {state.size}x{state.size} map; "
+                             f"got query=({state.query_i}, {state.query_j})")
+    except ValueError as exc:
+        return None, str(exc)
+    return pattern, _note(pattern, state.size, mechanism or state.mechanism)
+
+
+def bounds(state: PartitionState) -> dict[str, tuple[int, int]]:
+    """``{trait: (min, max)}`` for the sliders, so that every reachable choice is valid.
+
+    >>> b = bounds(PartitionState(mechanism="DiNAT", size=14, kernel=3, dilation=2))
+    >>> b["kernel"], b["dilation"], b["query_i"]
+    ((2, 7), (1, 4), (0, 13))
+    """
+    read = [mechanisms.layer(m).parameters for m in state.mechanisms()]  # {parameter: smallest value}
+    size = max(SIZE_RANGE[0], state.size)
+    k_min = max(p.get("kernel", 1) for p in read)
+    d = max(1, state.dilation) if any("dilation" in p for p in read) else 1
+    kernel = max(k_min, state.kernel)
+    return {
+        "size": SIZE_RANGE,
+        "kernel": (k_min, max(k_min, size // d)),
+        "dilation": (1, max(1, size // kernel)),
+        "block": (1, size),
+        "grid": (1, size),
+        "interval": (1, size),
+        "query_i": (0, size - 1),
+        "query_j": (0, size - 1),
+    }
+
+
+_LABELS = {"size": "map size", **{name: p.label for name, p in mechanisms.PARAMETERS.items()},
+           "query_i": "query row", "query_j": "query col"}
+_SLIDERS = tuple(_LABELS)  # in the order bounds are applied: the map, the parameters, the query
+
+
+class PartitionExplorer(Explorer):
+    """Sliders + one partition picture per mechanism; click a cell or press play to move the query.
+
+    ``state`` (a ``PartitionState``) is the model: set its traits, or move ``sliders[name]``, and
+    ``figures`` (plotly ``FigureWidget``s) and ``messages`` follow. ``to_figure()`` gives a static
+    figure with a query sweep as animation frames, for a notebook without a kernel.
+
+    >>> ex = PartitionExplorer("NA", size=8, kernel=3, query=(0, 0))
+    >>> ex.state.kernel = 5
+    >>> len(plots.cells(ex.figures[0].data[2]))      # the 5 x 5 keys of the corner query
+    25
+    """
+
+    def __init__(self, mechanism: str = "NA", size: int = 14, kernel: int = 5, dilation: int = 1, block: int = 7,
+                 grid: int = 7, interval: int = 2, query=(7, 7), compare: str | None = None, **kwargs):
+        self.state = PartitionState(mechanism=mechanism, compare=compare, size=size, kernel=kernel,
+                                    dilation=dilation, block=block, grid=grid, interval=interval,
+                                    query_i=query[0], query_j=query[1])
+        self._scenes = [None, None]  # what each panel shows: (mechanism, pattern, size)
+        s = self.state
+        self.sliders = {}
+        for name in _SLIDERS:
+            slider = widgets.IntSlider(value=getattr(s, name), min=0, max=max(64, getattr(s, name)),
+                                       description=_LABELS[name], continuous_update=name != "size",
+                                       style={"description_width": "110px"},
+                                       layout=widgets.Layout(width="340px"))
+            slider.add_class(f"vizattn-{name.replace('_', '-')}")  # a handle for browser tests and CSS
+            self.sliders[name] = slider
+        self.mechanism_menu = widgets.Dropdown(options=MECHANISMS, value=mechanism, description="mechanism",
+                                               style={"description_width": "110px"})
+        self.compare_menu = widgets.Dropdown(options=(NO_COMPARE,) + MECHANISMS, value=compare or NO_COMPARE,
+                                             description="compare with", style={"description_width": "110px"})
+        self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
+                                 description="sweep the query")
+        # start from a real picture so that every trace has all its properties from the first message
+        self.figures = [go.FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
+        self.messages = [widgets.HTML(), widgets.HTML()]
+        self._panels = [widgets.VBox([f, m]) for f, m in zip(self.figures, self.messages)]
+
+        self._apply_bounds()  # clamps the sliders' values; the links then copy them into the state
+        self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
+        self._links += [widgets.link((s, "mechanism"), (self.mechanism_menu, "value")),
+                        traitlets.link((s, "compare"), (self.compare_menu, "value"),
+                                       transform=(lambda m: m or NO_COMPARE, lambda m: None if m == NO_COMPARE else m))]
+        self.play.observe(self._played, "value")
+        for fig in self.figures:
+            for trace in fig.data[:4]:
+                trace.on_click(self._clicked)
+        s.observe(self._changed, names=list(s.trait_names()))
+
+        controls = widgets.HBox([
+            widgets.VBox([self.mechanism_menu, self.compare_menu, self.sliders["size"], self.play]),
+            widgets.VBox([self.sliders[n] for n in mechanisms.PARAMETERS]),
+            widgets.VBox([self.sliders["query_i"], self.sliders["query_j"]]),
+        ])
+        super().__init__([controls, side_by_side(self._panels)], **kwargs)
+        self.add_class("vizattn-partition")  # a handle for browser tests and CSS
+        self._changed()
+
+    # -- state -> view ---------------------------------------------------------------------------
+    def _apply_bounds(self) -> None:
+        for name, (lo, hi) in bounds(self.state).items():
+            set_range(self.sliders[name], lo, hi)
+        self.play.max = self.state.size ** 2 - 1
+        used = {p for m in self.state.mechanisms() for p in PARAMETERS[m]}
+        for name in mechanisms.PARAMETERS:
+            self.sliders[name].layout.display = None if name in used else "none"
+
+    def _clamp_state(self) -> None:
+        """Pull every trait into its bounds (a value set on the state directly may lie outside).
+
+        One trait at a time, bounds recomputed after each: the map first, then the kernel (given the
+        dilation), then the dilation (given the kernel), so a kernel gives way before a dilation.
+        """
+        for name in _SLIDERS:
+            lo, hi = bounds(self.state)[name]
+            value = getattr(self.state, name)
+            if not lo <= value <= hi:
+                setattr(self.state, name, min(max(value, lo), hi))
+
+    def _update(self) -> None:
+        self._clamp_state()
+        self._apply_bounds()
+        self._redraw()
+
+    def panel_figure(self, which: int = 0) -> go.Figure:
+        """The static figure panel ``which`` shows now (0: mechanism, 1: compare)."""
+        s = self.state
+        mech = s.mechanisms()[which]
+        pattern, note = resolve(s, mech)
+        if pattern is None:
+            return blank_figure(note)
+        return plots.partition_figure(pattern, s.size, s.size, query=(s.query_i, s.query_j),
+                                      title=f"{mech}: {pattern!r} on {s.size}x{s.size}")
+
+    def _redraw(self) -> None:
+        mechs = self.state.mechanisms()
+        for k, (fig, message, panel) in enumerate(zip(self.figures, self.messages, self._panels)):
+            panel.layout.display = None if k < len(mechs) else "none"
+            if k >= len(mechs):
+                continue
+            pattern, note = resolve(self.state, mechs[k])
+            # a query move keeps the map's geometry: send only what follows the query
+            scene = (mechs[k], pattern, self.state.size)
+            s = self.state
+            if pattern is None:
+                explain(fig, note)
+            elif scene == self._scenes[k]:
+                new = plots.query_overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
+                moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if p in data and data[p] is not None}
+                         for t, data in enumerate(new.data)}  # only the properties that follow the query
+                send(fig, moved, arrays={"shapes": new.layout.shapes, "annotations": new.layout.annotations})
+            else:
+                replace(fig, self.panel_figure(k))
+            self._scenes[k] = scene
+            message.value = note_html(note) if note else ""
+
+    # -- view -> state ---------------------------------------------------------------------------
+    def _played(self, change) -> None:
+        size = self.state.size
+        self.set_query(*divmod(change["new"] % (size * size), size))
+
+    def set_query(self, i: int, j: int) -> None:
+        """Move the query to ``(i, j)`` with one redraw."""
+        self._set(query_i=int(i), query_j=int(j))
+
+    def _clicked(self, trace, points, _device_state=None) -> None:
+        if not points.point_inds:
+            return
+        j, i = int(round(points.xs[0])), int(round(points.ys[0]))
+        if 0 <= i < self.state.size and 0 <= j < self.state.size:
+            self.set_query(i, j)
+
+    # -- export ----------------------------------------------------------------------------------
+    def to_figure(self, which: int = 0) -> go.Figure:
+        """A static ``go.Figure`` of panel ``which`` with the query sweep as animation frames.
+
+        >>> len(PartitionExplorer("MaxViT block", size=4, block=2).to_figure().frames)
+        16
+        """
+        s = self.state
+        mech = s.mechanisms()[which]
+        pattern, note = resolve(s, mech)
+        if pattern is None:
+            return blank_figure(note)
+        return plots.animate_queries(pattern, s.size, s.size)

@@ -1,6 +1,7 @@
 """vizattn.layers: shapes, gradients, fused == explicit, the probabilities hook, and every layer
 against a slow computation written by hand from semantics.md. float64 wherever values are compared."""
 
+import contextlib
 import math
 
 import pytest
@@ -23,6 +24,8 @@ from vizattn.layers import (
     NeighborhoodAttention,
     StandAloneAttention,
     VanillaAttention,
+    attention_layers,
+    explicit,
 )
 from vizattn.layers.crossformer import split_channels
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
@@ -103,12 +106,6 @@ LAYERS = {
 }
 
 
-def set_fused(module, fused):
-    for m in module.modules():
-        if hasattr(m, "fused"):
-            m.fused = fused
-
-
 def case(name, seed=0):
     factory, shape, call, expected = LAYERS[name]
     return build(factory, seed), randn(*shape, seed=seed + 10), call, expected
@@ -132,9 +129,10 @@ def test_fused_equals_explicit(name):
     layer, x, call, _ = case(name)
     layer.eval()  # MaxViT's batch norms: the same statistics on both runs
     fused = call(layer, x)
-    set_fused(layer, False)
-    explicit = call(layer, x)
-    torch.testing.assert_close(explicit, fused, rtol=1e-9, atol=1e-9)
+    with explicit(layer):
+        slow = call(layer, x)
+    torch.testing.assert_close(slow, fused, rtol=1e-9, atol=1e-9)
+    assert all(m.fused and "fused" not in vars(m) for m in attention_layers(layer).values())  # switched back
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -146,8 +144,8 @@ def test_hook_sees_probabilities_and_their_pattern(name):
     try:
         call(layer, x)
         assert seen == []  # the fused path forms no probabilities
-        set_fused(layer, False)
-        call(layer, x)
+        with explicit(layer):
+            call(layer, x)
     finally:
         for h in hooks:
             h.remove()
@@ -162,9 +160,9 @@ def test_hook_sees_probabilities_and_their_pattern(name):
 
 def test_hook_can_replace_the_probabilities():
     layer, x, _, _ = case("nat")
-    set_fused(layer, False)
     layer.attn_probs.register_forward_hook(lambda mod, inputs, out: torch.zeros_like(out))
-    torch.testing.assert_close(layer(x), layer.proj.bias.expand_as(x))  # no value reaches proj
+    with explicit(layer):
+        torch.testing.assert_close(layer(x), layer.proj.bias.expand_as(x))  # no value reaches proj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +245,6 @@ def test_sasa_is_zero_padding_then_a_plain_window_softmax(padding, scale):
 def test_attention_stem_mixes_values_by_the_query_key_offset(fused):
     H, W, k, heads, hd, M = 4, 5, 3, 2, 3, 4
     layer = randomise(build(lambda: AttentionStem(3, heads * hd, heads, k, mixtures=M, scale=0.6)))
-    layer.fused = fused
     x = randn(1, H, W, 3)
     p = k // 2
     padded = F.pad(x, (0, 0, p, p, p, p))[0]  # [H+2p, W+2p, 3]
@@ -266,7 +263,8 @@ def test_attention_stem_mixes_values_by_the_query_key_offset(fused):
                 out[i, j, h] = sum(
                     w * sum(mix[m, a, b] * vm[i + a, j + b, m, h] for m in range(M)) for w, (a, b) in zip(weights, window)
                 )
-    torch.testing.assert_close(layer(x)[0], out.reshape(H, W, heads * hd))
+    with contextlib.nullcontext() if fused else explicit(layer):
+        torch.testing.assert_close(layer(x)[0], out.reshape(H, W, heads * hd))
 
 
 def partitioned_by_hand(layer, x, groups, size):
@@ -517,7 +515,7 @@ BAD = [
     (lambda: GridAttention(8, 2, 4)(torch.randn(1, 8, 6, 8)), r"multiple of size.*size=\(4, 4\), map=\(8, 6\)"),
     (lambda: LongShortDistanceAttention(8, 2, "lda", group=2, interval=4)(torch.randn(1, 6, 8, 8)),
      r"multiple of interval.*interval=\(4, 4\), map=\(6, 8\)"),
-    (lambda: LongShortDistanceAttention(8, 2, "far"), r"kind must be 'sda' or 'lda'; got kind='far'"),
+    (lambda: LongShortDistanceAttention(8, 2, "far"), r"kind must be one of sda, lda; got kind='far'"),
     (lambda: MBConv(8, 8, stride=0), r"stride must be a positive int; got stride=0"),
     (lambda: MBConv(8, 8, se=2), r"se=2"),
     (lambda: MBConv(8, 8)(torch.randn(1, 8, 5, 5)), r"C=8; got shape \(1, 8, 5, 5\)"),

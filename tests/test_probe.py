@@ -21,17 +21,12 @@ from vizattn.layers import (
     StandAloneAttention,
     VanillaAttention,
 )
-from vizattn.layers.common import AttentionProbs, PatternAttention
+from vizattn.layers import AttentionProbs, GlobalAttention
 from vizattn.patterns import Global
 from vizattn.probe import AttentionRecord, attention_layers, probe
 
 D = torch.float64
 DIM, SIDE = 8, 6
-
-
-class Everywhere(PatternAttention):
-    def pattern(self, H, W):
-        return Global()
 
 
 class Zoo(nn.Module):
@@ -50,7 +45,7 @@ class Zoo(nn.Module):
             nn.ModuleDict(dict(
                 sda=LongShortDistanceAttention(DIM, 2, kind="sda", group=3),
                 lda=LongShortDistanceAttention(DIM, 2, kind="lda", interval=2),
-                vit=Everywhere(DIM, 2),
+                vit=GlobalAttention(DIM, 2),
             )),
         ])
         self.va = VanillaAttention(DIM, 2)

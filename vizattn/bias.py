@@ -10,6 +10,10 @@ with ``(kh, kw) = pattern.extent(H, W)`` and offsets = key - query in the patter
 - ``RelativeEmbedding``: SASA's learned row/column embeddings ``r``, giving the logit term
   ``q . concat(r_row[dh], r_col[dw])``, split per head (each head has its own row half and
   column half of its head dimension).
+
+Each is called with the pattern's extent (``term(extent)``; the two learned ones have a fixed
+extent and check it), which is how ``vizattn.layers.PatternAttention`` uses them, and names the
+attribute a layer keeps it under (``key``: ``rpb``, ``dpb``, ``rel``, the state-dict prefix).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .patterns import as_pair
+from .checks import as_pair, check_positive
 
 __all__ = ["RelativePositionBias", "DynamicPositionBias", "RelativeEmbedding"]
 
@@ -28,17 +32,23 @@ class RelativePositionBias(nn.Module):
     >>> import torch; from vizattn import attend; from vizattn.patterns import Neighborhood
     >>> pattern, q = Neighborhood(5), torch.randn(1, 2, 9, 9, 8)
     >>> rpb = RelativePositionBias(heads=2, extent=pattern.extent(9, 9))
-    >>> attend(q, q, q, pattern, bias=rpb()).shape
+    >>> attend(q, q, q, pattern, bias=rpb(pattern.extent(9, 9))).shape
     torch.Size([1, 2, 9, 9, 8])
     """
 
+    key = "rpb"
+
     def __init__(self, heads: int, extent):
         super().__init__()
-        kh, kw = as_pair("extent", extent)
+        check_positive(heads=heads)
+        self.extent = as_pair("extent", extent)
+        kh, kw = self.extent
         self.table = nn.Parameter(torch.empty(heads, 2 * kh - 1, 2 * kw - 1))
         nn.init.trunc_normal_(self.table, std=0.02)
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, extent=None) -> torch.Tensor:
+        """The table; ``extent``, if given, must be the one it was built for."""
+        _same_extent(self, extent)
         return self.table
 
 
@@ -54,10 +64,11 @@ class DynamicPositionBias(nn.Module):
     (torch.Size([4, 13, 13]), torch.Size([4, 5, 9]))
     """
 
+    key = "dpb"
+
     def __init__(self, heads: int, hidden: int):
         super().__init__()
-        if heads < 1 or hidden < 1:
-            raise ValueError(f"heads and hidden must be positive; got heads={heads}, hidden={hidden}")
+        check_positive(heads=heads, hidden=hidden)
         layers = [nn.Linear(2, hidden)]
         for width in (hidden, hidden, heads):
             layers += [nn.LayerNorm(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width)]
@@ -82,9 +93,11 @@ class RelativeEmbedding(nn.Module):
 
     >>> import torch; from vizattn import attend; from vizattn.patterns import LocalWindow
     >>> q, rel = torch.randn(1, 2, 6, 6, 8), RelativeEmbedding(heads=2, head_dim=8, kernel_size=3)
-    >>> attend(q, q, q, LocalWindow(3), rel_emb=rel()).shape
+    >>> attend(q, q, q, LocalWindow(3), rel_emb=rel((3, 3))).shape
     torch.Size([1, 2, 6, 6, 8])
     """
+
+    key = "rel"
 
     def __init__(self, heads: int, head_dim: int, kernel_size):
         super().__init__()
@@ -94,12 +107,19 @@ class RelativeEmbedding(nn.Module):
         if head_dim < 2:
             raise ValueError(f"head_dim must be at least 2 to split into row and column halves; got head_dim={head_dim}")
         half = head_dim // 2
-        self.kernel_size = (kh, kw)
+        self.kernel_size = self.extent = (kh, kw)
         self.row = nn.Parameter(torch.randn(heads, kh, half) * head_dim**-0.5)
         self.col = nn.Parameter(torch.randn(heads, kw, head_dim - half) * head_dim**-0.5)
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(row [heads, 2*kh-1, head_dim//2], col [heads, 2*kw-1, head_dim - head_dim//2])``."""
+    def forward(self, extent=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(row [heads, 2*kh-1, head_dim//2], col [heads, 2*kw-1, head_dim - head_dim//2])``;
+        ``extent``, if given, must be the kernel size."""
+        _same_extent(self, extent)
         kh, kw = self.kernel_size
-        pad = lambda table, k: nn.functional.pad(table, (0, 0, k // 2, k // 2))  # noqa: E731
-        return pad(self.row, kh), pad(self.col, kw)
+        row = nn.functional.pad(self.row, (0, 0, kh // 2, kh // 2))
+        return row, nn.functional.pad(self.col, (0, 0, kw // 2, kw // 2))
+
+
+def _same_extent(term: nn.Module, extent) -> None:
+    if extent is not None and tuple(extent) != term.extent:
+        raise ValueError(f"{type(term).__name__} was built for extent={term.extent}; got extent={tuple(extent)}")

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .checks import check_attention, check_choice, check_instance
 from .patterns import AxisRule, Global, Pattern, axis_mask, geometry
 
 __all__ = ["attend", "slot_logits", "combine"]
@@ -150,48 +151,9 @@ def _gather_slots(x, keys):
 # validation (the public boundary: everything inside trusts its inputs)
 # ---------------------------------------------------------------------------------------------
 def _validate(q, k, v, pattern, bias, rel_emb, backend):
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got backend={backend!r}")
-    if not isinstance(pattern, Pattern):
-        raise ValueError(f"pattern must be a vizattn.patterns pattern; got {type(pattern).__name__}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 5:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{name} must be a tensor [B, heads, H, W, head_dim]; got {name} of shape {shape}")
-    if q.shape != k.shape or v.shape[:4] != q.shape[:4]:
-        raise ValueError(
-            "q and k must have the same shape and v the same [B, heads, H, W]; "
-            f"got q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
-    if min(q.shape) == 0:
-        raise ValueError(f"q must not have an empty dimension; got q={tuple(q.shape)}")
-    heads, H, W, head_dim = q.shape[1:]
-    pattern.check(H, W)
-    kh, kw = pattern.extent(H, W)
-    if bias is not None:
-        _check_table("bias", bias, (heads, 2 * kh - 1, 2 * kw - 1), q, pattern, (H, W))
-    if rel_emb is not None:
-        if not isinstance(rel_emb, (tuple, list)) or len(rel_emb) != 2:
-            raise ValueError(f"rel_emb must be a pair (row, col) of tensors; got {type(rel_emb).__name__}")
-        if head_dim < 2:
-            raise ValueError(f"rel_emb splits head_dim into a row and a column half; got head_dim={head_dim}")
-        half = head_dim // 2
-        _check_table("rel_emb[0] (row)", rel_emb[0], (heads, 2 * kh - 1, half), q, pattern, (H, W))
-        _check_table("rel_emb[1] (col)", rel_emb[1], (heads, 2 * kw - 1, head_dim - half), q, pattern, (H, W))
-
-
-def _check_table(name, table, shape, q, pattern, size):
-    if not isinstance(table, torch.Tensor) or tuple(table.shape) != shape:
-        got = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
-        raise ValueError(f"{name} must have shape {shape} for {pattern} on a {size} map; got {got}")
-    if table.dtype != q.dtype or table.device != q.device:
-        raise ValueError(
-            f"{name} must match q's dtype and device; got {table.dtype} on {table.device}, q {q.dtype} on {q.device}"
-        )
+    check_choice("backend", backend, BACKENDS)
+    check_instance("pattern", pattern, Pattern, "a vizattn.patterns pattern")
+    check_attention(q, k, v, pattern, bias, rel_emb)
 
 
 def _choose_backend(q, pattern, rel_emb, return_weights):

@@ -231,14 +231,12 @@ def saturation(records) -> torch.Tensor:
     are not aligned, so they are averaged first). NaN where the two maps differ in size (a stage
     boundary). Near 1: the later layer attends as the earlier one did (attention saturation).
 
-    >>> import torch; from vizattn import probe; from vizattn.layers.common import PatternAttention
+    >>> import torch; from vizattn import probe; from vizattn.layers import PatternAttention
     >>> from vizattn.patterns import Global
     >>> class Two(torch.nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
-    ...         self.a, self.b = PatternAttention(8, 2), PatternAttention(8, 2)
-    ...         for m in (self.a, self.b):
-    ...             m.pattern = lambda H, W: Global()
+    ...         self.a, self.b = PatternAttention(8, 2, Global()), PatternAttention(8, 2, Global())
     ...     def forward(self, x):
     ...         return self.b(self.a(x))
     >>> model = Two(); model.b.load_state_dict(model.a.state_dict())

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .checks import check_choice, stage_lists
 from .data import Shapes
 from .layers import (
     AttentionResidual,
@@ -60,7 +61,7 @@ from .layers import (
     StandAloneAttention,
     VanillaAttention,
 )
-from .layers.common import GlobalAttention
+from .layers.common import GlobalAttention, explicit
 from .metrics import diagonality_preserving_loss
 
 __all__ = ["create", "list_models", "Model", "Summary", "WEIGHTS"]
@@ -160,18 +161,12 @@ class Model(nn.Module):
         (True, True)
         """
         size = self.config["img_size"] if input_size is None else input_size
-        layers = [m for m in self.modules() if hasattr(m, "fused")]
-        fused, training = [m.fused for m in layers], self.training
-        counter = FlopCounterMode(display=False)
+        training, counter = self.training, FlopCounterMode(display=False)
         try:
-            for m in layers:
-                m.fused = False
             self.eval()
-            with torch.no_grad(), counter:
+            with torch.no_grad(), explicit(self), counter:
                 self(torch.zeros(1, 3, size, size, device=self.head.weight.device))
         finally:
-            for m, f in zip(layers, fused):
-                m.fused = f
             self.train(training)
         counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
         root, attention = type(self).__name__, 0
@@ -260,17 +255,6 @@ def _fits(layer: nn.Module, size: int) -> str:
     return repr(pattern)
 
 
-def _stage_lists(name: str, **lists) -> int:
-    """Check that the per-stage lists have one positive int per stage; return the number of stages."""
-    lengths = {key: len(value) if isinstance(value, (tuple, list)) else None for key, value in lists.items()}
-    if None in lengths.values() or len(set(lengths.values())) != 1 or 0 in lengths.values():
-        raise ValueError(f"{name}: per-stage settings must be non-empty tuples of one length; got {lists}")
-    for key, value in lists.items():
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
-            raise ValueError(f"{name}: {key} must hold positive ints; got {key}={tuple(value)}")
-    return next(iter(lengths.values()))
-
-
 def _stage_sizes(name: str, img_size: int, stem_stride: int, stages: int) -> list[int]:
     """Map side of each stage: ``img_size / stem_stride``, halved between stages (must divide evenly)."""
     stride = stem_stride * 2 ** (stages - 1)
@@ -293,7 +277,7 @@ def _vit(img_size, patch, dim, depth, heads, mlp_ratio):
 
 
 def _nat(img_size, dims, depths, heads, kernels, mlp_ratio, dilate=False, name="nat"):
-    sizes = _stage_sizes(name, img_size, 4, _stage_lists(name, dims=dims, depths=depths, heads=heads, kernels=kernels))
+    sizes = _stage_sizes(name, img_size, 4, stage_lists(name, dims=dims, depths=depths, heads=heads, kernels=kernels))
     # NAT's overlapping tokenizer: two 3x3 stride-2 convolutions, then LayerNorm
     stem = ImageToMap(Conv(3, max(dims[0] // 2, 1), 3, 2, 1, norm=False), Conv(max(dims[0] // 2, 1), dims[0], 3, 2, 1))
     stages, plan = [], []
@@ -340,7 +324,7 @@ class SASABottleneck(nn.Module):
 
 
 def _sasa(img_size, stem_dim, dims, widths, depths, heads, kernels):
-    n = _stage_lists("sasa", dims=dims, widths=widths, depths=depths, heads=heads, kernels=kernels)
+    n = stage_lists("sasa", dims=dims, widths=widths, depths=depths, heads=heads, kernels=kernels)
     sizes = _stage_sizes("sasa", img_size, 4, n)
     stem = ConvStem(nn.Conv2d(3, stem_dim, 7, 2, 3, bias=False), nn.BatchNorm2d(stem_dim), nn.ReLU(),
                     nn.MaxPool2d(3, 2, 1))
@@ -358,7 +342,7 @@ def _sasa(img_size, stem_dim, dims, widths, depths, heads, kernels):
 
 
 def _maxvit(img_size, stem_dim, dims, depths, heads, window, mlp_ratio):
-    n = _stage_lists("maxvit", dims=dims, depths=depths, heads=heads)
+    n = stage_lists("maxvit", dims=dims, depths=depths, heads=heads)
     sizes = _stage_sizes("maxvit", img_size, 4, n)
     stem = ConvStem(nn.Conv2d(3, stem_dim, 3, 2, 1), nn.BatchNorm2d(stem_dim), nn.GELU(),
                     nn.Conv2d(stem_dim, stem_dim, 3, 1, 1))
@@ -375,7 +359,7 @@ def _maxvit(img_size, stem_dim, dims, depths, heads, window, mlp_ratio):
 
 
 def _crossformer(img_size, dims, depths, heads, group, intervals, mlp_ratio):
-    n = _stage_lists("crossformer", dims=dims, depths=depths, heads=heads, intervals=intervals)
+    n = stage_lists("crossformer", dims=dims, depths=depths, heads=heads, intervals=intervals)
     sizes = _stage_sizes("crossformer", img_size, 4, n)
     with _stage("crossformer", 1, sizes[0]):
         stem = ImageToMap(CrossScaleEmbedding(3, dims[0], (4, 8, 16, 32), 4), nn.LayerNorm(dims[0]))
@@ -448,7 +432,7 @@ class LaViT(Model):
 
 
 def _lavit(img_size, patch, dims, depths, heads, vanilla, mlp_ratio, dp_lambda):
-    n = _stage_lists("lavit", dims=dims, depths=depths, heads=heads, vanilla=vanilla)
+    n = stage_lists("lavit", dims=dims, depths=depths, heads=heads, vanilla=vanilla)
     sizes = _stage_sizes("lavit", img_size, patch, n)
     # patch embedding + LayerNorm, learned absolute positions (the only position information: VA and LA are global)
     stem = ImageToMap(Conv(3, dims[0], patch, patch), PositionEmbedding(sizes[0], dims[0]))
@@ -507,8 +491,7 @@ def create(name: str, pretrained: bool = False, task: str = "shape", **overrides
     ...
     ValueError: nat stage 3 (map 4x4): kernel_size * dilation must not exceed the map size on each axis; got kernel_size=(5, 5), dilation=(1, 1), map=(4, 4)
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"name must be one of {', '.join(_REGISTRY)}; got name={name!r}")
+    check_choice("name", name, _REGISTRY)
     classes = len(Shapes.classes(task))
     cls, build, defaults = _REGISTRY[name]
     config = {"img_size": 64, **defaults}

@@ -25,19 +25,11 @@ import math
 
 import torch
 
+from .checks import as_pair  # also importable as patterns.as_pair
+
 Pair = tuple[int, int]
 
 __all__ = ["Pattern", "Global", "Neighborhood", "LocalWindow", "Block", "Grid", "LongDistance"]
-
-
-def as_pair(name: str, value, minimum: int = 1) -> Pair:
-    """Normalise an int or an ``(h, w)`` pair of ints, each at least ``minimum``."""
-    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints; got {name}={value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be at least {minimum} on each axis; got {name}={value!r}")
-    return pair
 
 
 def _short(pair: Pair) -> str:

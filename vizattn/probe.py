@@ -2,7 +2,7 @@
 
 ``probe`` finds the attention layers of a model (modules with an ``attn_probs`` step, an
 ``AttentionProbs``, and a ``fused`` switch), turns their explicit path on for the duration of
-the block (``fused=False``; both paths compute the same numbers), listens at ``attn_probs`` and
+the block (``vizattn.layers.explicit``; both paths compute the same numbers), listens at ``attn_probs`` and
 gives back one ``AttentionRecord`` per layer call, in call order. Every hook and every switch
 is put back when the block ends, also when it raises, so nothing outlives the ``with``.
 
@@ -38,7 +38,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers.common import AttentionProbs
+from .checks import check_bool, indices, name_patterns, query_list
+from .layers.common import attention_layers, explicit
+from .layers.crossformer import LongShortDistanceAttention
+from .layers.lavit import LessAttention, VanillaAttention
 from .mechanisms import kind_of
 from .patterns import Pattern
 
@@ -50,22 +53,6 @@ _STAGE_WORDS = ("stages", "stage", "layers", "levels")
 # ---------------------------------------------------------------------------------------------
 # finding and naming attention layers
 # ---------------------------------------------------------------------------------------------
-def attention_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The attention layers of ``model`` by qualified name, in registration order.
-
-    An attention layer is a module with an ``attn_probs`` child (an ``AttentionProbs``) and a
-    ``fused`` attribute. The model itself is named ``""`` if it is one.
-
-    >>> from vizattn.layers import MaxViTBlock
-    >>> list(attention_layers(MaxViTBlock(dim_in=8, dim=8, heads=2, size=2)))
-    ['block_attn', 'grid_attn']
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    return {name: m for name, m in model.named_modules()
-            if isinstance(getattr(m, "attn_probs", None), AttentionProbs) and hasattr(m, "fused")}
-
-
 def mechanism(layer: nn.Module, pattern: Pattern) -> str:
     """A short name of a layer's mechanism: ``"neighborhood"``, ``"sasa"``, ``"block"``, ``"grid"``,
     ``"sda"``, ``"lda"``, ``"global"``, ``"vanilla"`` or ``"less"``.
@@ -79,9 +66,6 @@ def mechanism(layer: nn.Module, pattern: Pattern) -> str:
     >>> mechanism(GridAttention(dim=8, heads=2, size=2), Grid(2))
     'grid'
     """
-    from .layers.crossformer import LongShortDistanceAttention
-    from .layers.lavit import LessAttention, VanillaAttention
-
     if isinstance(layer, LessAttention):
         return "less"
     if isinstance(layer, VanillaAttention):
@@ -373,26 +357,6 @@ def _take(x: torch.Tensor, batch_items, heads, queries) -> torch.Tensor:
     return x
 
 
-def _indices(what: str, value) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    values = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple, range)) else None
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise ValueError(f"{what} must be None or a non-empty list of non-negative ints; got {what}={value!r}")
-    return tuple(values)
-
-
-def _query_list(value) -> tuple[tuple[int, int], ...] | None:
-    if value is None:
-        return None
-    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(q, (list, tuple)) and len(q) == 2 and all(isinstance(c, int) and not isinstance(c, bool) for c in q)
-        for q in value)
-    if not ok:
-        raise ValueError(f"queries must be None or a non-empty list of (i, j) pairs of ints; got queries={value!r}")
-    return tuple((int(i), int(j)) for i, j in value)
-
-
 # ---------------------------------------------------------------------------------------------
 # the context manager
 # ---------------------------------------------------------------------------------------------
@@ -428,9 +392,7 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
     ValueError: names pattern 'attn*' matches no attention layer; available: 'block_attn', 'grid_attn'
     """
     layers = attention_layers(model)
-    patterns = [names] if isinstance(names, str) else list(names) if isinstance(names, (list, tuple)) else None
-    if not patterns or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"names must be a shell-style pattern or a non-empty list of them; got names={names!r}")
+    patterns = name_patterns(names)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no attention layers (modules with an AttentionProbs "
                          "'attn_probs' child and a 'fused' switch)")
@@ -439,14 +401,12 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
         if not any(fnmatch.fnmatchcase(n, p) for n in layers):
             raise ValueError(f"names pattern {p!r} matches no attention layer; available: {available}")
     matched = {n: m for n, m in layers.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
-    for flag, value in (("scores", scores), ("inputs", inputs)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False; got {flag}={value!r}")
+    check_bool("scores", scores)
+    check_bool("inputs", inputs)
     recorder = Recorder(
         matched, _kinds(layers), _positions(list(layers)),
-        _indices("batch_items", batch_items), _indices("heads", heads), _query_list(queries), scores, inputs,
+        indices("batch_items", batch_items), indices("heads", heads), query_list(queries), scores, inputs,
     )
-    saved = {n: (m.fused, "fused" in vars(m)) for n, m in matched.items()}
     handles = []
     try:
         handles.append(model.register_forward_pre_hook(recorder._start_forward))
@@ -455,22 +415,14 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
         for name, layer in matched.items():
             handles.append(layer.attn_probs.register_forward_hook(
                 functools.partial(recorder._capture, name, layer), with_kwargs=True))
-            layer.fused = False
-        yield recorder
+        with explicit(*matched.values()):
+            yield recorder
     finally:
         for handle in handles:
             handle.remove()
-        for name, layer in matched.items():
-            fused, own = saved[name]
-            if own:
-                layer.fused = fused
-            elif "fused" in vars(layer):
-                del layer.fused
 
 
 def _kinds(layers: dict[str, nn.Module]) -> dict[str, str | None]:
     """Kinds known before the forward: LaViT's layers (others are named from their pattern at capture)."""
-    from .layers.lavit import LessAttention, VanillaAttention
-
     return {n: "less" if isinstance(m, LessAttention) else "vanilla" if isinstance(m, VanillaAttention) else None
             for n, m in layers.items()}

@@ -32,7 +32,7 @@ from .patterns import Pattern, as_pair, axis_mask
 from .probe import attention_layers, probe
 
 __all__ = ["Downsample", "TheoreticalField", "EffectiveField", "theoretical", "effective", "STACKS", "stack_for",
-           "FixedPatternAttention", "PatternStack", "stack_model"]
+           "PatternStack", "stack_model"]
 
 Pair = tuple[int, int]
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d)
@@ -480,17 +480,6 @@ def stack_for(stack: str, depth: int, size: int, kernel: int = 3, dilation: int 
                             interval=interval)
 
 
-class FixedPatternAttention(PatternAttention):
-    """Multi-head attention over one given pattern, no position terms (the layers of ``stack_model``)."""
-
-    def __init__(self, dim: int, heads: int, pattern: Pattern):
-        super().__init__(dim, heads)
-        self.fixed = pattern
-
-    def pattern(self, H: int, W: int) -> Pattern:
-        return self.fixed
-
-
 class PatternStack(nn.Module):
     """``images [B, 3, H, W]`` -> ``[B, H, W, dim]``: a per-pixel linear embedding, then one pre-norm
     residual attention block ``x + attn(LN(x))`` per pattern (no MLPs: they act per token and
@@ -500,7 +489,7 @@ class PatternStack(nn.Module):
         super().__init__()
         self.embed = nn.Linear(3, dim)
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in patterns)
-        self.attns = nn.ModuleList(FixedPatternAttention(dim, heads, p) for p in patterns)
+        self.attns = nn.ModuleList(PatternAttention(dim, heads, p) for p in patterns)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.embed(images.permute(0, 2, 3, 1))  # [B, H, W, dim]

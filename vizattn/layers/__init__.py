@@ -1,8 +1,10 @@
 """Attention layers as thin ``nn.Module`` shells over ``vizattn.attend``; channels-last ``[B, H, W, C]``.
 
 One file per paper (``neighborhood``, ``sasa``, ``maxvit``, ``crossformer``, ``lavit``) plus shared
-pieces (``common``). Every attention layer has ``fused`` (fast path) and, for ``fused=False``, a
-hookable ``attn_probs`` step that sees the probabilities ``[B, heads, H, W, K]`` and their pattern.
+pieces (``common``): the one attention shell ``PatternAttention``, of which each paper's pattern
+layer only fixes the arguments. Every attention layer runs its fast path unless ``explicit(model)``
+switches it to the explicit one, whose hookable ``attn_probs`` step sees the probabilities
+``[B, heads, H, W, K]`` and their pattern.
 
 >>> import torch
 >>> from vizattn.layers import NeighborhoodAttention
@@ -10,7 +12,7 @@ hookable ``attn_probs`` step that sees the probabilities ``[B, heads, H, W, K]``
 torch.Size([1, 5, 5, 8])
 """
 
-from .common import AttentionProbs, LayerScale, Mlp
+from .common import AttentionProbs, GlobalAttention, LayerScale, Mlp, PatternAttention, attention_layers, explicit
 from .crossformer import CrossScaleEmbedding, DynamicPositionBias, LongShortDistanceAttention
 from .lavit import AttentionResidual, LessAttention, VanillaAttention
 from .maxvit import BlockAttention, GridAttention, MaxViTBlock, MBConv
@@ -18,6 +20,8 @@ from .neighborhood import NeighborhoodAttention
 from .sasa import AttentionStem, StandAloneAttention
 
 __all__ = [
+    "PatternAttention",
+    "GlobalAttention",
     "NeighborhoodAttention",
     "StandAloneAttention",
     "AttentionStem",
@@ -34,4 +38,6 @@ __all__ = [
     "AttentionProbs",
     "Mlp",
     "LayerScale",
+    "attention_layers",
+    "explicit",
 ]

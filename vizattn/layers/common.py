@@ -1,13 +1,15 @@
-"""Shared pieces of the attention layers: the hookable probabilities step, the pattern shell, MLP, LayerScale.
+"""Shared pieces of the attention layers: the one attention shell, the explicit-path switch, MLP, LayerScale.
 
-``GlobalAttention`` (the pattern shell on ``Global()``, ViT's attention) is the baseline the
-models compare against.
+``PatternAttention`` is the one attention shell: a pattern (or a rule choosing one per map size)
+and optional position terms; each paper's layer only fixes its arguments. ``GlobalAttention``
+(the shell on ``Global()``, ViT's attention) is the baseline the models compare against.
 
 Glossary: ``B`` batch, an ``H x W`` map of ``N = H * W`` tokens, ``C`` channels, ``heads``,
 ``head_dim = C // heads``; a pattern gives each query ``K`` key slots (``vizattn.patterns``).
 Modules are channels-last: ``[B, H, W, C]`` in, ``[B, H, W, C]`` out.
 
-Every attention layer has a switch ``fused`` (default True):
+Every attention layer (an ``AttentionLayer``) has a switch ``fused``, True unless ``explicit``
+turns it off:
 
 - ``fused=True``: the fastest exact path (``vizattn.attend``); no probabilities are formed.
 - ``fused=False``: the explicit path ``logits = slot_logits(...)``,
@@ -21,43 +23,22 @@ Every attention layer has a switch ``fused`` (default True):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from ..checks import check_heads, check_input, check_instance, check_positive
 from ..functional import attend, combine, slot_logits
-from ..patterns import Global
+from ..patterns import Global, Pattern
 
-__all__ = ["AttentionProbs", "Mlp", "LayerScale", "PatternAttention", "GlobalAttention"]
-
-
-# ---------------------------------------------------------------------------------------------
-# validation at the module boundary
-# ---------------------------------------------------------------------------------------------
-def check_positive(**values) -> None:
-    """Raise ValueError unless every named value is a positive int."""
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {name}={value!r}")
-
-
-def check_heads(dim: int, heads: int) -> int:
-    """Validate ``dim`` and ``heads`` and return ``head_dim = dim // heads``."""
-    check_positive(dim=dim, heads=heads)
-    if dim % heads:
-        raise ValueError(f"heads must divide dim; got dim={dim}, heads={heads}")
-    return dim // heads
-
-
-def check_input(x, dim: int, layer: str) -> tuple[int, int, int, int]:
-    """Raise ValueError unless ``x`` is a channels-last map ``[B, H, W, dim]``; return its shape."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != dim:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{layer} expects a channels-last map [B, H, W, C] with C={dim}; got shape {got}")
-    return tuple(x.shape)
+__all__ = ["AttentionProbs", "AttentionLayer", "Mlp", "LayerScale", "PatternAttention", "GlobalAttention",
+           "attention_layers", "explicit"]
 
 
 # ---------------------------------------------------------------------------------------------
-# the shared steps
+# the hookable probabilities step and the explicit-path switch
 # ---------------------------------------------------------------------------------------------
 class AttentionProbs(nn.Module):
     """The named, hookable attention-probabilities step: returns ``probs`` unchanged.
@@ -79,11 +60,68 @@ class AttentionProbs(nn.Module):
         return probs
 
 
-def attention(layer: nn.Module, q, k, v, pattern, *, bias=None, rel_emb=None, scale=None) -> torch.Tensor:
-    """``q, k, v [B, heads, H, W, head_dim]`` -> ``[B, heads, H, W, head_dim]``, fused or explicit.
+class AttentionLayer(nn.Module):
+    """Base of the attention layers: the hookable step ``attn_probs`` and the switch ``fused``.
 
-    ``layer`` provides the switch ``fused`` and the hookable step ``attn_probs``.
+    ``fused`` is a class default (True); ``explicit`` is what turns it off for a while.
     """
+
+    fused: bool = True
+
+    def __init__(self):
+        super().__init__()
+        self.attn_probs = AttentionProbs()
+
+
+def attention_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The attention layers of ``model`` by qualified name, in registration order.
+
+    An attention layer is a module with an ``attn_probs`` child (an ``AttentionProbs``) and a
+    ``fused`` attribute. The model itself is named ``""`` if it is one.
+
+    >>> from vizattn.layers import MaxViTBlock
+    >>> list(attention_layers(MaxViTBlock(dim_in=8, dim=8, heads=2, size=2)))
+    ['block_attn', 'grid_attn']
+    """
+    check_instance("model", model, nn.Module, "a torch.nn.Module")
+    return {name: m for name, m in model.named_modules()
+            if isinstance(getattr(m, "attn_probs", None), AttentionProbs) and hasattr(m, "fused")}
+
+
+_UNSET = object()
+
+
+@contextlib.contextmanager
+def explicit(*modules: nn.Module):
+    """Run every attention layer inside ``modules`` on its explicit path (``fused=False``) in the block.
+
+    The only switch of the explicit path: ``probe`` and ``Model.summary`` use it. Each layer's
+    previous ``fused`` (its own value, or the class default) is put back on exit, also on error.
+
+    >>> import torch; from vizattn.layers import MaxViTBlock
+    >>> block = MaxViTBlock(dim_in=8, dim=8, heads=2, size=2)
+    >>> with explicit(block):
+    ...     [layer.fused for layer in attention_layers(block).values()]
+    [False, False]
+    >>> block.grid_attn.fused, "fused" in vars(block.grid_attn)
+    (True, False)
+    """
+    layers = list({id(m): m for module in modules for m in attention_layers(module).values()}.values())
+    saved = [vars(m).get("fused", _UNSET) for m in layers]
+    try:
+        for m in layers:
+            m.fused = False
+        yield
+    finally:
+        for m, fused in zip(layers, saved, strict=True):
+            if fused is not _UNSET:
+                m.fused = fused
+            elif "fused" in vars(m):
+                del m.fused
+
+
+def attention(layer: AttentionLayer, q, k, v, pattern, *, bias=None, rel_emb=None, scale=None) -> torch.Tensor:
+    """``q, k, v [B, heads, H, W, head_dim]`` -> ``[B, heads, H, W, head_dim]``, fused or explicit."""
     if layer.fused:
         return attend(q, k, v, pattern, bias=bias, scale=scale, rel_emb=rel_emb)
     logits = slot_logits(q, k, pattern, bias, scale, rel_emb=rel_emb)  # [B, heads, H, W, K]
@@ -91,6 +129,9 @@ def attention(layer: nn.Module, q, k, v, pattern, *, bias=None, rel_emb=None, sc
     return combine(probs, v, pattern)
 
 
+# ---------------------------------------------------------------------------------------------
+# MLP and LayerScale
+# ---------------------------------------------------------------------------------------------
 class Mlp(nn.Module):
     """Channel MLP on the last axis: ``Linear(dim, hidden) -> GELU -> Linear(hidden, dim_out)``.
 
@@ -138,46 +179,67 @@ class LayerScale(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# the one attention shell: subclasses choose the pattern and the position terms
+# the one attention shell: each paper's layer fixes its pattern and position terms
 # ---------------------------------------------------------------------------------------------
-class PatternAttention(nn.Module):
+class PatternAttention(AttentionLayer):
     """Multi-head attention restricted to a pattern, channels-last: ``[B, H, W, C] -> [B, H, W, C]``.
 
-    ``qkv`` Linear -> ``q, k, v [B, heads, H, W, head_dim]`` -> attention over ``self.pattern(H, W)``
-    with the optional ``self.bias(H, W)`` table and ``self.rel_emb(H, W)`` embeddings -> ``proj``
-    Linear (``proj=False``: none). Subclasses override ``pattern`` (required), ``bias`` and
-    ``rel_emb``; ``scale`` (None: ``head_dim ** -0.5``) multiplies ``q . k``.
+    ``qkv`` -> ``q, k, v [B, heads, H, W, head_dim]`` -> attention over ``self.pattern(H, W)`` with
+    the optional position terms -> ``proj`` Linear.
+
+    Args:
+        dim, heads: channels and heads (``heads`` divides ``dim``).
+        pattern: a pattern, or a rule ``(H, W) -> pattern`` of the map size (CrossFormer's LSDA
+            turns global on small maps). None only for a subclass that defines ``pattern`` itself.
+        bias: a position-bias module ``extent -> [heads, 2*kh-1, 2*kw-1]`` (``vizattn.bias``),
+            called with the pattern's extent and kept under its ``key`` (``rpb``, ``dpb``).
+        rel_emb: SASA's ``RelativeEmbedding`` (``extent -> (row, col)``), kept under ``rel``.
+        qkv: the projection ``[B, H, W, C] -> [B, H, W, 3*C]`` laid out ``[3, heads, head_dim]``;
+            default ``Linear(dim, 3 * dim, bias=qkv_bias)``.
+        proj: an output ``Linear(dim, dim)``, or none (``proj=False``).
+        scale: multiplies ``q . k``; None: ``head_dim ** -0.5``.
 
     >>> import torch; from vizattn.patterns import Block
-    >>> class Windows(PatternAttention):
-    ...     def pattern(self, H, W):
-    ...         return Block(2)
-    >>> Windows(dim=8, heads=2)(torch.randn(1, 4, 6, 8)).shape
-    torch.Size([1, 4, 6, 8])
+    >>> layer = PatternAttention(dim=8, heads=2, pattern=Block(2))
+    >>> layer(torch.randn(1, 4, 6, 8)).shape, layer.extra_repr()
+    (torch.Size([1, 4, 6, 8]), 'dim=8, heads=2, pattern=Block(2)')
     """
 
-    fused: bool = True
-
-    def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True, proj: bool = True, scale: float | None = None):
+    def __init__(self, dim: int, heads: int, pattern: Pattern | Callable[[int, int], Pattern] | None = None, *,
+                 bias: nn.Module | None = None, rel_emb: nn.Module | None = None, qkv: nn.Module | None = None,
+                 qkv_bias: bool = True, proj: bool = True, scale: float | None = None):
         super().__init__()
         self.head_dim = check_heads(dim, heads)
-        self.dim, self.heads, self.scale = dim, heads, scale
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.attn_probs = AttentionProbs()
+        if pattern is not None and not isinstance(pattern, Pattern) and not callable(pattern):
+            raise ValueError(f"pattern must be a pattern or a function (H, W) -> pattern; got {type(pattern).__name__}")
+        self.dim, self.heads, self.scale, self.rule = dim, heads, scale, pattern
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias) if qkv is None else qkv
         self.proj = nn.Linear(dim, dim) if proj else nn.Identity()
-        self.fused = True
+        self.bias_key = self.rel_key = None  # the attribute names of the position terms
+        if bias is not None:
+            self.bias_key = bias.key
+            setattr(self, bias.key, bias)
+        if rel_emb is not None:
+            self.rel_key = rel_emb.key
+            setattr(self, rel_emb.key, rel_emb)
 
-    def pattern(self, H: int, W: int):
+    def pattern(self, H: int, W: int) -> Pattern:
         """The pattern on an ``H x W`` map."""
-        raise NotImplementedError
+        if self.rule is None:
+            raise NotImplementedError(f"{type(self).__name__} was built without a pattern and defines none")
+        return self.rule if isinstance(self.rule, Pattern) else self.rule(H, W)
 
     def bias(self, H: int, W: int) -> torch.Tensor | None:
-        """Relative position table ``[heads, 2*kh-1, 2*kw-1]`` for ``self.pattern(H, W)``, or None."""
-        return None
+        """The relative position table ``[heads, 2*kh-1, 2*kw-1]`` of ``self.pattern(H, W)``, or None."""
+        if self.bias_key is None:
+            return None
+        return getattr(self, self.bias_key)(self.pattern(H, W).extent(H, W))
 
     def rel_emb(self, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """SASA relative embeddings ``(row, col)`` (see ``vizattn.attend``), or None."""
-        return None
+        """SASA's relative embeddings ``(row, col)`` (see ``vizattn.attend``), or None."""
+        if self.rel_key is None:
+            return None
+        return getattr(self, self.rel_key)(self.pattern(H, W).extent(H, W))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = check_input(x, self.dim, type(self).__name__)
@@ -190,7 +252,9 @@ class PatternAttention(nn.Module):
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, heads={self.heads}"
+        rule = "" if self.rule is None else f", pattern={self.rule}"
+        scale = "" if self.scale is None else f", scale={self.scale}"
+        return f"dim={self.dim}, heads={self.heads}{rule}{scale}"
 
 
 class GlobalAttention(PatternAttention):
@@ -202,5 +266,5 @@ class GlobalAttention(PatternAttention):
     (torch.Size([1, 3, 4, 8]), Global())
     """
 
-    def pattern(self, H: int, W: int) -> Global:
-        return Global()
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__(dim, heads, Global(), qkv_bias=qkv_bias)

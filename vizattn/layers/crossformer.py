@@ -1,13 +1,19 @@
-"""CrossFormer: cross-scale embedding and short/long distance attention with dynamic position bias (§4)."""
+"""CrossFormer: cross-scale embedding and short/long distance attention with dynamic position bias.
+
+docs/semantics.md §4.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
 from ..bias import DynamicPositionBias
-from ..patterns import Block, Global, LongDistance, as_pair
-from .common import PatternAttention, check_input, check_positive
+from ..checks import as_pair, check_choice, check_input, check_positive
+from ..patterns import Block, Global, LongDistance, Pattern
+from .common import PatternAttention
 
 __all__ = ["CrossScaleEmbedding", "LongShortDistanceAttention", "DynamicPositionBias"]
 
@@ -42,17 +48,19 @@ class CrossScaleEmbedding(nn.Module):
         super().__init__()
         check_positive(dim_in=dim_in, dim_out=dim_out, stride=stride)
         kernels = tuple(kernels)
-        if not kernels or any(not isinstance(k, int) or k < stride or (k - stride) % 2 for k in kernels) \
-                or list(kernels) != sorted(set(kernels)):
-            raise ValueError("kernels must be increasing ints, each at least stride and differing from it by an "
-                             f"even number (padding (k - stride) / 2 centres them); got kernels={kernels}, stride={stride}")
+        if (not kernels or any(not isinstance(k, int) or k < stride or (k - stride) % 2 for k in kernels)
+                or list(kernels) != sorted(set(kernels))):
+            raise ValueError("kernels must be increasing ints, each at least stride and differing from it by an even "
+                             "number (padding (k - stride) / 2 centres them); "
+                             f"got kernels={kernels}, stride={stride}")
         channels = split_channels(dim_out, len(kernels))
         if min(channels) < 1:
             raise ValueError(f"dim_out is too small to split over the kernels ({channels}); got dim_out={dim_out}, "
                              f"kernels={kernels}")
         self.dim_in, self.dim_out, self.kernels, self.stride = dim_in, dim_out, kernels, stride
         self.convs = nn.ModuleList(
-            nn.Conv2d(dim_in, c, k, stride=stride, padding=(k - stride) // 2) for k, c in zip(kernels, channels)
+            nn.Conv2d(dim_in, c, k, stride=stride, padding=(k - stride) // 2)
+            for k, c in zip(kernels, channels, strict=True)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,13 +72,32 @@ class CrossScaleEmbedding(nn.Module):
         return y.permute(0, 2, 3, 1)  # [B, H // s, W // s, dim_out]
 
 
+@dataclasses.dataclass(frozen=True)
+class GlobalUpTo:
+    """A pattern rule: ``local`` on a map, ``Global()`` on a map no larger than ``group`` (both axes).
+
+    >>> rule = GlobalUpTo(Block(4), (4, 4))
+    >>> rule(4, 4), rule(8, 4), rule
+    (Global(), Block(4), Block(4), Global() up to (4, 4))
+    """
+
+    local: Pattern
+    group: tuple[int, int]
+
+    def __call__(self, H: int, W: int) -> Pattern:
+        return Global() if H <= self.group[0] and W <= self.group[1] else self.local
+
+    def __repr__(self) -> str:
+        return f"{self.local}, Global() up to {self.group}"
+
+
 class LongShortDistanceAttention(PatternAttention):
     """CrossFormer's LSDA: short distance (``kind="sda"``) or long distance (``kind="lda"``) attention.
 
     SDA = ``Block(group)`` (MaxViT's block attention), LDA = ``LongDistance(interval)`` (tokens
     ``interval`` apart on each axis; equals MaxViT's grid attention with ``G = H / interval``). If
-    the map is no larger than the group (``H <= group`` and ``W <= group``) the attention is ``Global``. The
-    bias comes from a ``DynamicPositionBias`` (hidden width ``dpb_hidden``, default
+    the map is no larger than the group (``H <= group`` and ``W <= group``) the attention is
+    ``Global`` (``GlobalUpTo``). The bias comes from a ``DynamicPositionBias`` (hidden width ``dpb_hidden``, default
     ``max(dim // 16, 4)`` as in the reference code) evaluated on the pattern's extent, so one set
     of weights serves every group size. ``pad=True``: pad to a multiple of group/interval.
 
@@ -82,20 +109,9 @@ class LongShortDistanceAttention(PatternAttention):
 
     def __init__(self, dim: int, heads: int, kind: str = "sda", group=7, interval=8, dpb_hidden: int | None = None,
                  pad: bool = False, qkv_bias: bool = True):
-        super().__init__(dim, heads, qkv_bias=qkv_bias)
-        if kind not in ("sda", "lda"):
-            raise ValueError(f"kind must be 'sda' or 'lda'; got kind={kind!r}")
-        self.kind, self.group = kind, as_pair("group", group)
-        self._local = Block(self.group, pad=pad) if kind == "sda" else LongDistance(interval, pad=pad)
-        self.dpb = DynamicPositionBias(heads, hidden=dpb_hidden or max(dim // 16, 4))
-
-    def pattern(self, H: int, W: int):
-        if H <= self.group[0] and W <= self.group[1]:
-            return Global()
-        return self._local
-
-    def bias(self, H: int, W: int) -> torch.Tensor:
-        return self.dpb(self.pattern(H, W).extent(H, W))
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, kind={self.kind!r}, pattern={self._local}, global up to {self.group}"
+        check_choice("kind", kind, ("sda", "lda"))
+        group = as_pair("group", group)
+        local = Block(group, pad=pad) if kind == "sda" else LongDistance(interval, pad=pad)
+        dpb = DynamicPositionBias(heads, hidden=dpb_hidden or max(dim // 16, 4))
+        super().__init__(dim, heads, GlobalUpTo(local, group), bias=dpb, qkv_bias=qkv_bias)
+        self.kind, self.group = kind, group

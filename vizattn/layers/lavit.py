@@ -1,4 +1,4 @@
-"""LaViT, the Less-Attention Vision Transformer (CVPR 2024), semantics.md §5. No official code exists.
+"""LaViT, the Less-Attention Vision Transformer (CVPR 2024), docs/semantics.md §5. No official code exists.
 
 - ``VanillaAttention``: global MHSA that returns its pre-softmax scores ``A = Q K^T / sqrt(d)``
   (plus optional residual scores), to be reused.
@@ -17,33 +17,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import as_pair, check_heads, check_input, check_positive, check_scores
 from ..functional import combine, slot_logits
-from ..patterns import Global, as_pair
-from .common import AttentionProbs, LayerScale, check_heads, check_input, check_positive
+from ..patterns import Global
+from .common import AttentionLayer, LayerScale
 
 __all__ = ["VanillaAttention", "LessAttention", "AttentionResidual"]
 
 GLOBAL = Global()
 
 
-def _check_scores(name: str, scores, shape: tuple) -> None:
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != shape:
-        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise ValueError(f"{name} must be scores [B, heads, N, N] = {shape} for this input; got {got}")
-
-
-class _ScoreAttention(nn.Module):
+class _ScoreAttention(AttentionLayer):
     """Shared shell: scores ``[B, heads, N, N]`` + values -> softmax -> (hook) -> combine -> proj."""
-
-    fused: bool = True
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.head_dim = check_heads(dim, heads)
         self.dim, self.heads = dim, heads
-        self.attn_probs = AttentionProbs()
         self.proj = nn.Linear(dim, dim)
-        self.fused = True
 
     def _attend(self, scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``scores [B, heads, N, N]``, ``v [B, heads, H, W, head_dim]`` -> ``[B, H, W, dim]``."""
@@ -82,7 +73,7 @@ class VanillaAttention(_ScoreAttention):
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         scores = slot_logits(q, k, GLOBAL).reshape(B, self.heads, N, N)  # [B, heads, N, N]
         if residual_scores is not None:
-            _check_scores("residual_scores", residual_scores, (B, self.heads, N, N))
+            check_scores("residual_scores", residual_scores, (B, self.heads, N, N))
             scores = scores + residual_scores
         return self._attend(scores, v), scores
 
@@ -119,7 +110,7 @@ class LessAttention(_ScoreAttention):
         N = H * W
         if N != self.tokens:
             raise ValueError(f"LessAttention was built for tokens=N={self.tokens}; got a map {(H, W)} with N={N}")
-        _check_scores("prev_scores", prev_scores, (B, self.heads, N, N))
+        check_scores("prev_scores", prev_scores, (B, self.heads, N, N))
         # Theta on the key axis, then Psi on the query axis: [B, heads, N(query), N(key)] throughout
         scores = self.psi(self.theta(prev_scores).transpose(-1, -2)).transpose(-1, -2)
         # [B, H, W, C] -> [B, H, W, heads, head_dim] -> [B, heads, H, W, head_dim]
@@ -161,7 +152,7 @@ class AttentionResidual(nn.Module):
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         Hp, Wp = self.size_prev
         B = scores.shape[0] if isinstance(scores, torch.Tensor) and scores.dim() == 4 else 1
-        _check_scores("scores", scores, (B, self.heads, Hp * Wp, Hp * Wp))
+        check_scores("scores", scores, (B, self.heads, Hp * Wp, Hp * Wp))
         heads, Hm, Wm = self.heads, Hp // 2, Wp // 2
         # query grid: [B, heads, Hp, Wp, N'] -> [B, N', heads, Hp, Wp] -> [B*N', heads, Hp, Wp]
         x = scores.reshape(B, heads, Hp, Wp, Hp * Wp).permute(0, 4, 1, 2, 3).reshape(B * Hp * Wp, heads, Hp, Wp)

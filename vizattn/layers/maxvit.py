@@ -1,4 +1,4 @@
-"""MaxViT: block and grid attention, MBConv, and the block that chains them (semantics.md §3)."""
+"""MaxViT: block and grid attention, MBConv, and the block that chains them (docs/semantics.md §3)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from ..bias import RelativePositionBias
+from ..checks import check_input, check_positive
 from ..patterns import Block, Grid
-from .common import Mlp, PatternAttention, check_input, check_positive
+from .common import Mlp, PatternAttention
 
 __all__ = ["BlockAttention", "GridAttention", "MBConv", "MaxViTBlock"]
 
@@ -24,27 +25,17 @@ class BlockAttention(PatternAttention):
     torch.Size([1, 8, 12, 16])
     """
 
-    pattern_type = Block
-
-    def __init__(self, dim: int, heads: int, size, pad: bool = False, rel_pos_bias: bool = True, qkv_bias: bool = True):
-        super().__init__(dim, heads, qkv_bias=qkv_bias)
-        self._pattern = self.pattern_type(size, pad=pad)
-        self.rpb = RelativePositionBias(heads, self._pattern.size) if rel_pos_bias else None
-
-    def pattern(self, H: int, W: int):
-        return self._pattern
-
-    def bias(self, H: int, W: int) -> torch.Tensor | None:
-        return None if self.rpb is None else self.rpb()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pattern={self._pattern}"
+    def __init__(self, dim: int, heads: int, size, pad: bool = False, rel_pos_bias: bool = True,
+                 qkv_bias: bool = True):
+        pattern = Block(size, pad=pad)
+        rpb = RelativePositionBias(heads, pattern.size) if rel_pos_bias else None
+        super().__init__(dim, heads, pattern, bias=rpb, qkv_bias=qkv_bias)
 
 
-class GridAttention(BlockAttention):
+class GridAttention(PatternAttention):
     """MaxViT grid attention: a ``G x G`` lattice with spacing ``H / G`` spanning the whole map.
 
-    Same shell as ``BlockAttention``; the bias table ``[heads, 2G-1, 2G-1]`` is indexed by the
+    Arguments as for ``BlockAttention``; the bias table ``[heads, 2G-1, 2G-1]`` is indexed by the
     within-group offset, where one unit is ``H / G`` pixels.
 
     >>> import torch
@@ -52,11 +43,15 @@ class GridAttention(BlockAttention):
     torch.Size([1, 8, 12, 16])
     """
 
-    pattern_type = Grid
+    def __init__(self, dim: int, heads: int, size, pad: bool = False, rel_pos_bias: bool = True,
+                 qkv_bias: bool = True):
+        pattern = Grid(size, pad=pad)
+        rpb = RelativePositionBias(heads, pattern.size) if rel_pos_bias else None
+        super().__init__(dim, heads, pattern, bias=rpb, qkv_bias=qkv_bias)
 
 
 class MBConv(nn.Module):
-    """MaxViT's inverted bottleneck, channels-last at its boundary: ``[B, H, W, dim_in] -> [B, H', W', dim_out]``.
+    """MaxViT's inverted bottleneck, channels-last: ``[B, H, W, dim_in] -> [B, H', W', dim_out]``.
 
     BN -> 1x1 expand to ``dim_out * expand`` -> BN + GELU -> 3x3 depthwise (``stride``) -> BN + GELU
     -> squeeze-excite (to ``int(dim_out * se)`` channels, SiLU, sigmoid gate; ``se=0``: none) -> 1x1
@@ -120,7 +115,7 @@ class SqueezeExcite(nn.Module):
 
 
 class MaxViTBlock(nn.Module):
-    """One MaxViT block: MBConv, then block attention + FFN, then grid attention + FFN (pre-norm residuals).
+    """One MaxViT block: MBConv, block attention + FFN, grid attention + FFN (pre-norm residuals).
 
     ``x = MBConv(x)``; ``x += BlockAttn(LN(x))``; ``x += FFN(LN(x))``; ``x += GridAttn(LN(x))``;
     ``x += FFN(LN(x))``. ``size`` is both the window P and the grid G; ``stride=2`` in the first

@@ -1,8 +1,6 @@
-"""Neighborhood attention (NAT) and dilated neighborhood attention (DiNAT), semantics.md §1."""
+"""Neighborhood attention (NAT) and dilated neighborhood attention (DiNAT), docs/semantics.md §1."""
 
 from __future__ import annotations
-
-import torch
 
 from ..bias import RelativePositionBias
 from ..patterns import Neighborhood
@@ -25,16 +23,8 @@ class NeighborhoodAttention(PatternAttention):
     torch.Size([1, 7, 9, 16])
     """
 
-    def __init__(self, dim: int, heads: int, kernel_size, dilation=1, rel_pos_bias: bool = True, qkv_bias: bool = True):
-        super().__init__(dim, heads, qkv_bias=qkv_bias)
-        self._pattern = Neighborhood(kernel_size, dilation)
-        self.rpb = RelativePositionBias(heads, self._pattern.kernel_size) if rel_pos_bias else None
-
-    def pattern(self, H: int, W: int) -> Neighborhood:
-        return self._pattern
-
-    def bias(self, H: int, W: int) -> torch.Tensor | None:
-        return None if self.rpb is None else self.rpb()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pattern={self._pattern}"
+    def __init__(self, dim: int, heads: int, kernel_size, dilation=1, rel_pos_bias: bool = True,
+                 qkv_bias: bool = True):
+        pattern = Neighborhood(kernel_size, dilation)
+        rpb = RelativePositionBias(heads, pattern.kernel_size) if rel_pos_bias else None
+        super().__init__(dim, heads, pattern, bias=rpb, qkv_bias=qkv_bias)

@@ -1,4 +1,4 @@
-"""Stand-Alone Self-Attention (SASA, Ramachandran et al. 2019), semantics.md §2.
+"""Stand-Alone Self-Attention (SASA, Ramachandran et al. 2019), docs/semantics.md §2.
 
 Two layers:
 
@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bias import RelativeEmbedding
+from ..checks import check_heads, check_input, check_positive
 from ..functional import attend, combine, slot_logits
 from ..patterns import LocalWindow
-from .common import AttentionProbs, PatternAttention, check_heads, check_input, check_positive
+from .common import AttentionLayer, PatternAttention
 
 __all__ = ["StandAloneAttention", "AttentionStem", "HeadwiseLinear"]
 
@@ -70,22 +71,13 @@ class StandAloneAttention(PatternAttention):
     """
 
     def __init__(self, dim: int, heads: int, kernel_size, padding: str = "zeros", scale: float | None = None):
-        super().__init__(dim, heads, qkv_bias=False, proj=False, scale=1.0 if scale is None else scale)
-        self._pattern = LocalWindow(kernel_size, padding)
-        self.qkv = HeadwiseLinear(dim, heads, parts=3)
-        self.rel = RelativeEmbedding(heads, self.head_dim, self._pattern.kernel_size)
-
-    def pattern(self, H: int, W: int) -> LocalWindow:
-        return self._pattern
-
-    def rel_emb(self, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.rel()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pattern={self._pattern}, scale={self.scale}"
+        pattern = LocalWindow(kernel_size, padding)
+        qkv = HeadwiseLinear(dim, heads, parts=3)
+        rel = RelativeEmbedding(heads, qkv.head_dim, pattern.kernel_size)
+        super().__init__(dim, heads, pattern, rel_emb=rel, qkv=qkv, proj=False, scale=1.0 if scale is None else scale)
 
 
-class AttentionStem(nn.Module):
+class AttentionStem(AttentionLayer):
     """SASA's spatially-aware attention stem: ``[B, H, W, dim_in] -> [B, H, W, dim]``.
 
     Logits ``scale * q . k`` over the centred ``k x k`` window (zero padding as in
@@ -107,8 +99,6 @@ class AttentionStem(nn.Module):
     torch.Size([1, 6, 6, 8])
     """
 
-    fused: bool = True
-
     def __init__(self, dim_in: int, dim: int, heads: int, kernel_size, mixtures: int = 4, padding: str = "zeros",
                  scale: float | None = None):
         super().__init__()
@@ -123,8 +113,6 @@ class AttentionStem(nn.Module):
         self.emb_row = nn.Parameter(nn.init.trunc_normal_(torch.empty(kh, dim), std=0.02))
         self.emb_col = nn.Parameter(nn.init.trunc_normal_(torch.empty(kw, dim), std=0.02))
         self.nu = nn.Parameter(nn.init.trunc_normal_(torch.empty(mixtures, dim), std=0.02))
-        self.attn_probs = AttentionProbs()
-        self.fused = True
 
     def pattern(self, H: int, W: int) -> LocalWindow:
         return self._pattern
@@ -144,7 +132,8 @@ class AttentionStem(nn.Module):
         values = self.value(x).reshape(B, H, W, M, heads, head_dim).permute(3, 0, 4, 1, 2, 5)
         p = self.mixture()  # [M, kh, kw]
         offsets = pattern.offsets(H, W).to(x.device)  # [N, K, 2], key - query in pixels
-        p_slot = p[:, offsets[..., 0] + kh // 2, offsets[..., 1] + kw // 2].reshape(M, 1, 1, H, W, -1)  # [M, 1, 1, H, W, K]
+        # [M, 1, 1, H, W, K]: the mixture weights of each slot's offset
+        p_slot = p[:, offsets[..., 0] + kh // 2, offsets[..., 1] + kw // 2].reshape(M, 1, 1, H, W, -1)
         logits = slot_logits(q, k, pattern, scale=self.scale)  # [B, heads, H, W, K]
         probs = logits.softmax(-1)
         if self.fused:
@@ -163,4 +152,5 @@ class AttentionStem(nn.Module):
         return out.permute(0, 2, 3, 1, 4).reshape(B, H, W, heads * head_dim)  # [B, H, W, dim]
 
     def extra_repr(self) -> str:
-        return f"dim_in={self.dim_in}, dim={self.dim}, heads={self.heads}, pattern={self._pattern}, mixtures={self.mixtures}"
+        return (f"dim_in={self.dim_in}, dim={self.dim}, heads={self.heads}, pattern={self._pattern}, "
+                f"mixtures={self.mixtures}")

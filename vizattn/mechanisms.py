@@ -9,13 +9,15 @@ A row (``Mechanism``) is one paper's attention: one or more ``Layer`` kinds (Max
 grid) and the ``stack`` its networks alternate. A ``Layer`` has the name shown in menus and
 accepted by ``cost`` (one name per layer kind), the parameters it reads (``PARAMETERS``, each with
 its smallest valid value), how it builds its pattern for a map, and its cost formula
-(docs/semantics.md §6). Adding a mechanism is one row here plus, if it needs one, one pattern
-class in ``vizattn.patterns``; e.g. Swin (W-MSA, then SW-MSA with shift ``P // 2``)::
+(docs/semantics.md §6). Adding a mechanism is one row in ``TABLE`` plus, if no pattern fits, one
+pattern class in ``vizattn.patterns``; the menus, sliders, cost figures, stacks and probe kinds
+follow, and ``tests/test_mechanisms.py`` asks for the new cost formula written out by hand. Swin
+(W-MSA, then SW-MSA shifted by ``P // 2``, docs/semantics.md §7) would be::
 
     Mechanism("Swin", "Liu et al. 2021, Swin Transformer", (
-        Layer("Swin W", {"block": 1}, lambda p, side: Block(p["block"], pad=side % p["block"] != 0),
-              _windowed("block"), kind="block"),
-        Layer("Swin SW", {"block": 1}, lambda p, side: Block(p["block"], pad=..., shift=p["block"] // 2),
+        Layer("Swin W", {"block": 1}, _padded(Block, "block"), _windowed("block"), kind="block"),
+        Layer("Swin SW", {"block": 1},
+              lambda p, side: Block(p["block"], pad=side % p["block"] != 0, shift=p["block"] // 2),
               _windowed("block"), kind="block"),
     ), stack=("Swin W", "Swin SW"), stack_name="Swin W + SW"),
 

@@ -505,8 +505,8 @@ def stack_model(stack: str, depth: int, size: int, kernel: int = 3, dilation: in
     Its attention layer ``attns.{d}`` is layer ``d + 1`` of the stack, so the first ``d`` layers of a
     deeper stack are the same network as a stack of depth ``d``.
 
-    >>> [type(a.fixed).__name__ for a in stack_model("MaxViT block + grid", 3, 16).attns]
-    ['Block', 'Grid', 'Block']
+    >>> [a.pattern(16, 16) for a in stack_model("MaxViT block + grid", 3, 16).attns]
+    [Block(4), Grid(4), Block(4)]
     """
     patterns = stack_for(stack, depth, size, kernel=kernel, dilation=dilation, window=window, interval=interval)
     with torch.random.fork_rng():

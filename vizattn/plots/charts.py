@@ -45,14 +45,15 @@ def curves_figure(curves, *, title: str, x_title: str, y_title: str, x_log: bool
 
 def maps_figure(maps, *, title: str, colorscale: str = "Viridis", cmin: float | None = None,
                 colour_title: str | None = None, x_title: str | None = None, y_title: str | None = None,
-                marks=None, axes: bool = True, hover: str = "row %{y}, col %{x}: %{z:.3f}",
+                marks=None, axes: bool = True, shared: bool = True, hover: str = "row %{y}, col %{x}: %{z:.3f}",
                 width: int | None = None, height: int = 420) -> go.Figure:
     """Heatmaps side by side on one colour scale, row 0 on top, grey where a value is NaN.
 
     ``maps``: ``{subplot title: z}`` with ``z [H, W]`` (tensor or array), or ``(z, x, y)`` with the
     coordinates of the columns and rows (e.g. offsets ``-2 .. 2``). ``cmin``: bottom of the colour
     scale (default: the smallest value); ``colour_title`` None hides the colour bar; ``marks``:
-    ``{subplot title: (row, col)}`` a query marker; ``axes=False`` hides the axes.
+    ``{subplot title: (row, col)}`` a query marker; ``axes=False`` hides the axes; ``shared=False``:
+    each map coloured from ``cmin`` to its own largest value (no colour bar).
 
     >>> fig = maps_figure({"a": np.eye(2), "b": (np.ones((2, 3)), [-1, 0, 1], [0, 1])}, title="t", marks={"a": (0, 1)})
     >>> [t.type for t in fig.data], list(fig.data[2].x)
@@ -63,20 +64,23 @@ def maps_figure(maps, *, title: str, colorscale: str = "Viridis", cmin: float | 
     for col, (name, value) in enumerate(maps.items(), start=1):
         z, x, y = value if isinstance(value, tuple) else (value, None, None)
         z = np.asarray(z.detach() if hasattr(z, "detach") else z, dtype=float)
-        fig.add_trace(go.Heatmap(z=gaps(z), x=x, y=y, coloraxis="coloraxis", hovertemplate=hover + "<extra></extra>",
-                                 name=name), 1, col)
+        xs, ys = np.arange(z.shape[1]) if x is None else np.asarray(x), np.arange(z.shape[0]) if y is None else np.asarray(y)
+        fig.update_xaxes(range=[xs.min() - 0.5, xs.max() + 0.5], row=1, col=col)
+        fig.update_yaxes(range=[ys.max() + 0.5, ys.min() - 0.5], row=1, col=col)  # row 0 on top
+        colour = dict(coloraxis="coloraxis") if shared else dict(colorscale=colorscale, zmin=cmin, showscale=False)
+        fig.add_trace(go.Heatmap(z=gaps(z), x=x, y=y, hovertemplate=hover + "<extra></extra>", name=name, **colour),
+                      1, col)
         if marks and name in marks:
             i, j = marks[name]
             fig.add_trace(go.Scatter(x=[j], y=[i], mode="markers", marker=QUERY_MARKER, hoverinfo="skip",
                                      name="query"), 1, col)
     fig.update_xaxes(visible=axes, showgrid=False, zeroline=False, title=x_title, constrain="domain")
-    fig.update_yaxes(visible=axes, showgrid=False, zeroline=False, title=y_title, autorange="reversed",
-                     constrain="domain")
+    fig.update_yaxes(visible=axes, showgrid=False, zeroline=False, title=y_title, constrain="domain")
     for k in range(len(maps)):
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
     fig.update_layout(title=dict(text=title, x=0.5), width=width or 60 + 380 * len(maps), height=height,
                       plot_bgcolor=OUTSIDE_COLOUR, showlegend=False, margin=dict(l=40, r=20, t=80, b=40),
-                      coloraxis=dict(colorscale=colorscale, cmin=cmin, showscale=colour_title is not None,
+                      coloraxis=dict(colorscale=colorscale, cmin=cmin, showscale=shared and colour_title is not None,
                                      colorbar=dict(title=colour_title)))
     return fig
 

@@ -75,7 +75,7 @@ def run(cmd, what, **kwargs):
     try:
         rc = subprocess.call([str(c) for c in cmd], **kwargs)
     except OSError as exc:
-        raise DevError("{} failed: {}".format(what, exc))
+        raise DevError("{} failed: {}".format(what, exc)) from None
     if rc != 0:
         raise DevError("{} failed (exit code {}); see the messages above".format(what, rc))
 
@@ -268,7 +268,7 @@ def execute(cmd):
     try:
         os.execv(cmd[0], cmd)
     except OSError as exc:
-        raise DevError("could not start {}: {}".format(cmd[0], exc))
+        raise DevError("could not start {}: {}".format(cmd[0], exc)) from None
 
 
 def lab_command(args):
@@ -355,7 +355,7 @@ def cmd_strip(args):
         try:
             nb = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise DevError("{} is not valid notebook JSON: {}".format(path, exc))
+            raise DevError("{} is not valid notebook JSON: {}".format(path, exc)) from None
         clean = strip_notebook(nb)
         if clean == nb:
             continue  # already clean: leave the file (and its formatting) alone

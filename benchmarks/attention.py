@@ -48,7 +48,10 @@ def peak_rss_bytes(fn):
     status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
-        read = lambda key: int(next(l for l in status.read_text().splitlines() if l.startswith(key)).split()[1])  # noqa: E731
+
+        def read(key):
+            return int(next(line for line in status.read_text().splitlines() if line.startswith(key)).split()[1])
+
         fn()  # warm-up: caches
         gc.collect()
         clear.write_text("5")  # resets VmHWM to the current VmRSS
@@ -90,12 +93,20 @@ def memory_in_child(name, size, method, args):
     return None if out == "None" else int(out)
 
 
+def mib(b):
+    return "n/a" if b is None else f"{b / 2**20:.0f}"
+
+
+def ratio(a, b):
+    return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
+
+
 def measure(name, size, args):
     row = {}
     for method, fn in steps(name, size, args.batch, args.heads, args.head_dim).items():
         with torch.no_grad():
             row[f"{method} fwd"] = seconds(fn, args.repeats)
-        row[f"{method} f+b"] = seconds(lambda: fn().sum().backward(), args.repeats)
+        row[f"{method} f+b"] = seconds(lambda fn=fn: fn().sum().backward(), args.repeats)
         row[f"{method} mem"] = memory_in_child(name, size, method, args)
     return row
 
@@ -117,14 +128,13 @@ def main(argv=None):
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, heads={args.heads}, "
           f"head_dim={args.head_dim}, float32; times in ms (best of {args.repeats}), memory in MiB\n")
-    header = "| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense | ours mem | dense mem | mem/dense |"
+    header = ("| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense "
+              "| ours mem | dense mem | mem/dense |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in args.patterns:
         for size in args.sizes:
             r = measure(name, size, args)
-            mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f}"  # noqa: E731
-            ratio = lambda a, b: "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"  # noqa: E731
             print(
                 f"| {name} | {size}x{size} | {r['ours fwd'] * 1e3:.1f} | {r['dense fwd'] * 1e3:.1f} | "
                 f"{ratio(r['ours fwd'], r['dense fwd'])} | {r['ours f+b'] * 1e3:.1f} | {r['dense f+b'] * 1e3:.1f} | "

@@ -51,7 +51,8 @@ def cases(L: int, n: int):
          "sliders.query_j", sweep),
         (f"Partition SASA k=7 {L}x{L}", lambda: PartitionExplorer("SASA", size=L, kernel=7, query=(L // 2, L // 2)),
          "sliders.query_i", sweep),
-        (f"Partition grid G=8 {L}x{L}", lambda: PartitionExplorer("MaxViT grid", size=L, grid=8, query=(L // 2, L // 2)),
+        (f"Partition grid G=8 {L}x{L}",
+         lambda: PartitionExplorer("MaxViT grid", size=L, grid=8, query=(L // 2, L // 2)),
          "sliders.query_j", sweep),
         (f"Partition NA {L}x{L}", lambda: PartitionExplorer("NA", size=L, kernel=3, query=(L // 2, L // 2)),
          "sliders.kernel", [3 + k % 10 for k in range(n)]),
@@ -70,9 +71,13 @@ def cases(L: int, n: int):
     yield "LaViT stage 0 (N = 64)", lambda: LaViTExplorer(stage=0), "sliders.head", [k % 4 for k in range(n)]
     yield "LaViT", lambda: LaViTExplorer(), "sliders.stage", [k % 2 for k in range(n)]
     for stack in ("NA + DiNAT", "MaxViT block + grid", "global"):
-        build = (lambda stack=stack: ReceptiveFieldExplorer(stack, size=L, depth=1, effective=False))
-        yield f"Receptive {stack} {L}x{L} theory cold", build, "depth", list(range(1, 9))
-        build = (lambda stack=stack: ReceptiveFieldExplorer(stack, size=L, depth=1))
+        yield (f"Receptive {stack} {L}x{L} theory cold",
+               lambda stack=stack: ReceptiveFieldExplorer(stack, size=L, depth=1, effective=False),
+               "depth", list(range(1, 9)))
+
+        def build(stack=stack):
+            return ReceptiveFieldExplorer(stack, size=L, depth=1)
+
         yield f"Receptive {stack} {L}x{L} cold", build, "depth", list(range(1, 9))
         yield f"Receptive {stack} {L}x{L} warm", build, "depth", [1 + k % 8 for k in range(n)]
 

@@ -1,4 +1,4 @@
-"""Slow, obvious references written straight from semantics.md, independent of vizattn's code.
+"""Slow, obvious references written straight from docs/semantics.md, independent of vizattn's code.
 
 Patterns are described by plain tuples, e.g. ("na", k, d), so nothing here imports
 ``vizattn.patterns``. Everything loops in Python over float64 numbers.
@@ -16,16 +16,16 @@ def axis_slots(spec, L, i):
     kind = spec[0]
     if kind == "global":
         return [(j, j - i) for j in range(L)]
-    if kind == "na":  # semantics §1
+    if kind == "na":  # docs/semantics.md §1
         _, k, d = spec
         g, ig = i % d, i // d
         group_len = math.ceil((L - g) / d)
         s = min(max(ig - k // 2, 0), group_len - k)
         return [((s + t) * d + g, s + t - ig) for t in range(k)]
-    if kind == "sasa":  # semantics §2: centred window, outside the map = zero slot
+    if kind == "sasa":  # docs/semantics.md §2: centred window, outside the map = zero slot
         _, k = spec
         return [(j if 0 <= j < L else None, j - i) for j in range(i - k // 2, i + k // 2 + 1)]
-    if kind == "block":  # semantics §3, padded map
+    if kind == "block":  # docs/semantics.md §3, padded map
         _, P = spec
         first = i // P * P
         return [(first + t if first + t < L else None, t - i % P) for t in range(P)]
@@ -33,7 +33,7 @@ def axis_slots(spec, L, i):
         _, G = spec
         s = math.ceil(L / G)
         return [(i % s + t * s if i % s + t * s < L else None, t - i // s) for t in range(G)]
-    if kind == "lda":  # semantics §4: same group iff equal mod I
+    if kind == "lda":  # docs/semantics.md §4: same group iff equal mod I
         _, I = spec
         n = math.ceil(L / I)
         return [(i % I + t * I if i % I + t * I < L else None, t - i // I) for t in range(n)]
@@ -55,7 +55,7 @@ def slots(spec_h, spec_w, H, W):
 
 
 def attention(q, k, v, table, zero_slots, bias=None, rel=None, scale=None):
-    """Attention by definition: for each query a softmax over its slots (semantics §1-4).
+    """Attention by definition: for each query a softmax over its slots (docs/semantics.md §1-§4).
 
     q, k, v: [B, heads, H, W, d]; table: the output of ``slots``. Zero slots (SASA) have a zero
     key and value and stay in the softmax; other empty slots are dropped. Returns (out, weights).

@@ -3,26 +3,27 @@ import warnings
 
 import pytest
 import torch
-
-import brute
-from cases import CASES, IDS
 from torch.utils.checkpoint import checkpoint
 
 from vizattn import attend, functional
 from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositionBias
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
+import brute
+from cases import CASES, IDS
+from conftest import D, generator
+
 FAST = ["reference", "tiled"]
 
 
-def qkv(B, heads, H, W, d, dtype=torch.float64, seed=0, dv=None):
-    g = torch.Generator().manual_seed(seed)
+def qkv(B, heads, H, W, d, dtype=D, seed=0, dv=None):
+    g = generator(seed)
     q, k = (torch.randn(B, heads, H, W, d, generator=g, dtype=dtype) for _ in range(2))
     return q, k, torch.randn(B, heads, H, W, dv or d, generator=g, dtype=dtype)
 
 
-def tables(pattern, heads, H, W, d, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
+def tables(pattern, heads, H, W, d, dtype=D, seed=1):
+    g = generator(seed)
     kh, kw = pattern.extent(H, W)
     bias = torch.randn(heads, 2 * kh - 1, 2 * kw - 1, generator=g, dtype=dtype)
     rel = (torch.randn(heads, 2 * kh - 1, d // 2, generator=g, dtype=dtype),
@@ -37,8 +38,8 @@ def test_attend_matches_the_definition(pattern, spec_h, spec_w, H, W, backend):
     bias, rel = tables(pattern, 2, H, W, 4)
     table = brute.slots(spec_h, spec_w, H, W)
     for kwargs in ({}, {"bias": bias, "rel_emb": rel, "scale": 0.7}):
-        want_out, want_w = brute.attention(q, k, v, table, pattern.zero_slots,
-                                           bias=kwargs.get("bias"), rel=kwargs.get("rel_emb"), scale=kwargs.get("scale"))
+        want_out, want_w = brute.attention(q, k, v, table, pattern.zero_slots, bias=kwargs.get("bias"),
+                                           rel=kwargs.get("rel_emb"), scale=kwargs.get("scale"))
         out, weights = attend(q, k, v, pattern, return_weights=True, backend=backend, **kwargs)
         torch.testing.assert_close(out, want_out)
         torch.testing.assert_close(weights, want_w)
@@ -195,7 +196,7 @@ def test_flex_backend_forward(pattern, H, W):
 
 
 def test_memory_of_the_tiled_kernel_grows_with_tokens_times_window():
-    from vizattn.functional import _plan, TILE
+    from vizattn.functional import TILE, _plan
     for H in (32, 64):
         plan = _plan(Neighborhood(7), H, H, TILE, torch.device("cpu"))
         assert plan.tile_slot.numel() <= H * H * (TILE + 6) ** 2  # N * halo, not N^2

@@ -204,9 +204,10 @@ def _run_all(page) -> int:
                 "() => { const p = document.querySelector('.jp-CodeCell .jp-InputPrompt');"
                 " return p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }", timeout=20_000)
             break
-        except Exception:
+        except Exception as err:
             if attempt == 2:
-                raise AssertionError(f"the code cell never ran; its prompt reads {code_prompt.text_content()!r}")
+                prompt = code_prompt.text_content()
+                raise AssertionError(f"the code cell never ran; its prompt reads {prompt!r}") from err
     return cells
 
 

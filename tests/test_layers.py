@@ -1,5 +1,5 @@
 """vizattn.layers: shapes, gradients, fused == explicit, the probabilities hook, and every layer
-against a slow computation written by hand from semantics.md. float64 wherever values are compared."""
+against a slow computation written by hand from docs/semantics.md. float64 wherever values are compared."""
 
 import contextlib
 import math
@@ -8,12 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vizattn import layers
+from vizattn.bias import DynamicPositionBias
 from vizattn.layers import (
     AttentionProbs,
     AttentionResidual,
     AttentionStem,
     BlockAttention,
     CrossScaleEmbedding,
+    GlobalAttention,
     GridAttention,
     LayerScale,
     LessAttention,
@@ -22,6 +25,7 @@ from vizattn.layers import (
     MBConv,
     Mlp,
     NeighborhoodAttention,
+    PatternAttention,
     StandAloneAttention,
     VanillaAttention,
     attention_layers,
@@ -30,29 +34,7 @@ from vizattn.layers import (
 from vizattn.layers.crossformer import split_channels
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
-D = torch.float64
-
-
-def seeded(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(*shape, seed=0):
-    return torch.randn(*shape, generator=seeded(seed), dtype=D)
-
-
-def build(factory, seed=0):
-    torch.manual_seed(seed)
-    return factory().double()
-
-
-def randomise(module, seed=1, std=0.5):
-    """Overwrite every parameter with noise (so identity inits and zero tables test nothing by luck)."""
-    g = seeded(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
-    return module
+from conftest import D, build, randn, randomise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +60,17 @@ def random_la():
     return randomise(LessAttention(8, 2, tokens=12), std=0.3)
 
 
+def grid_or_rows(H, W):
+    """A pattern rule of the map size: a 2 x 2 grid on tall maps, else each row alone."""
+    return Grid(2) if H > 4 else Block((1, W))
+
+
 LAYERS = {
+    "vit": (lambda: GlobalAttention(8, 2), (2, 3, 4, 8), plain, [(Global(), (3, 4))]),
+    "shell-rule": (lambda: randomise(PatternAttention(8, 2, grid_or_rows, bias=DynamicPositionBias(2, hidden=4)),
+                                     std=0.3),
+                   (1, 6, 4, 8), plain, [(Grid(2), (6, 4))]),
+    "shell-rows": (lambda: PatternAttention(8, 2, grid_or_rows), (2, 3, 5, 8), plain, [(Block((1, 5)), (3, 5))]),
     "nat": (lambda: NeighborhoodAttention(8, 2, 3), (2, 5, 6, 8), plain, [(Neighborhood(3), (5, 6))]),
     "dinat": (lambda: NeighborhoodAttention(8, 2, (3, 2), dilation=(2, 3)), (1, 7, 8, 8), plain,
               [(Neighborhood((3, 2), (2, 3)), (7, 8))]),
@@ -99,7 +91,8 @@ LAYERS = {
             [(LongDistance(2), (4, 6))]),
     "lda-pad": (lambda: LongShortDistanceAttention(8, 2, "lda", group=2, interval=3, pad=True), (1, 5, 7, 8), plain,
                 [(LongDistance(3, pad=True), (5, 7))]),
-    "lsda-global": (lambda: LongShortDistanceAttention(8, 2, "lda", group=7), (1, 5, 6, 8), plain, [(Global(), (5, 6))]),
+    "lsda-global": (lambda: LongShortDistanceAttention(8, 2, "lda", group=7), (1, 5, 6, 8), plain,
+                    [(Global(), (5, 6))]),
     "va": (lambda: VanillaAttention(8, 2), (2, 3, 4, 8), lavit_va, [(Global(), (3, 4))]),
     "va-residual": (lambda: VanillaAttention(8, 2), (2, 3, 4, 8), with_scores(5), [(Global(), (3, 4))]),
     "la": (random_la, (2, 3, 4, 8), with_scores(6), [(Global(), (3, 4))]),
@@ -109,6 +102,41 @@ LAYERS = {
 def case(name, seed=0):
     factory, shape, call, expected = LAYERS[name]
     return build(factory, seed), randn(*shape, seed=seed + 10), call, expected
+
+
+# the other modules of vizattn.layers: (factory, call(module) -> output, output shape)
+MODULES = {
+    "probs": (AttentionProbs, lambda m: m(randn(1, 2, 4, 4, 4).softmax(-1), Block(2)), (1, 2, 4, 4, 4)),
+    "mlp": (lambda: Mlp(8, ratio=2.0, dim_out=6), lambda m: m(randn(2, 3, 4, 8)), (2, 3, 4, 6)),
+    "layer-scale": (lambda: LayerScale(3, init=0.5, axis=1), lambda m: m(randn(2, 3, 4)), (2, 3, 4)),
+    "mbconv": (lambda: MBConv(8, 16, stride=2), lambda m: m(randn(2, 7, 6, 8)), (2, 4, 3, 16)),
+    "cel": (lambda: CrossScaleEmbedding(3, 8, kernels=(2, 4), stride=2), lambda m: m(randn(1, 6, 8, 3)), (1, 3, 4, 8)),
+    "dpb": (lambda: DynamicPositionBias(2, hidden=4), lambda m: m((3, 2)), (2, 5, 3)),
+    "residual": (lambda: AttentionResidual(2, (4, 2)), lambda m: m(randn(1, 2, 8, 8)), (1, 2, 2, 2)),
+}
+
+
+def test_every_class_of_the_layers_package_is_in_a_table():
+    """A new layer class fails here until LAYERS (attention layers) or MODULES (the rest) holds it."""
+    classes = {getattr(layers, name) for name in layers.__all__ if isinstance(getattr(layers, name), type)}
+    tables = [factory for factory, *_ in LAYERS.values()] + [factory for factory, *_ in MODULES.values()]
+    covered = {type(build(factory)) for factory in tables}
+    assert classes - covered == set(), f"not in a table of tests/test_layers.py: {classes - covered}"
+    # attention layers belong in LAYERS, whose tests check fused == explicit and the probabilities hook
+    assert all(attention_layers(build(factory)) for factory, *_ in LAYERS.values())
+    assert not any(attention_layers(build(factory)) for factory, *_ in MODULES.values())
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_other_modules_shape_and_every_parameter_gets_a_gradient(name):
+    factory, call, shape = MODULES[name]
+    module = randomise(build(factory), std=0.3)
+    out = call(module)
+    assert out.shape == shape
+    if list(module.parameters()):
+        (out * randn(*out.shape, seed=3)).sum().backward()
+        for pname, p in module.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -187,7 +215,8 @@ def test_neighborhood_attention_is_a_loop_over_windows(kernel, dilation, H, W):
         rows, cols = [key // W for key in keys], [key % W for key in keys]
         for head in range(2):
             logits = torch.stack([
-                q[i, j, head] @ k[r, c, head] / math.sqrt(4) + table[head, (r - i) // dh + kh - 1, (c - j) // dw + kw - 1]
+                q[i, j, head] @ k[r, c, head] / math.sqrt(4)
+                + table[head, (r - i) // dh + kh - 1, (c - j) // dw + kw - 1]
                 for r, c in zip(rows, cols)
             ])
             weights = logits.softmax(0)
@@ -213,7 +242,7 @@ def test_sasa_heads_only_see_their_channel_group():
 
 @pytest.mark.parametrize("padding, scale", [("zeros", None), ("zeros", 0.4), ("mask", None)])
 def test_sasa_is_zero_padding_then_a_plain_window_softmax(padding, scale):
-    """semantics §2: pad the map with zero vectors, then softmax over the whole k x k window
+    """docs/semantics.md §2: pad the map with zero vectors, then softmax over the whole k x k window
     (with padding="mask": over the in-map part only), logits scale * q . (k + concat(r_row, r_col))."""
     H, W, k, heads, hd = 4, 5, 3, 2, 4
     layer = build(lambda: StandAloneAttention(heads * hd, heads, k, padding=padding, scale=scale))
@@ -232,13 +261,15 @@ def test_sasa_is_zero_padding_then_a_plain_window_softmax(padding, scale):
                         if padding == "mask" and not (0 <= i + a - p < H and 0 <= j + b - p < W):
                             continue
                         r = torch.cat([row[h, a], col[h, b]])
-                        logits.append((1.0 if scale is None else scale) * q[i + p, j + p, h] @ (kk[i + a, j + b, h] + r))
+                        s = 1.0 if scale is None else scale
+                        logits.append(s * q[i + p, j + p, h] @ (kk[i + a, j + b, h] + r))
                         values.append(v[i + a, j + b, h])
                 weights = torch.stack(logits).softmax(0)
                 out[i, j, h] = sum(w * val for w, val in zip(weights, values))
     torch.testing.assert_close(layer(x)[0], out.reshape(H, W, heads * hd))
     if padding == "zeros":  # padded positions are literally zero keys/values (no projection bias)
-        assert torch.equal(layer.qkv(torch.zeros(1, 1, 1, heads * hd, dtype=D)), torch.zeros(1, 1, 1, 3 * heads * hd, dtype=D))
+        zero = torch.zeros(1, 1, 1, heads * hd, dtype=D)
+        assert torch.equal(layer.qkv(zero), torch.zeros(1, 1, 1, 3 * heads * hd, dtype=D))
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -260,9 +291,8 @@ def test_attention_stem_mixes_values_by_the_query_key_offset(fused):
             for h in range(heads):
                 window = [(a, b) for a in range(k) for b in range(k)]
                 weights = torch.stack([0.6 * q[i + p, j + p, h] @ kk[i + a, j + b, h] for a, b in window]).softmax(0)
-                out[i, j, h] = sum(
-                    w * sum(mix[m, a, b] * vm[i + a, j + b, m, h] for m in range(M)) for w, (a, b) in zip(weights, window)
-                )
+                out[i, j, h] = sum(w * sum(mix[m, a, b] * vm[i + a, j + b, m, h] for m in range(M))
+                                   for w, (a, b) in zip(weights, window))
     with contextlib.nullcontext() if fused else explicit(layer):
         torch.testing.assert_close(layer(x)[0], out.reshape(H, W, heads * hd))
 
@@ -303,9 +333,13 @@ def grid_groups(G):
     return groups, ungroup
 
 
-@pytest.mark.parametrize("kind, size, H, W", [("block", 2, 4, 6), ("block", 3, 6, 3), ("grid", 2, 4, 6), ("grid", 3, 6, 9)])
+@pytest.mark.parametrize("kind, size, H, W",
+                         [("block", 2, 4, 6), ("block", 3, 6, 3), ("grid", 2, 4, 6), ("grid", 3, 6, 9)])
 def test_block_and_grid_attention_are_reshapes_into_groups(kind, size, H, W):
-    cls, (groups, ungroup) = (BlockAttention, block_groups(size)) if kind == "block" else (GridAttention, grid_groups(size))
+    if kind == "block":
+        cls, (groups, ungroup) = BlockAttention, block_groups(size)
+    else:
+        cls, (groups, ungroup) = GridAttention, grid_groups(size)
     layer = randomise(build(lambda: cls(8, 2, size)))
     x = randn(1, H, W, 8)
     want = layer.proj(ungroup(partitioned_by_hand(layer, x, groups, (size, size)), H, W))
@@ -340,7 +374,10 @@ def test_lsda_on_a_map_no_larger_than_the_group_is_global_attention_with_pixel_o
     layer = randomise(build(lambda: LongShortDistanceAttention(8, 2, "sda", group=(4, 5))), std=0.3)
     x = randn(1, 4, 5, 8)
     assert layer.pattern(4, 5) == Global() and layer.pattern(5, 5) == Block((4, 5))
-    everything = lambda t: t.reshape(1, -1, t.shape[-1])  # noqa: E731  one group, position = pixel
+
+    def everything(t):  # one group, position = pixel
+        return t.reshape(1, -1, t.shape[-1])
+
     want = layer.proj(partitioned_by_hand(layer, x, everything, (4, 5)).reshape(4, 5, 8))
     torch.testing.assert_close(layer(x)[0], want)
 
@@ -509,7 +546,8 @@ BAD = [
     (lambda: NeighborhoodAttention(8, 2, 5)(torch.randn(1, 4, 9, 8)),
      r"kernel_size \* dilation must not exceed the map size.*map=\(4, 9\)"),
     (lambda: NeighborhoodAttention(8, 2, 3, dilation=3)(torch.randn(1, 9, 8, 8)), r"dilation=\(3, 3\), map=\(9, 8\)"),
-    (lambda: NeighborhoodAttention(8, 2, 3)(torch.randn(2, 8, 5, 5)), r"\[B, H, W, C\] with C=8; got shape \(2, 8, 5, 5\)"),
+    (lambda: NeighborhoodAttention(8, 2, 3)(torch.randn(2, 8, 5, 5)),
+     r"\[B, H, W, C\] with C=8; got shape \(2, 8, 5, 5\)"),
     (lambda: BlockAttention(8, 2, 2)(torch.randn(4, 4, 8)), r"C=8; got shape \(4, 4, 8\)"),
     (lambda: BlockAttention(8, 2, 3)(torch.randn(1, 4, 6, 8)), r"multiple of size.*size=\(3, 3\), map=\(4, 6\)"),
     (lambda: GridAttention(8, 2, 4)(torch.randn(1, 8, 6, 8)), r"multiple of size.*size=\(4, 4\), map=\(8, 6\)"),

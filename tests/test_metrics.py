@@ -1,4 +1,4 @@
-"""vizattn.metrics: diagonality, symmetry, LaViT's diagonality-preserving loss (semantics.md §5), and the
+"""vizattn.metrics: diagonality, symmetry, LaViT's diagonality-preserving loss (docs/semantics.md §5), and the
 measures over probe records (per-layer DP loss, reuse distance, saturation, mean attention distance)."""
 
 import math
@@ -21,11 +21,11 @@ from vizattn.metrics import (
     vanilla_here,
 )
 
-D = torch.float64
+from conftest import D, randn
 
 
 def row_stochastic(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D).softmax(-1)
+    return randn(*shape, seed=seed).softmax(-1)
 
 
 def mixed(N, perm):
@@ -83,7 +83,7 @@ def test_loss_averages_over_leading_axes():
 
 
 def test_loss_is_differentiable():
-    logits = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=D, requires_grad=True)
+    logits = randn(2, 4, 4, seed=3).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: diagonality_preserving_loss(x.softmax(-1)), (logits,))
 
 
@@ -101,7 +101,8 @@ class Chain(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.va, self.la1, self.la2 = VanillaAttention(8, 2), LessAttention(8, 2, tokens=9), LessAttention(8, 2, tokens=9)
+        self.va = VanillaAttention(8, 2)
+        self.la1, self.la2 = LessAttention(8, 2, tokens=9), LessAttention(8, 2, tokens=9)
 
     def forward(self, x):
         y, s = self.va(x)
@@ -115,7 +116,7 @@ def chain(seed=0, move=0.0):
     model = Chain().double()
     with torch.no_grad():
         model.la2.theta.weight.add_(move * torch.randn(9, 9, dtype=D))
-    x = torch.randn(2, 3, 3, 8, generator=torch.Generator().manual_seed(seed + 1), dtype=D)
+    x = randn(2, 3, 3, 8, seed=seed + 1)
     with probe(model) as rec:
         _, scores = model(x)
     return rec, scores

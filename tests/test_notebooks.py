@@ -109,7 +109,8 @@ def test_thin(path):
     assert called & _widget_names(), f"{path.name}: builds no vizattn.widgets explorer"
 
     latex = [node.value for tree in trees for node in ast.walk(tree)
-             if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(r"\$|\\\(|\\frac", node.value)]
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             and re.search(r"\$|\\\(|\\frac", node.value)]
     assert not latex, f"{path.name}: LaTeX in a code string (plotly labels do not render it offline): {latex}"
 
     first = "".join(nb["cells"][0]["source"]) if nb["cells"][0]["cell_type"] == "markdown" else ""
@@ -118,7 +119,8 @@ def test_thin(path):
 
 
 def test_tour_links_every_notebook():
-    text = "".join("".join(c["source"]) for c in _load(NOTEBOOKS / "00_tour.ipynb")["cells"] if c["cell_type"] == "markdown")
+    cells = _load(NOTEBOOKS / "00_tour.ipynb")["cells"]
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     missing = [stem for stem in EXPECTED[1:] if f"]({stem}.ipynb)" not in text]
     assert not missing, f"00_tour does not link to {missing}"
 

@@ -1,4 +1,6 @@
-"""pyproject.toml and environment.yml must list the same packages with the same lower bounds.
+"""pyproject.toml and environment.yml must list the same packages with the same lower bounds, and
+the repository must be clean under ruff (configured in pyproject.toml), so that the README's test
+command fails on a lint finding.
 
 environment.yml is parsed by hand (PyYAML is not a dependency); pyproject.toml with
 tomllib (Python >= 3.11), tomli if it happens to be installed, else a small line parser
@@ -8,11 +10,14 @@ that understands the simple string lists this project uses.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 PYPROJECT = ROOT / "pyproject.toml"
 ENVIRONMENT = ROOT / "environment.yml"
 
@@ -207,3 +212,25 @@ def test_checker_reports_differences():
     assert any(p.startswith("scikit-image:") and "missing from pyproject.toml" in p for p in problems)
     assert any(p.startswith("numpy:") and "1.24" in p and "1.20" in p for p in problems)
     assert not any(p.startswith("torch:") for p in problems)
+
+
+# --- lint -----------------------------------------------------------------------------
+
+def ruff(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``ruff check`` with this repository's configuration (ruff is a test dependency)."""
+    cmd = [sys.executable, "-m", "ruff", "check", "--no-cache", "--config", str(PYPROJECT), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_finds_nothing():
+    done = ruff(str(ROOT))
+    assert "No module named ruff" not in done.stderr, "ruff is missing: pip install -e '.[test]'"
+    assert done.returncode == 0, f"ruff check found problems (fix them, or run `ruff check --fix`):\n{done.stdout}"
+
+
+def test_ruff_reports_a_finding(tmp_path):
+    """The lint test must be able to fail: an unused import and an unsorted import block."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nimport os\n\nprint(os.sep)\n")
+    done = ruff(str(bad), cwd=tmp_path)
+    assert done.returncode == 1 and "F401" in done.stdout and "I001" in done.stdout, done.stdout + done.stderr

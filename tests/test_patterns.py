@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
+from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
+
 import brute
 from cases import CASES, IDS
-from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
 
 @pytest.mark.parametrize("pattern, spec_h, spec_w, H, W", CASES, ids=IDS)

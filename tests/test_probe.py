@@ -13,7 +13,9 @@ from torch import nn
 import vizattn
 from vizattn.functional import slot_logits
 from vizattn.layers import (
+    AttentionProbs,
     BlockAttention,
+    GlobalAttention,
     GridAttention,
     LessAttention,
     LongShortDistanceAttention,
@@ -21,11 +23,11 @@ from vizattn.layers import (
     StandAloneAttention,
     VanillaAttention,
 )
-from vizattn.layers import AttentionProbs, GlobalAttention
 from vizattn.patterns import Global
 from vizattn.probe import AttentionRecord, attention_layers, probe
 
-D = torch.float64
+from conftest import D, all_hooks, randn
+
 DIM, SIDE = 8, 6
 
 
@@ -79,7 +81,7 @@ def make_zoo(dtype=D, seed=0):
 
 
 def image(B=2, dtype=D, seed=1):
-    return torch.randn(B, SIDE, SIDE, DIM, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return randn(B, SIDE, SIDE, DIM, seed=seed, dtype=dtype)
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +90,6 @@ def captured():
     with probe(zoo, scores=True) as rec:
         zoo(image())
     return zoo, rec
-
-
-def all_hooks(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_with_kwargs", {}))
-               for m in model.modules())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ class RelativeEmbedding(nn.Module):
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"SASA's window is centred, so kernel_size must be odd; got kernel_size={(kh, kw)}")
         if head_dim < 2:
-            raise ValueError(f"head_dim must be at least 2 to split into row and column halves; got head_dim={head_dim}")
+            raise ValueError("head_dim must be at least 2 to split into row and column halves; "
+                             f"got head_dim={head_dim}")
         half = head_dim // 2
         self.kernel_size = self.extent = (kh, kw)
         self.row = nn.Parameter(torch.randn(heads, kh, half) * head_dim**-0.5)

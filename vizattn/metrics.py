@@ -152,7 +152,8 @@ def reuse_distance(la_record, vanilla_attention, measure: str = "tv") -> torch.T
     p = _as_rows(la_record, "la_record")
     q = _as_rows(vanilla_attention, "vanilla_attention")
     if p.shape != q.shape:
-        raise ValueError(f"both maps must have the same shape [B, heads, N, N]; got {tuple(p.shape)} and {tuple(q.shape)}")
+        raise ValueError("both maps must have the same shape [B, heads, N, N]; "
+                         f"got {tuple(p.shape)} and {tuple(q.shape)}")
     p, q = p.to(torch.promote_types(p.dtype, torch.float32)), q.to(torch.promote_types(q.dtype, torch.float32))
     if measure == "tv":
         rows = 0.5 * (p - q).abs().sum(-1)

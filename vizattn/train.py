@@ -117,7 +117,8 @@ def train(name: str, task: str = "shape", seed: int = 0, epochs: int | None = No
     run = {**settings(name, task), **{k: v for k, v in given.items() if v is not None}}
     run["init"] = None if run["init"] == "none" else run["init"]
     if run["init"] not in (None, *TASKS) or run["init"] == task:
-        raise ValueError(f"init must be 'none' or a task other than {task!r} ({', '.join(TASKS)}); got init={run['init']!r}")
+        raise ValueError(f"init must be 'none' or a task other than {task!r} ({', '.join(TASKS)}); "
+                         f"got init={run['init']!r}")
     torch.set_flush_denormal(True)  # subnormal floats made these small models ~15x slower on CPU
     torch.manual_seed(seed)
     model = create(name, task=task)
@@ -164,6 +165,11 @@ def save(model: torch.nn.Module, name: str, task: str, result: dict) -> None:
     METRICS.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 
 
+def _per_task(runs: dict, fmt: str, key: str) -> list[str]:
+    """``fmt`` applied to ``runs[task][key]`` for the tasks shape and same ("–" where a run is missing)."""
+    return [fmt.format(runs[t][key]) if t in runs else "–" for t in ("shape", "same")]
+
+
 def table(metrics: dict | None = None) -> str:
     """The Markdown table of ``metrics`` (default: ``METRICS``), one row per model.
 
@@ -181,13 +187,11 @@ def table(metrics: dict | None = None) -> str:
         runs = metrics[name]
         first = runs.get("shape") or next(iter(runs.values()))
 
-        def per_task(fmt, key):
-            return [fmt.format(runs[t][key]) if t in runs else "–" for t in ("shape", "same")]
-
-        acc = per_task("{:.3f}", "test_acc")
+        acc = _per_task(runs, "{:.3f}", "test_acc")
+        items, times = _per_task(runs, "{:,}", "train_items"), _per_task(runs, "{:.0f} s", "train_time_s")
         lines.append(f"| {name} | {first['params']:,} | {first['flops'] / 1e6:.1f} | "
                      f"{first['attention_flops'] / 1e6:.1f} | {acc[0]} | {acc[1]} | "
-                     f"{' / '.join(per_task('{:,}', 'train_items'))} | {' / '.join(per_task('{:.0f} s', 'train_time_s'))} |")
+                     f"{' / '.join(items)} | {' / '.join(times)} |")
     return "\n".join(lines)
 
 

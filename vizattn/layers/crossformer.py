@@ -97,9 +97,10 @@ class LongShortDistanceAttention(PatternAttention):
     SDA = ``Block(group)`` (MaxViT's block attention), LDA = ``LongDistance(interval)`` (tokens
     ``interval`` apart on each axis; equals MaxViT's grid attention with ``G = H / interval``). If
     the map is no larger than the group (``H <= group`` and ``W <= group``) the attention is
-    ``Global`` (``GlobalUpTo``). The bias comes from a ``DynamicPositionBias`` (hidden width ``dpb_hidden``, default
-    ``max(dim // 16, 4)`` as in the reference code) evaluated on the pattern's extent, so one set
-    of weights serves every group size. ``pad=True``: pad to a multiple of group/interval.
+    ``Global`` (``GlobalUpTo``). The bias comes from a ``DynamicPositionBias`` evaluated on the
+    pattern's extent, so one set of weights serves every group size; its hidden width
+    ``dpb_hidden`` defaults to ``max(dim // 16, 4)``: the reference code's ``dim // 16``, at least
+    4 [vizattn choice]. ``pad=True``: pad to a multiple of group/interval.
 
     >>> import torch
     >>> lda = LongShortDistanceAttention(dim=16, heads=2, kind="lda", interval=4)

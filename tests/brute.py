@@ -29,6 +29,20 @@ def axis_slots(spec, L, i):
         _, P = spec
         first = i // P * P
         return [(first + t if first + t < L else None, t - i % P) for t in range(P)]
+    if kind == "swin":  # semantics §7 as Swin computes it: roll the (padded) axis by -s, cut windows, mask regions
+        _, P, s = spec
+        Lp = math.ceil(L / P) * P
+        r = (i - s) % Lp  # the query's place on the rolled axis
+        start = r // P * P
+
+        def region(x):  # Swin's regions of the rolled axis: [0, Lp-P), [Lp-P, Lp-s), [Lp-s, Lp)
+            return 0 if x < Lp - P else 1 if x < Lp - s else 2
+
+        out = []
+        for t in range(P):
+            j = (start + t + s) % Lp  # back to original coordinates
+            out.append((j if region(start + t) == region(r) and j < L else None, t - r % P))
+        return out
     if kind == "grid":  # spacing s = L / G on the (padded) map
         _, G = spec
         s = math.ceil(L / G)

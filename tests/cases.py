@@ -17,6 +17,10 @@ CASES = [
     (LocalWindow(3, padding="mask"), ("sasa", 3), ("sasa", 3), 5, 6),
     (Block(3), ("block", 3), ("block", 3), 6, 9),
     (Block((2, 3), pad=True), ("block", 2), ("block", 3), 5, 7),
+    (Block(3, shift=1), ("swin", 3, 1), ("swin", 3, 1), 6, 9),  # Swin's SW-MSA
+    (Block((3, 2), shift=(2, 1)), ("swin", 3, 2), ("swin", 2, 1), 9, 4),
+    (Block((2, 3), shift=(1, 2), pad=True), ("swin", 2, 1), ("swin", 3, 2), 5, 7),
+    (Block(4, shift=(3, 0), pad=True), ("swin", 4, 3), ("swin", 4, 0), 9, 6),  # one axis shifted
     (Grid(3), ("grid", 3), ("grid", 3), 6, 9),
     (Grid(2, pad=True), ("grid", 2), ("grid", 2), 5, 7),
     (Grid(4, pad=True), ("grid", 4), ("grid", 4), 9, 6),

@@ -53,6 +53,8 @@ LARGER = [
     (LocalWindow(7), 13, 18),
     (LocalWindow(5, padding="mask"), 12, 11),
     (Block(4, pad=True), 13, 10),
+    (Block(4, shift=2), 12, 16),
+    (Block((5, 3), shift=(2, 1), pad=True), 13, 10),
     (Grid(3, pad=True), 13, 10),
     (LongDistance(4, pad=True), 14, 9),
     (Global(), 6, 9),
@@ -89,6 +91,7 @@ GRAD = [
     (LocalWindow(3), 4, 5),
     (LocalWindow(3, padding="mask"), 4, 5),
     (Block(2, pad=True), 5, 3),
+    (Block((3, 2), shift=(1, 1), pad=True), 5, 3),
     (Grid(2, pad=True), 5, 3),
     (LongDistance(2, pad=True), 3, 5),
     (Global(), 3, 4),
@@ -266,7 +269,10 @@ def test_explicit_path_equals_attend(pattern, H, W):
     torch.testing.assert_close(combine(weights, v, pattern), want)
 
 
-@pytest.mark.parametrize("pattern, H, W", LARGER[:5], ids=[f"{p}@{H}x{W}" for p, H, W in LARGER[:5]])
+TRAINING = LARGER[:5] + [(Block(4, shift=2), 12, 16)]
+
+
+@pytest.mark.parametrize("pattern, H, W", TRAINING, ids=[f"{p}@{H}x{W}" for p, H, W in TRAINING])
 def test_training_gradients_equal_the_reference(pattern, H, W, monkeypatch):
     # B * heads = 8 slices; with no halo kept, the tiled kernel runs checkpointed chunks in training
     monkeypatch.setattr(functional, "HALO_BYTES", 0)

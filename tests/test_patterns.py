@@ -86,6 +86,9 @@ def test_patterns_are_values():
     assert Neighborhood(7, dilation=1) != Neighborhood(7, dilation=2)
     assert repr(Neighborhood(7, dilation=2)) == "Neighborhood(7, dilation=2)"
     assert repr(LocalWindow((3, 5), padding="mask")) == "LocalWindow((3, 5), padding='mask')"
+    assert repr(Block(7, shift=3)) == "Block(7, shift=3)" and repr(Block(7)) == "Block(7)"
+    assert repr(Block((4, 6), shift=(2, 0), pad=True)) == "Block((4, 6), shift=(2, 0), pad=True)"
+    assert Block(4, shift=0) == Block(4) and Block(4, shift=2) == Block((4, 4), shift=(2, 2)) != Block(4)
     keys = Block(2).keys(4, 4)
     keys[0, 0] = 99  # a copy: the cached geometry is safe
     assert Block(2).keys(4, 4)[0, 0] == 0
@@ -100,6 +103,9 @@ def test_patterns_are_values():
         (lambda: Grid(5), 10, 12, "multiple of size"),
         (lambda: LongDistance(3), 9, 10, "multiple of interval"),
         (lambda: Global(), 0, 4, "map size must be at least 1"),
+        (lambda: Block(4, shift=2), 4, 8, "a shifted axis needs a map larger than the window"),
+        (lambda: Block(4, shift=(0, 2), pad=True), 9, 3, "got size=(4, 4), shift=(0, 2), map=(9, 3)"),
+        (lambda: Block(4, shift=1), 12, 10, "multiple of size"),
     ],
 )
 def test_patterns_that_do_not_fit_the_map(make, H, W, message):
@@ -117,6 +123,10 @@ def test_patterns_that_do_not_fit_the_map(make, H, W, message):
         (lambda: LocalWindow(4), "odd kernel_size"),
         (lambda: LocalWindow(3, padding="reflect"), "padding must be 'zeros' or 'mask'"),
         (lambda: Block(0), "size must be at least 1"),
+        (lambda: Block(4, shift=4), r"shift must be smaller than size.*size=\(4, 4\), shift=\(4, 4\)"),
+        (lambda: Block((4, 2), shift=(1, 2)), r"0 <= shift < size\); got size=\(4, 2\), shift=\(1, 2\)"),
+        (lambda: Block(4, shift=-1), "shift must be at least 0"),
+        (lambda: Block(4, shift=1.5), "shift must be an int or a pair of ints"),
         (lambda: Grid(-2), "size must be at least 1"),
         (lambda: LongDistance(True), "interval must be an int or a pair"),
     ],
@@ -128,7 +138,7 @@ def test_bad_arguments(make, message):
 
 def test_padded_partitions_cover_non_dividing_maps():
     H, W = 7, 10
-    for pattern in (Block(3, pad=True), Grid(3, pad=True), LongDistance(4, pad=True)):
+    for pattern in (Block(3, pad=True), Block(3, shift=(1, 2), pad=True), Grid(3, pad=True), LongDistance(4, pad=True)):
         mask = pattern.mask(H, W)
         assert torch.equal(mask, mask.T)  # a partition: symmetric, transitive
         assert torch.equal((mask.float() @ mask.float() > 0), mask)

@@ -143,14 +143,18 @@ def geometry(pattern: Pattern, H: int, W: int) -> tuple[torch.Tensor, torch.Tens
 # --------------------------------------------------------------------------------------------
 # 1-D rules shared by several patterns (one implementation per idea)
 # --------------------------------------------------------------------------------------------
-def _blocked(L: int, size: int) -> AxisRule:
-    """Consecutive blocks of ``size``: key j of query i iff j // size == i // size.
+def _blocked(L: int, size: int, shift: int = 0) -> AxisRule:
+    """Consecutive blocks of ``size`` with boundaries at ``shift, shift + size, ...``.
 
-    Slots past the map (the last block when ``size`` does not divide ``L``) hold -1.
+    With ``c = (size - shift) % size``, key j of query i iff ``(j + c) // size == (i + c) // size``;
+    slot t of a query is the token ``(i + c) // size * size - c + t`` and its position in the block
+    is ``(i + c) % size``. Slots off the map (before 0: the first block has ``shift`` tokens; past
+    ``L``: the last block is short when the map is not a multiple of the boundaries) hold -1.
     """
-    i = torch.arange(L)
-    keys = (i // size * size)[:, None] + torch.arange(size)
-    return AxisRule(keys.where(keys < L, -1), torch.arange(size) - (i % size)[:, None], i // size, i % size)
+    c = (size - shift) % size
+    u = torch.arange(L) + c  # the position counted from the first (possibly cut) block's start
+    keys = (u // size * size - c)[:, None] + torch.arange(size)
+    return AxisRule(keys.where((keys >= 0) & (keys < L), -1), torch.arange(size) - (u % size)[:, None], u // size, u % size)
 
 
 def _strided(L: int, spacing: int, count: int) -> AxisRule:
@@ -312,22 +316,58 @@ class _Partition(Pattern):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Block(_Partition):
-    """MaxViT block attention = CrossFormer SDA: non-overlapping P x P windows.
+    """MaxViT block attention = CrossFormer SDA = Swin's W-MSA, and with ``shift`` Swin's SW-MSA.
 
-    Tokens share a group iff ``h // P == h' // P`` and ``w // P == w' // P``; the position inside
-    the group is ``(h mod P, w mod P)``. ``pad=True`` [vizattn choice]: the map is padded
-    bottom/right to a multiple of P and padded keys (slots -1) are excluded.
+    ``shift=0``: non-overlapping P x P windows; tokens share a group iff ``h // P == h' // P`` and
+    ``w // P == w' // P``, the position inside the group is ``(h mod P, w mod P)``.
+
+    ``shift=s`` (``0 <= s < P`` per axis; Swin uses ``P // 2``): Swin's cyclic shift with its
+    mask, in original coordinates (semantics.md §7). Per axis the boundaries sit at
+    ``s, s + P, s + 2P, ...``: the first group holds s tokens, the last ``P - s``, the others P;
+    no pair that Swin's roll brings together across the border ever attends. A query's slot t
+    is the token at position t of its window in Swin's rolled map (``-1`` where that token
+    belongs to another region), so offsets (key - query, in pixels) index the same
+    ``[heads, 2P-1, 2P-1]`` table as for W-MSA. A shifted axis needs a map larger than the
+    window: Swin itself then uses one window of the map's size and no shift, a change of
+    window that a fixed pattern cannot make, so here that is a ``ValueError``
+    (``vizattn.layers.SwinBlock`` applies Swin's rule).
+
+    ``pad=True`` [vizattn choice]: a map that P does not divide is padded bottom/right to a
+    multiple of P (shifted: the boundaries stay at ``s + kP``, the padded map is what Swin rolls);
+    padded keys are excluded (slots -1), padded queries cropped.
 
     >>> Block(2).keys(4, 4)[5].tolist()      # query (1, 1) shares the top-left 2 x 2 block
     [0, 1, 4, 5]
+    >>> Block(4, shift=2).keys(8, 8)[0].tolist()   # (0, 0): a corner group of 2 x 2 tokens
+    [-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, -1, -1, 8, 9]
     """
 
     size: Pair | int
+    shift: Pair | int = 0
     pad: bool = False
 
+    def __post_init__(self):
+        super().__post_init__()
+        shift = as_pair("shift", self.shift, minimum=0)
+        if shift[0] >= self.size[0] or shift[1] >= self.size[1]:
+            raise ValueError(f"shift must be smaller than size on each axis (0 <= shift < size); "
+                             f"got size={self.size}, shift={shift}")
+        object.__setattr__(self, "shift", shift)
+
+    def _check(self, H, W):
+        super()._check(H, W)
+        if any(s and L <= P for L, P, s in zip((H, W), self.size, self.shift)):
+            raise ValueError(
+                "a shifted axis needs a map larger than the window (Swin uses one window of the map's size and "
+                f"no shift there, see SwinBlock); got size={self.size}, shift={self.shift}, map={(H, W)}"
+            )
 
     def _axis(self, L, axis):
-        return _blocked(L, self.size[axis])
+        return _blocked(L, self.size[axis], self.shift[axis])
+
+    def __repr__(self):
+        shift = "" if self.shift == (0, 0) else f", shift={_short(self.shift)}"
+        return f"Block({_short(self.size)}{shift}{', pad=True' if self.pad else ''})"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -20,6 +20,7 @@ from vizattn.layers import (
     LessAttention,
     LongShortDistanceAttention,
     NeighborhoodAttention,
+    ShiftedWindowAttention,
     StandAloneAttention,
     VanillaAttention,
 )
@@ -47,6 +48,7 @@ class Zoo(nn.Module):
             nn.ModuleDict(dict(
                 sda=LongShortDistanceAttention(DIM, 2, kind="sda", group=3),
                 lda=LongShortDistanceAttention(DIM, 2, kind="lda", interval=2),
+                swin=ShiftedWindowAttention(DIM, 2, window=3, shift=1),
                 vit=GlobalAttention(DIM, 2),
             )),
         ])
@@ -67,8 +69,9 @@ class Zoo(nn.Module):
 
 
 NAMES = ["stages.0.nat", "stages.0.dinat", "stages.0.sasa", "stages.0.block", "stages.0.grid",
-         "stages.1.sda", "stages.1.lda", "stages.1.vit", "va", "la1", "la2"]
-KINDS = ["neighborhood", "neighborhood", "sasa", "block", "grid", "sda", "lda", "global", "vanilla", "less", "less"]
+         "stages.1.sda", "stages.1.lda", "stages.1.swin", "stages.1.vit", "va", "la1", "la2"]
+KINDS = ["neighborhood", "neighborhood", "sasa", "block", "grid", "sda", "lda", "swin", "global", "vanilla", "less",
+         "less"]
 
 
 def make_zoo(dtype=D, seed=0):
@@ -221,7 +224,7 @@ def test_hooks_and_fused_flags_are_restored_on_exit_and_on_error():
     with pytest.raises(ValueError, match="queries must lie on the layer's map"):  # an error inside a hook
         with probe(zoo, queries=[(7, 0)]):
             zoo(x)
-    assert all_hooks(zoo) == before_hooks and len(rec) == 8
+    assert all_hooks(zoo) == before_hooks and len(rec) == 9
 
 
 def test_repeated_captures_do_not_leak():

@@ -58,6 +58,24 @@ def test_block_then_grid_covers_the_whole_map_in_two_layers():
     assert not theoretical([Block(2), Grid(3)], H, (0, 0)).input.all()  # P * G < H leaves gaps
 
 
+def test_windows_then_shifted_windows_grow_two_windows_per_pair_of_layers():
+    # W-MSA then SW-MSA (Swin, P = 4, s = 2), by hand per axis: the SW group of the output query
+    # (boundaries at 2, 6, 10, ...), then the W windows (boundaries at 0, 4, 8, ...) that group meets
+    H, P, s = 32, 4, 2
+    pair = [Block(P), Block(P, shift=s)]
+    assert theoretical([Block(P)], H, (5, 5)).input.sum() == P * P
+
+    def span(steps, position):
+        field = theoretical(steps, H, (position, position)).input
+        rows = field.any(1).nonzero().flatten().tolist()
+        assert field.sum() == len(rows) ** 2 and rows == list(range(rows[0], rows[-1] + 1))  # a filled square
+        return rows[0], rows[-1] + 1
+
+    assert span(pair, 5) == (0, 8) and span(pair, 13) == (8, 16) and span(pair, 14) == (12, 20)
+    assert span(pair, 1) == (0, 4) and span(pair, 31) == (28, 32)  # the corner groups lie inside one window
+    assert span(pair * 2, 15) == (8, 24)  # interior: 2P per W / SW pair, like two NA layers with k = P + 1
+
+
 def test_sda_then_lda_covers_the_whole_map_when_the_group_reaches_the_interval():
     H = 12
     for position in [(0, 0), (6, 3)]:

@@ -8,8 +8,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vizattn import attend
+from vizattn.layers import PatchMerging, ShiftedWindowAttention, SwinBlock
 from vizattn.patterns import Block
 
 D = torch.float64
@@ -99,9 +101,9 @@ def test_shift_zero_is_w_msa_and_half_shift_is_swins_default():
 # ---------------------------------------------------------------------------------------------
 # attention: Swin's computation (roll, windows, mask, bias, roll back) against vizattn.attend
 # ---------------------------------------------------------------------------------------------
-def swin_attention(q, k, v, P, s, bias, scale):
+def swin_attention(q, k, v, P, s, bias, scale, table_window=None):
     """Swin's SW-MSA on ``[B, heads, H, W, d]`` (H, W multiples of P): roll by -s, windows, masked softmax
-    with the bias ``table[head, key - query + P - 1]``, roll back. Returns ``out`` and the window
+    with the bias ``bias[head, key - query + T - 1]`` (``T = table_window``, default P), roll back. Returns ``out`` and the window
     probabilities ``[B, heads, H, W, P*P]`` of each query (in original coordinates)."""
     B, heads, H, W, d = q.shape
     (Ph, Pw), nh, nw = P, H // P[0], W // P[1]
@@ -121,7 +123,8 @@ def swin_attention(q, k, v, P, s, bias, scale):
     reg = windows(region[None, None, :, :, None])[0, 0, :, :, 0]  # [windows, P*P]
     pos = torch.stack(torch.meshgrid(torch.arange(Ph), torch.arange(Pw), indexing="ij"), -1).reshape(-1, 2)
     rel = pos[None, :, :] - pos[:, None, :]  # [query, key, 2]: key - query
-    table = bias[:, rel[..., 0] + Ph - 1, rel[..., 1] + Pw - 1]  # [heads, P*P, P*P]
+    Th, Tw = table_window or P
+    table = bias[:, rel[..., 0] + Th - 1, rel[..., 1] + Tw - 1]  # [heads, P*P, P*P]
     logits = scale * rolled(q) @ rolled(k).transpose(-1, -2) + table[None, :, None]
     logits = logits.masked_fill(reg[:, :, None] != reg[:, None, :], -math.inf)  # Swin: -100, i.e. weight ~ 0
     probs = logits.softmax(-1)  # [B, heads, windows, P*P, P*P]
@@ -163,3 +166,53 @@ def test_memory_of_the_fast_path_grows_with_tokens_times_window():
     for side in (28, 56):
         plan = _plan(Block(7, shift=3), side, side, TILE, torch.device("cpu"))
         assert plan.tile_slot.numel() <= (side // 7 + 1) ** 2 * 49 * 49  # windows + the cut ones, never N^2
+
+
+# ---------------------------------------------------------------------------------------------
+# the layers, by hand
+# ---------------------------------------------------------------------------------------------
+def randomised(module, seed=1, std=0.5):
+    g = torch.Generator().manual_seed(seed)
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * std)
+    return module
+
+
+def by_hand(attn, x, P, s, table_window=None):
+    """The attention branch of a Swin layer from its weights: qkv, Swin's window attention, proj."""
+    B, H, W, C = x.shape
+    q, k, v = attn.qkv(x).reshape(B, H, W, 3, attn.heads, -1).permute(3, 0, 4, 1, 2, 5)  # [B, heads, H, W, hd]
+    out, _ = swin_attention(q, k, v, P, s, attn.rpb.table, attn.head_dim**-0.5, table_window)
+    return attn.proj(out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C))
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_swin_block_is_pre_norm_shifted_window_attention_then_mlp(shift):
+    torch.manual_seed(0)
+    blk = randomised(SwinBlock(8, 2, 3, shift=shift, mlp_ratio=2.0), std=0.3)
+    x = torch.randn(2, 6, 9, 8, generator=torch.Generator().manual_seed(2), dtype=D)
+    y = x + by_hand(blk.attn, blk.norm1(x), (3, 3), (shift, shift))
+    y = y + blk.mlp.fc2(F.gelu(blk.mlp.fc1(blk.norm2(y))))
+    torch.testing.assert_close(blk(x), y)
+
+
+@pytest.mark.parametrize("H, W, window, shift", [(4, 4, (4, 4), (0, 0)), (3, 8, (3, 4), (0, 2)), (8, 2, (4, 2), (2, 0))])
+def test_a_map_no_larger_than_the_window_gets_one_window_of_its_size_and_no_shift(H, W, window, shift):
+    torch.manual_seed(0)
+    attn = randomised(ShiftedWindowAttention(8, 2, 4, shift=2), std=0.3)
+    assert attn.pattern(H, W) == Block(window, shift=shift)
+    x = torch.randn(1, H, W, 8, generator=torch.Generator().manual_seed(3), dtype=D)
+    # the full [heads, 7, 7] table, indexed by key - query + 4 - 1: the same offsets, the same bias
+    torch.testing.assert_close(attn(x), by_hand(attn, x, window, shift, table_window=(4, 4)))
+
+
+def test_patch_merging_concatenates_swins_2x2_order_then_norm_and_linear():
+    torch.manual_seed(0)
+    merge = randomised(PatchMerging(4, 6), std=0.3)
+    x = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(4), dtype=D)
+    parts = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+    torch.testing.assert_close(merge(x), F.linear(F.layer_norm(parts, (16,), merge.norm.weight, merge.norm.bias),
+                                                  merge.reduction.weight))
+    assert merge.reduction.bias is None and PatchMerging(8).reduction.out_features == 16

@@ -42,6 +42,7 @@ from .checks import check_bool, indices, name_patterns, query_list
 from .layers.common import attention_layers, explicit
 from .layers.crossformer import LongShortDistanceAttention
 from .layers.lavit import LessAttention, VanillaAttention
+from .layers.swin import ShiftedWindowAttention
 from .mechanisms import kind_of
 from .patterns import Pattern
 
@@ -55,10 +56,11 @@ _STAGE_WORDS = ("stages", "stage", "layers", "levels")
 # ---------------------------------------------------------------------------------------------
 def mechanism(layer: nn.Module, pattern: Pattern) -> str:
     """A short name of a layer's mechanism: ``"neighborhood"``, ``"sasa"``, ``"block"``, ``"grid"``,
-    ``"sda"``, ``"lda"``, ``"global"``, ``"vanilla"`` or ``"less"``.
+    ``"sda"``, ``"lda"``, ``"swin"``, ``"global"``, ``"vanilla"`` or ``"less"``.
 
-    LaViT layers and CrossFormer's LSDA are named by their layer (an SDA on a map no larger than
-    its group is still ``"sda"``, with a ``Global()`` pattern); the others by their pattern;
+    LaViT layers, CrossFormer's LSDA and Swin's (shifted) window attention are named by their layer
+    (an SDA on a map no larger than its group is still ``"sda"``, with a ``Global()`` pattern; a
+    Swin layer is ``"swin"`` with its ``Block(P, shift=s)``); the others by their pattern;
     anything else by its class name in lower case.
 
     >>> from vizattn.layers import GridAttention
@@ -72,6 +74,8 @@ def mechanism(layer: nn.Module, pattern: Pattern) -> str:
         return "vanilla"
     if isinstance(layer, LongShortDistanceAttention):
         return layer.kind
+    if isinstance(layer, ShiftedWindowAttention):
+        return "swin"
     return kind_of(pattern) or type(layer).__name__.lower()  # the pattern's kind in vizattn.mechanisms
 
 

@@ -1,7 +1,7 @@
 """Attention layers as thin ``nn.Module`` shells over ``vizattn.attend``; channels-last ``[B, H, W, C]``.
 
-One file per paper (``neighborhood``, ``sasa``, ``maxvit``, ``crossformer``, ``lavit``) plus shared
-pieces (``common``): the one attention shell ``PatternAttention``, of which each paper's pattern
+One file per paper (``neighborhood``, ``sasa``, ``maxvit``, ``crossformer``, ``lavit``, ``swin``)
+plus shared pieces (``common``): the one attention shell ``PatternAttention``, of which each paper's pattern
 layer only fixes the arguments. Every attention layer runs its fast path unless ``explicit(model)``
 switches it to the explicit one, whose hookable ``attn_probs`` step sees the probabilities
 ``[B, heads, H, W, K]`` and their pattern.
@@ -18,6 +18,7 @@ from .lavit import AttentionResidual, LessAttention, VanillaAttention
 from .maxvit import BlockAttention, GridAttention, MaxViTBlock, MBConv
 from .neighborhood import NeighborhoodAttention
 from .sasa import AttentionStem, StandAloneAttention
+from .swin import PatchMerging, ShiftedWindowAttention, SwinBlock
 
 __all__ = [
     "PatternAttention",
@@ -35,6 +36,9 @@ __all__ = [
     "VanillaAttention",
     "LessAttention",
     "AttentionResidual",
+    "ShiftedWindowAttention",
+    "SwinBlock",
+    "PatchMerging",
     "AttentionProbs",
     "Mlp",
     "LayerScale",

@@ -188,7 +188,8 @@ def test_dynamic_position_bias_is_one_function_of_offsets():
 
 
 @pytest.mark.parametrize("pattern, H, W", [(Neighborhood(3), 7, 9), (Neighborhood((3, 2), dilation=(2, 3)), 9, 8),
-                                           (LocalWindow(5, padding="mask"), 6, 7)], ids=str)
+                                           (LocalWindow(5, padding="mask"), 6, 7), (Block(4, shift=(2, 1)), 8, 12)],
+                         ids=str)
 def test_flex_backend_forward(pattern, H, W):
     q, k, v = qkv(1, 2, H, W, 16, dtype=torch.float32)
     bias, _ = tables(pattern, 2, H, W, 16, dtype=torch.float32)

@@ -103,9 +103,10 @@ def test_shift_zero_is_w_msa_and_half_shift_is_swins_default():
 # ---------------------------------------------------------------------------------------------
 def swin_attention(q, k, v, P, s, bias, scale, table_window=None):
     """Swin's SW-MSA on ``[B, heads, H, W, d]`` (H, W multiples of P): roll by -s, windows, masked softmax
-    with the bias ``bias[head, key - query + T - 1]`` (``T = table_window``, default P), roll back. Returns ``out`` and the window
-    probabilities ``[B, heads, H, W, P*P]`` of each query (in original coordinates)."""
-    B, heads, H, W, d = q.shape
+    with the bias ``bias[head, key - query + T - 1]`` (``T = table_window``, default P), roll back.
+    Returns ``out`` and the window probabilities ``[B, heads, H, W, P*P]`` of each query, in original
+    coordinates."""
+    B, heads, H, W, _ = q.shape
     (Ph, Pw), nh, nw = P, H // P[0], W // P[1]
 
     def windows(t):  # [b, h, H, W, c] -> [b, h, nh * nw, Ph * Pw, c]
@@ -132,7 +133,8 @@ def swin_attention(q, k, v, P, s, bias, scale, table_window=None):
 
 
 @pytest.mark.parametrize("backend", ["reference", "tiled", "auto"])
-@pytest.mark.parametrize("P, s, H, W", [(3, (1, 1), 6, 9), (4, (2, 2), 12, 8), ((3, 2), (2, 1), 9, 6), (5, (4, 0), 10, 10)])
+@pytest.mark.parametrize("P, s, H, W", [(3, (1, 1), 6, 9), (4, (2, 2), 12, 8), ((3, 2), (2, 1), 9, 6),
+                                        (5, (4, 0), 10, 10)])
 def test_attend_equals_swins_shifted_window_attention(P, s, H, W, backend):
     g = torch.Generator().manual_seed(0)
     pattern = Block(P, shift=s)
@@ -198,7 +200,8 @@ def test_swin_block_is_pre_norm_shifted_window_attention_then_mlp(shift):
     torch.testing.assert_close(blk(x), y)
 
 
-@pytest.mark.parametrize("H, W, window, shift", [(4, 4, (4, 4), (0, 0)), (3, 8, (3, 4), (0, 2)), (8, 2, (4, 2), (2, 0))])
+@pytest.mark.parametrize("H, W, window, shift", [(4, 4, (4, 4), (0, 0)), (3, 8, (3, 4), (0, 2)),
+                                                 (8, 2, (4, 2), (2, 0))])
 def test_a_map_no_larger_than_the_window_gets_one_window_of_its_size_and_no_shift(H, W, window, shift):
     torch.manual_seed(0)
     attn = randomised(ShiftedWindowAttention(8, 2, 4, shift=2), std=0.3)

@@ -154,7 +154,8 @@ def _blocked(L: int, size: int, shift: int = 0) -> AxisRule:
     c = (size - shift) % size
     u = torch.arange(L) + c  # the position counted from the first (possibly cut) block's start
     keys = (u // size * size - c)[:, None] + torch.arange(size)
-    return AxisRule(keys.where((keys >= 0) & (keys < L), -1), torch.arange(size) - (u % size)[:, None], u // size, u % size)
+    offsets = torch.arange(size) - (u % size)[:, None]
+    return AxisRule(keys.where((keys >= 0) & (keys < L), -1), offsets, u // size, u % size)
 
 
 def _strided(L: int, spacing: int, count: int) -> AxisRule:

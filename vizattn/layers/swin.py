@@ -40,13 +40,14 @@ class ShiftedWindowAttention(PatternAttention):
     def window_on(self, H: int, W: int) -> tuple[Pair, Pair]:
         """Swin's window and shift on an ``H x W`` map: per axis ``(L, 0)`` if ``L <= P``, else ``(P, s)``."""
         H, W = as_pair("map size", (H, W))
-        window = tuple(L if L <= P else P for L, P in zip((H, W), self.window))
+        window = tuple(min(L, P) for L, P in zip((H, W), self.window))
         shift = tuple(0 if L <= P else s for L, P, s in zip((H, W), self.window, self.shift))
         return window, shift
 
     def pattern(self, H: int, W: int) -> Block:
         window, shift = self.window_on(H, W)
-        return self._pattern if window == self.window and shift == self.shift else Block(window, shift=shift, pad=self.pad)
+        same = window == self.window and shift == self.shift
+        return self._pattern if same else Block(window, shift=shift, pad=self.pad)
 
     def bias(self, H: int, W: int) -> torch.Tensor | None:
         if self.bias_key is None:

@@ -31,8 +31,8 @@ def images(batch=2, seed=0):
     return torch.rand(batch, 3, 64, 64, generator=generator(seed))
 
 
-def test_the_registry_holds_the_five_papers_and_the_baseline():
-    assert NAMES == ("vit", "sasa", "nat", "dinat", "maxvit", "crossformer", "lavit")
+def test_the_registry_holds_the_six_papers_and_the_baseline():
+    assert NAMES == ("vit", "sasa", "nat", "dinat", "maxvit", "crossformer", "lavit", "swin")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -89,6 +89,19 @@ def test_dinat_alternates_dilation_at_the_largest_fitting_value():
     assert [s.size for s in plan] == [16, 8, 4]
 
 
+def test_swin_alternates_windows_and_shifted_windows_and_merges_patches():
+    model = seeded("swin")
+    assert [s.attention for s in model.plan] == ["Block(4) / Block(4, shift=2)"] * 2 + ["Block(4)"]  # 4x4: one window
+    assert [(s.size, s.dim) for s in model.plan] == [(16, 32), (8, 64), (4, 96)]
+    merges = [m for m in model.modules() if type(m).__name__ == "PatchMerging"]
+    assert [(m.norm.normalized_shape[0], m.reduction.out_features) for m in merges] == [(128, 64), (256, 96)]
+    # on a 16x16 map the NAT paper's point: windows of P x P cost what a k = P neighbourhood costs
+    N, C = 256, 32
+    swin = seeded("swin", dims=(C,), depths=(2,), heads=(2,), window=4).summary()
+    nat = seeded("nat", dims=(C,), depths=(2,), heads=(2,), kernels=(4,)).summary()
+    assert swin.attention_flops == nat.attention_flops == 2 * 4 * N * 16 * C
+
+
 BAD = [
     ("nat", dict(kernels=(5, 5, 5)), r"^nat stage 3 \(map 4x4\): kernel_size \* dilation .*kernel_size=\(5, 5\)"),
     ("dinat", dict(heads=(2, 3, 6)), r"^dinat stage 2 \(map 8x8\): heads must divide dim; got dim=64, heads=3"),
@@ -104,7 +117,10 @@ BAD = [
     ("nat", dict(depths=(2, 2)), r"^nat: per-stage settings must be non-empty tuples of one length"),
     ("nat", dict(img_size=60), r"^nat: img_size must be a multiple of the total stride 16 .*img_size=60"),
     ("nat", dict(width=3), r"^nat accepts overrides img_size, dims, .*; got width"),
-    ("resnet", {}, r"^name must be one of vit, sasa, nat, dinat, maxvit, crossformer, lavit; got name='resnet'"),
+    ("swin", dict(window=3), r"^swin stage 1 \(map 16x16\): .*multiple of size.*size=\(3, 3\), map=\(16, 16\)"),
+    ("swin", dict(window=0), r"^swin stage 1 \(map 16x16\): window must be a positive int; got window=0"),
+    ("swin", dict(heads=(2, 3, 6)), r"^swin stage 2 \(map 8x8\): heads must divide dim; got dim=64, heads=3"),
+    ("resnet", {}, r"^name must be one of vit, sasa, nat, dinat, maxvit, crossformer, lavit, swin; got name='resnet'"),
     ("nat", dict(task="count"), r"^task must be one of shape, same; got task='count'"),
     ("nat", dict(pretrained=True, dims=(8, 16, 32)), r"^pretrained weights exist for the default configuration only"),
 ]

@@ -557,12 +557,12 @@ def test_attention_state_is_typed_and_bad_choices_are_explained(nat_explorer):
     with pytest.raises(ValueError, match="layer must be one of the model's attention layers"):
         ex.state.layer = "stages.9.attn"
     with pytest.raises(traitlets.TraitError, match="model"):
-        ex.state.model = "swin"
+        ex.state.model = "resnet"
     ex.state.layer = "stages.2.2.attn"
     ex.state.head = 40  # past the layer's heads: clamped, like a slider
     ex.state.query_i = -3
     assert ex.state.head == 5 and ex.state.query_i == 0 and ex.sliders["head"].value == 5
-    for kwargs, match in [(dict(model="swin"), "model must be one of"), (dict(photo="moon"), "photo must be one of"),
+    for kwargs, match in [(dict(model="resnet"), "model must be one of"), (dict(photo="moon"), "photo must be one of"),
                           (dict(layer="x"), "layer must be one of"), (dict(head=2), r"head must lie in \[0, 1\]"),
                           (dict(query=(16, 0)), "query must lie on the 16x16 map"),
                           (dict(scale="log"), "scale must be one of")]:

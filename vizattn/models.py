@@ -23,6 +23,10 @@ in minutes:
   layers that transform the previous scores; an attention residual carries the last scores of a
   stage into the first VA layer of the next. 8x8 patch embedding with learned positions (the
   ViT's tokens), 2x2 stride-2 patch merging: two stages, 8x8 and 4x4 tokens, each VA + 2 LA.
+- ``swin``: Swin's patch embedding (4x4 stride-4 convolution + LayerNorm), stages of ``SwinBlock``
+  alternating W-MSA (even index) and SW-MSA (odd index, shift ``window // 2``), patch merging
+  (2x2 concatenation, LayerNorm, linear to the next width) between stages. On a map no larger
+  than the window (the last stage) Swin's rule gives one window of the map and no shift.
 
 Every model normalises its input and ends in a max-pool + linear head (see ``Model``). It exposes
 ``summary(input_size)`` (parameters and FLOPs) and ``aux_loss()``, the term a training loop adds
@@ -31,7 +35,7 @@ to the cross-entropy (LaViT's weighted diagonality-preserving loss, zero for the
 
 >>> import torch
 >>> list_models()
-('vit', 'sasa', 'nat', 'dinat', 'maxvit', 'crossformer', 'lavit')
+('vit', 'sasa', 'nat', 'dinat', 'maxvit', 'crossformer', 'lavit', 'swin')
 >>> _ = torch.manual_seed(0)
 >>> model = create("nat", task="same")
 >>> model(torch.rand(2, 3, 64, 64)).shape
@@ -48,7 +52,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checks import check_choice, stage_lists
+from .checks import check_choice, check_positive, stage_lists
 from .data import Shapes
 from .layers import (
     AttentionResidual,
@@ -58,7 +62,9 @@ from .layers import (
     MaxViTBlock,
     Mlp,
     NeighborhoodAttention,
+    PatchMerging,
     StandAloneAttention,
+    SwinBlock,
     VanillaAttention,
 )
 from .layers.common import GlobalAttention, explicit
@@ -452,6 +458,23 @@ def _lavit(img_size, patch, dims, depths, heads, vanilla, mlp_ratio, dp_lambda):
     return stem, stages, nn.LayerNorm(dims[-1]), dims[-1], plan
 
 
+def _swin(img_size, dims, depths, heads, window, mlp_ratio):
+    n = stage_lists("swin", dims=dims, depths=depths, heads=heads)
+    sizes = _stage_sizes("swin", img_size, 4, n)
+    stem = ImageToMap(Conv(3, dims[0], 4, 4))  # Swin's patch embedding: 4x4 patches + LayerNorm
+    stages, plan = [], []
+    for i, (size, dim, depth, h) in enumerate(zip(sizes, dims, depths, heads)):
+        with _stage("swin", i + 1, size):
+            check_positive(window=window)
+            blocks = [SwinBlock(dim, h, window, shift=0 if j % 2 == 0 else window // 2, mlp_ratio=mlp_ratio)
+                      for j in range(depth)]
+            seen = dict.fromkeys(_fits(b.attn, size) for b in blocks)
+        down = [PatchMerging(dims[i - 1], dim)] if i else []
+        stages.append(nn.Sequential(*down, *blocks))
+        plan.append(Stage(size, dim, depth, " / ".join(seen)))
+    return stem, stages, nn.LayerNorm(dims[-1]), dims[-1], plan
+
+
 # ---------------------------------------------------------------------------------------------
 # the registry
 # ---------------------------------------------------------------------------------------------
@@ -467,6 +490,7 @@ _REGISTRY = {  # name: (model class, builder, default configuration)
                                        intervals=(4, 2, 1), mlp_ratio=2.0)),
     "lavit": (LaViT, _lavit, dict(patch=8, dims=(64, 96), depths=(3, 3), heads=(4, 4), vanilla=(1, 1), mlp_ratio=2.0,
                                   dp_lambda=0.1)),
+    "swin": (Model, _swin, dict(dims=(32, 64, 96), depths=(2, 2, 2), heads=(2, 4, 6), window=4, mlp_ratio=2.0)),
 }
 
 

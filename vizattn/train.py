@@ -46,7 +46,7 @@ EVAL_ITEMS = 1000  # the fixed evaluation set: the first items of the test split
 METRICS = WEIGHTS / "metrics.json"
 DEFAULTS = dict(epochs=1, batch_size=64, lr=2e-3, weight_decay=0.05, warmup=100, train_items=25_600, init=None)
 TASK_DEFAULTS = {"shape": {}, "same": dict(lr=1e-3, init="shape")}  # 400 steps of 64: a few CPU minutes
-MODEL_DEFAULTS = {(name, "shape"): dict(train_items=51_200) for name in ("crossformer", "dinat", "lavit")}
+MODEL_DEFAULTS = {(name, "shape"): dict(train_items=51_200) for name in ("crossformer", "dinat", "lavit", "swin")}
 
 
 def settings(name: str, task: str) -> dict:

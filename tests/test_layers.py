@@ -25,8 +25,8 @@ from vizattn.layers import (
     MBConv,
     Mlp,
     NeighborhoodAttention,
-    PatternAttention,
     PatchMerging,
+    PatternAttention,
     ShiftedWindowAttention,
     StandAloneAttention,
     SwinBlock,
@@ -124,6 +124,7 @@ MODULES = {
     "cel": (lambda: CrossScaleEmbedding(3, 8, kernels=(2, 4), stride=2), lambda m: m(randn(1, 6, 8, 3)), (1, 3, 4, 8)),
     "dpb": (lambda: DynamicPositionBias(2, hidden=4), lambda m: m((3, 2)), (2, 5, 3)),
     "residual": (lambda: AttentionResidual(2, (4, 2)), lambda m: m(randn(1, 2, 8, 8)), (1, 2, 2, 2)),
+    "merging": (lambda: PatchMerging(8, 12), lambda m: m(randn(2, 6, 4, 8)), (2, 3, 2, 12)),
 }
 
 

@@ -1,4 +1,4 @@
-"""Swin's shifted windows (semantics.md §7) against a reference written from Swin's own definition:
+"""Swin's shifted windows (docs/semantics.md §7) against a reference written from Swin's own definition:
 pad to a multiple of the window, roll the map by -s, cut P x P windows, label the rolled map's regions
 as Swin's attention mask does, let only pairs inside one window and one region attend, roll back.
 Nothing here uses vizattn's rule in original coordinates (boundaries at s + kP)."""

@@ -323,7 +323,7 @@ class Block(_Partition):
     ``w // P == w' // P``, the position inside the group is ``(h mod P, w mod P)``.
 
     ``shift=s`` (``0 <= s < P`` per axis; Swin uses ``P // 2``): Swin's cyclic shift with its
-    mask, in original coordinates (semantics.md §7). Per axis the boundaries sit at
+    mask, in original coordinates (docs/semantics.md §7). Per axis the boundaries sit at
     ``s, s + P, s + 2P, ...``: the first group holds s tokens, the last ``P - s``, the others P;
     no pair that Swin's roll brings together across the border ever attends. A query's slot t
     is the token at position t of its window in Swin's rolled map (``-1`` where that token

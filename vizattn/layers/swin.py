@@ -1,4 +1,4 @@
-"""Swin: (shifted) window attention, the Swin block and patch merging (semantics.md §7)."""
+"""Swin: (shifted) window attention, the Swin block and patch merging (docs/semantics.md §7)."""
 
 from __future__ import annotations
 

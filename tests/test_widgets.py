@@ -24,6 +24,8 @@ from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Nei
 from vizattn.receptive import theoretical  # noqa: E402
 from vizattn.widgets import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve  # noqa: E402
 
+from brute import vanilla_attention  # noqa: E402
+
 KEYS, SLOTS, QUERY = (plots.TRACES.index(n) for n in ("keys", "slots", "query"))
 
 
@@ -645,16 +647,8 @@ def lavit_explorer():
 
 
 def vanilla_by_hand(model, inputs, la_name, source):
-    """softmax(Q'K'^T / sqrt(d)) with the source VA layer's qkv weights on the LA layer's input, written out."""
-    import torch
-    va = model.get_submodule(source)
-    x = inputs[la_name]  # [1, H, W, C]
-    B, H, W, C = x.shape
-    heads, d = va.heads, C // va.heads
-    qkv = x.reshape(B, H * W, C) @ va.qkv.weight.T + va.qkv.bias  # [1, N, 3C]
-    q = qkv[..., :C].reshape(B, H * W, heads, d).transpose(1, 2)
-    k = qkv[..., C:2 * C].reshape(B, H * W, heads, d).transpose(1, 2)
-    return torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1)[0].detach()  # [heads, N, N]
+    """softmax(Q'K'^T / sqrt(d)) with the source VA layer's qkv weights on the LA layer's input: ``[heads, N, N]``."""
+    return vanilla_attention(model.get_submodule(source), inputs[la_name])[0]
 
 
 def test_lavit_chain_shows_each_layers_attention_and_the_vanilla_one(lavit_explorer, lavit_run):

@@ -103,3 +103,14 @@ def attention(q, k, v, table, zero_slots, bias=None, rel=None, scale=None):
                 out[b, h, n] = sum(pi * vi for pi, vi in zip(p, values))
                 weights[b, h, n, used] = p
     return out.reshape(B, heads, H, W, -1), weights.reshape(B, heads, H, W, -1)
+
+
+def vanilla_attention(va, x):
+    """What a LaViT vanilla layer ``va`` attends on input ``x [B, H, W, C]``, no residual scores, written out
+    (docs/semantics.md §5): ``softmax(Q K^T / sqrt(d))`` with ``va``'s qkv weights, ``[B, heads, N, N]``."""
+    B, H, W, C = x.shape
+    heads, d = va.heads, C // va.heads
+    qkv = x.reshape(B, H * W, C) @ va.qkv.weight.T + va.qkv.bias  # [B, N, 3C]
+    q = qkv[..., :C].reshape(B, H * W, heads, d).transpose(1, 2)
+    k = qkv[..., C:2 * C].reshape(B, H * W, heads, d).transpose(1, 2)
+    return torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1).detach()

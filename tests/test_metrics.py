@@ -21,6 +21,7 @@ from vizattn.metrics import (
     vanilla_here,
 )
 
+from brute import vanilla_attention
 from conftest import D, randn
 
 
@@ -171,16 +172,6 @@ class Residual(nn.Module):
         return x + z
 
 
-def vanilla_by_hand(va, x):
-    """softmax(Q K^T / sqrt(d)) with ``va``'s qkv weights on ``x [B, H, W, C]``, written out: ``[B, heads, N, N]``."""
-    B, H, W, C = x.shape
-    heads, d = va.heads, C // va.heads
-    qkv = x.reshape(B, H * W, C) @ va.qkv.weight.T + va.qkv.bias  # [B, N, 3C]
-    q = qkv[..., :C].reshape(B, H * W, heads, d).transpose(1, 2)
-    k = qkv[..., C:2 * C].reshape(B, H * W, heads, d).transpose(1, 2)
-    return torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1)
-
-
 def test_vanilla_here_runs_the_source_va_layer_on_the_la_layers_input():
     torch.manual_seed(0)
     model = Residual().double()
@@ -189,7 +180,7 @@ def test_vanilla_here_runs_the_source_va_layer_on_the_la_layers_input():
         model(x)
     la, va = rec["stages.0.1"], rec["stages.0.0"]
     assert la.source == "stages.0.0" and torch.equal(va.input, x)
-    want = vanilla_by_hand(model.stages[0][0], x + model.stages[0][0](x)[0]).detach()
+    want = vanilla_attention(model.stages[0][0], x + model.stages[0][0](x)[0])
     torch.testing.assert_close(vanilla_here(model, la), want)
     assert (vanilla_here(model, la) - va.dense()).abs().max() > 1e-3  # another input: another map
     with pytest.raises(ValueError, match="less-attention layer"):

@@ -22,8 +22,9 @@ from plotly.callbacks import Points  # noqa: E402
 from vizattn import plots  # noqa: E402
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood  # noqa: E402
 from vizattn.receptive import theoretical  # noqa: E402
-from vizattn.widgets import (MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for,  # noqa: E402
-                             resolve)
+from vizattn.widgets import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve  # noqa: E402
+
+from brute import vanilla_attention  # noqa: E402
 
 KEYS, SLOTS, QUERY = (plots.TRACES.index(n) for n in ("keys", "slots", "query"))
 
@@ -328,6 +329,7 @@ def test_cost_figure_is_log_log_with_one_line_per_mechanism():
 
 def test_query_map_figure_is_transparent_where_the_query_cannot_look():
     import torch
+
     from vizattn import probe
     from vizattn.layers import StandAloneAttention
     with torch.random.fork_rng():  # leave the global generator as it was for the tests that follow
@@ -342,11 +344,13 @@ def test_query_map_figure_is_transparent_where_the_query_cannot_look():
 
 def test_query_maps_figure_draws_each_panels_query_map_over_its_photo():
     import torch
+
     from vizattn import probe
     from vizattn.layers import BlockAttention, NeighborhoodAttention
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        layers = torch.nn.ModuleDict({"na": NeighborhoodAttention(8, 2, kernel_size=3), "block": BlockAttention(8, 2, size=2)})
+        layers = torch.nn.ModuleDict({"na": NeighborhoodAttention(8, 2, kernel_size=3),
+                                      "block": BlockAttention(8, 2, size=2)})
         with probe(layers) as rec:
             small, large = torch.randn(1, 4, 4, 8), torch.randn(1, 8, 8, 8)
             layers["na"](large), layers["block"](small)
@@ -422,6 +426,7 @@ def test_receptive_field_explorer_grows_with_depth_like_theoretical():
 def independent_records(model_name, photo_name, task="shape"):
     """The records ``vizattn.probe`` captures for a fresh pretrained model on a photo: what the explorer must show."""
     import torch
+
     from vizattn import probe
     from vizattn.data import photo
     from vizattn.models import create
@@ -587,6 +592,7 @@ def test_widget_updates_carry_no_nan_and_no_undefined():
     """NaN is not valid JSON and plotly pads batches with undefined (stored as null by its front end):
     every message of the attention explorer carries real values or None gaps only."""
     from plotly.basedatatypes import Undefined
+
     from vizattn.widgets import AttentionExplorer
     ex = AttentionExplorer("sasa", photo="astronaut")
     sent = []
@@ -623,6 +629,7 @@ def test_widget_updates_carry_no_nan_and_no_undefined():
 def lavit_run():
     """An independent run of the pretrained LaViT on a photo: records, each LA layer's input, the model."""
     import torch
+
     from vizattn import probe
     from vizattn.data import photo
     from vizattn.models import create
@@ -640,16 +647,8 @@ def lavit_explorer():
 
 
 def vanilla_by_hand(model, inputs, la_name, source):
-    """softmax(Q'K'^T / sqrt(d)) with the source VA layer's qkv weights on the LA layer's input, written out."""
-    import torch
-    va = model.get_submodule(source)
-    x = inputs[la_name]  # [1, H, W, C]
-    B, H, W, C = x.shape
-    heads, d = va.heads, C // va.heads
-    qkv = x.reshape(B, H * W, C) @ va.qkv.weight.T + va.qkv.bias  # [1, N, 3C]
-    q = qkv[..., :C].reshape(B, H * W, heads, d).transpose(1, 2)
-    k = qkv[..., C:2 * C].reshape(B, H * W, heads, d).transpose(1, 2)
-    return torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1)[0].detach()  # [heads, N, N]
+    """softmax(Q'K'^T / sqrt(d)) with the source VA layer's qkv weights on the LA layer's input: ``[heads, N, N]``."""
+    return vanilla_attention(model.get_submodule(source), inputs[la_name])[0]
 
 
 def test_lavit_chain_shows_each_layers_attention_and_the_vanilla_one(lavit_explorer, lavit_run):
@@ -681,6 +680,7 @@ def test_lavit_chain_shows_each_layers_attention_and_the_vanilla_one(lavit_explo
 
 def test_lavit_measures_and_saturation_are_the_metrics(lavit_explorer, lavit_run):
     import torch
+
     from vizattn import metrics, probe
     from vizattn.data import photo
     from vizattn.models import create
@@ -768,6 +768,7 @@ def receptive_cells(z):
 
 def test_effective_field_sits_inside_the_theoretical_one_and_is_receptive_effective():
     import torch
+
     from vizattn.receptive import effective
     from vizattn.widgets import ReceptiveFieldExplorer, stack_for, stack_model
     ex = ReceptiveFieldExplorer("NA + DiNAT", size=21, depth=1, kernel=3, dilation=3)
@@ -825,7 +826,8 @@ def test_receptive_explorer_state_and_bad_input():
     assert ex.figure.data[0].visible and "7x7 field" in ex.message.value
     with pytest.raises(traitlets.TraitError, match="stack"):
         ex.state.stack = "Swin"
-    for kwargs, match in [(dict(stack="Swin"), "stack must be one of"), (dict(depth=9), r"depth must be an int in \[1, 8\]"),
+    for kwargs, match in [(dict(stack="Swin"), "stack must be one of"),
+                          (dict(depth=9), r"depth must be an int in \[1, 8\]"),
                           (dict(size=100), r"size must be an int in \[8, 64\]")]:
         with pytest.raises(ValueError, match=match):
             ReceptiveFieldExplorer(**kwargs)

@@ -132,7 +132,7 @@ def lda_groups(I) -> Verdict:  # noqa: E741 - the paper's name for the interval
 
 
 def lavit_channels(C) -> Verdict:
-    """05: from how many channels (a multiple of 8) an LA layer on 7x7 tokens, 8 heads, is cheaper than a vanilla one."""
+    """05: from how many channels (a multiple of 8) an LA layer (7x7 tokens, 8 heads) is cheaper than a vanilla one."""
     wrong = _int(C, "C", "a number of channels", minimum=8)
     if wrong:
         return wrong

@@ -413,7 +413,8 @@ def effective(model: nn.Module, images: torch.Tensor, position=None, layer: str 
             raise _Stop
 
     chosen = {layer: layers[layer]} if layer is not None else layers
-    handles = [m.register_forward_hook(lambda mod, a, o, name=name: hook(name, mod, a, o)) for name, m in chosen.items()]
+    handles = [m.register_forward_hook(lambda mod, a, o, name=name: hook(name, mod, a, o))
+               for name, m in chosen.items()]
     training = model.training
     x = images.detach().clone().requires_grad_(True)
     try:

@@ -140,7 +140,8 @@ def query_maps_figure(panels: dict, image, *, columns: int | None = None, title:
     [0, 1], the picture the models saw. ``columns`` per row (default: all panels in one row).
 
     >>> import torch; from vizattn import probe; from vizattn.layers import BlockAttention, GridAttention
-    >>> x, layers = torch.randn(1, 4, 4, 8), {"block": BlockAttention(8, 2, size=2), "grid": GridAttention(8, 2, size=2)}
+    >>> x = torch.randn(1, 4, 4, 8)
+    >>> layers = {"block": BlockAttention(8, 2, size=2), "grid": GridAttention(8, 2, size=2)}
     >>> with probe(torch.nn.ModuleDict(layers)) as rec:
     ...     _ = [layer(x) for layer in layers.values()]
     >>> fig = query_maps_figure({"block": (rec["block"], (0, 0)), "grid": (rec["grid"], (0, 0))}, torch.rand(3, 8, 8))

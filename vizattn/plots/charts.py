@@ -64,7 +64,8 @@ def maps_figure(maps, *, title: str, colorscale: str = "Viridis", cmin: float | 
     for col, (name, value) in enumerate(maps.items(), start=1):
         z, x, y = value if isinstance(value, tuple) else (value, None, None)
         z = np.asarray(z.detach() if hasattr(z, "detach") else z, dtype=float)
-        xs, ys = np.arange(z.shape[1]) if x is None else np.asarray(x), np.arange(z.shape[0]) if y is None else np.asarray(y)
+        xs = np.arange(z.shape[1]) if x is None else np.asarray(x)
+        ys = np.arange(z.shape[0]) if y is None else np.asarray(y)
         fig.update_xaxes(range=[xs.min() - 0.5, xs.max() + 0.5], row=1, col=col)
         fig.update_yaxes(range=[ys.max() + 0.5, ys.min() - 0.5], row=1, col=col)  # row 0 on top
         colour = dict(coloraxis="coloraxis") if shared else dict(colorscale=colorscale, zmin=cmin, showscale=False)

@@ -101,7 +101,8 @@ def reuse_chain_figure(columns, head: int = 0, *, title: str | None = None, fram
             zs, peak, titles = reuse_chain_maps(columns, h)
             frames_.append(go.Frame(data=[go.Heatmap(z=z) for z in zs], traces=list(range(2 * n)), name=str(h),
                                     layout=dict(coloraxis=dict(cmax=peak), annotations=[
-                                        dict(a.to_plotly_json(), text=t) for a, t in zip(fig.layout.annotations, titles)])))
+                                        dict(a.to_plotly_json(), text=t)
+                                        for a, t in zip(fig.layout.annotations, titles)])))
         fig.frames = frames_
         fig.update_layout(**player(frames_, "head "), height=fig.layout.height + 110)
     return fig

@@ -78,7 +78,8 @@ class CostExplorer(Explorer):
             for name, lo, hi, step, label in [("side", 8, 256, 8, "map side"), ("channels", 16, 512, 16, "channels C"),
                                                ("heads", 1, 16, 1, "heads"), ("kernel", 3, 15, 1, "NA/SASA k"),
                                                ("window", 2, 16, 1, "window P, G"), ("interval", 1, 32, 1, "LDA I")]}
-        self.toggles = widgets.SelectMultiple(options=plots.COST_MECHANISMS, value=s.mechanisms, rows=len(plots.COST_MECHANISMS),
+        self.toggles = widgets.SelectMultiple(options=plots.COST_MECHANISMS, value=s.mechanisms,
+                                              rows=len(plots.COST_MECHANISMS),
                                               description="mechanisms", style={"description_width": "110px"})
         self.table = widgets.HTML()
         self.figure = go.FigureWidget(plots.cost_figure(mark=s.side, **s.params()))

@@ -104,7 +104,8 @@ class LaViTExplorer(Explorer):
         return pretrained(name, self.state.task)
 
     def _capture(self) -> None:
-        """Run LaViT (every layer with its input: ``metrics.reuse_chains``) and ViT on the photo, once per task and photo."""
+        """Run LaViT (every layer with its input: ``metrics.reuse_chains``) and ViT on the photo, once per task
+        and photo."""
         s = self.state
         if (s.task, s.photo) == self._captured:
             return

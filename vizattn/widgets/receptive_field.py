@@ -87,7 +87,8 @@ class ReceptiveFieldExplorer(Explorer):
         self.message = widgets.HTML()
         self.figure = go.FigureWidget(self._figure())
         self.effective_figure = go.FigureWidget(plots.effective_figure(self._blank_field()))
-        self._links = [widgets.link((self.menu, "value"), (s, "stack")), widgets.link((self.depth, "value"), (s, "depth")),
+        self._links = [widgets.link((self.menu, "value"), (s, "stack")),
+                       widgets.link((self.depth, "value"), (s, "depth")),
                        widgets.link((self.size_slider, "value"), (s, "size")),
                        widgets.link((self.effective_box, "value"), (s, "effective"))]
         s.observe(self._changed, names=list(s.trait_names()))

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from vizattn import layers
-from vizattn.bias import DynamicPositionBias
+from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositionBias
 from vizattn.layers import (
     AttentionProbs,
     AttentionResidual,
@@ -394,6 +395,29 @@ def test_lsda_on_a_map_no_larger_than_the_group_is_global_attention_with_pixel_o
     torch.testing.assert_close(layer(x)[0], want)
 
 
+def test_a_learned_table_serves_smaller_extents_with_the_same_offsets():
+    rpb = randomise(build(lambda: RelativePositionBias(2, (3, 4))))
+    small = rpb((2, 3))  # offsets -1..1 by -2..2
+    assert small.shape == (2, 3, 5)
+    for dh in range(-1, 2):
+        for dw in range(-2, 3):
+            assert torch.equal(small[:, dh + 1, dw + 2], rpb.table[:, dh + 2, dw + 3])
+    assert rpb((3, 4)) is rpb.table and rpb() is rpb.table
+
+
+def test_a_shrunk_table_works_under_flop_counting_and_trains_only_its_centre():
+    """Model.summary counts FLOPs under no_grad with module hooks; the shrunk table must pass them."""
+    layer = build(lambda: PatternAttention(8, 2, lambda H, W: Block((min(H, 3), min(W, 3))),
+                                           bias=RelativePositionBias(2, 3)))
+    with torch.no_grad(), FlopCounterMode(display=False):
+        layer(randn(1, 2, 2, 8))
+    (layer(randn(1, 2, 2, 8)) * randn(1, 2, 2, 8, seed=1)).sum().backward()
+    grad = layer.rpb.table.grad  # [2, 5, 5]; a 2 x 2 window uses offsets -1..1: the centre [1:4, 1:4]
+    assert grad[:, 1:4, 1:4].abs().sum() > 0
+    grad[:, 1:4, 1:4] = 0
+    assert (grad == 0).all()
+
+
 def test_dynamic_position_bias_serves_every_group_size():
     layer = build(lambda: LongShortDistanceAttention(8, 2, "lda", group=2, interval=3, pad=True))
     for H, W in [(5, 7), (9, 4), (6, 6)]:
@@ -589,6 +613,11 @@ BAD = [
     (lambda: PatchMerging(8)(torch.randn(1, 5, 4, 8)), r"even on each axis; got map=\(5, 4\)"),
     (lambda: PatchMerging(8)(torch.randn(1, 4, 4, 6)), r"C=8; got shape \(1, 4, 4, 6\)"),
     (lambda: PatchMerging(8, dim_out=0), r"dim_out must be a positive int; got dim_out=0"),
+    (lambda: RelativePositionBias(2, 3)((4, 3)), r"extent cannot exceed it; got extent=\(4, 3\)"),
+    (lambda: RelativePositionBias(0, 3), r"heads must be a positive int; got heads=0"),
+    (lambda: RelativeEmbedding(2, 4, 3)((5, 3)), r"built for extent=\(3, 3\); got extent=\(5, 3\)"),
+    (lambda: DynamicPositionBias(2, hidden=0), r"hidden must be a positive int; got hidden=0"),
+    (lambda: PatternAttention(8, 2, "block"), r"pattern must be a pattern or a function \(H, W\) -> pattern; got str"),
 ]
 
 
@@ -596,3 +625,14 @@ BAD = [
 def test_bad_configurations_raise_value_error_with_the_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_the_shell_without_a_pattern_needs_a_subclass_that_defines_one():
+    with pytest.raises(NotImplementedError, match="PatternAttention was built without a pattern and defines none"):
+        PatternAttention(8, 2)(torch.randn(1, 4, 4, 8))
+
+    class Rows(PatternAttention):
+        def pattern(self, H, W):
+            return Block((1, W))
+
+    assert Rows(8, 2)(torch.randn(1, 4, 4, 8)).shape == (1, 4, 4, 8)

@@ -11,8 +11,9 @@ with ``(kh, kw) = pattern.extent(H, W)`` and offsets = key - query in the patter
   ``q . concat(r_row[dh], r_col[dw])``, split per head (each head has its own row half and
   column half of its head dimension).
 
-Each is called with the pattern's extent (``term(extent)``; the two learned ones have a fixed
-extent and check it), which is how ``vizattn.layers.PatternAttention`` uses them, and names the
+Each is called with the pattern's extent (``term(extent)``), which is how
+``vizattn.layers.PatternAttention`` uses them (the learned ones were built for one extent; a
+smaller one gets the central part of the table, a larger one a ``ValueError``), and names the
 attribute a layer keeps it under (``key``: ``rpb``, ``dpb``, ``rel``, the state-dict prefix).
 """
 
@@ -47,9 +48,23 @@ class RelativePositionBias(nn.Module):
         nn.init.trunc_normal_(self.table, std=0.02)
 
     def forward(self, extent=None) -> torch.Tensor:
-        """The table; ``extent``, if given, must be the one it was built for."""
-        _same_extent(self, extent)
-        return self.table
+        """The table, or for a smaller ``extent`` (a window shrunk to a small map) its central
+        ``[heads, 2*kh-1, 2*kw-1]`` part: the same offsets keep the same bias.
+
+        >>> rpb = RelativePositionBias(heads=1, extent=3)
+        >>> torch.equal(rpb((2, 3)), rpb.table[:, 1:4, :])
+        True
+        """
+        if extent is None or tuple(extent) == self.extent:
+            return self.table
+        (kh, kw), (Kh, Kw) = as_pair("extent", extent), self.extent
+        if kh > Kh or kw > Kw:
+            raise ValueError(f"RelativePositionBias holds offsets up to extent={self.extent}, so a pattern's extent "
+                             f"cannot exceed it; got extent={(kh, kw)}")
+        rows = torch.arange(Kh - kh, Kh + kh - 1, device=self.table.device)
+        cols = torch.arange(Kw - kw, Kw + kw - 1, device=self.table.device)
+        # a gathered copy, not a view: a view of the parameter made under no_grad trips module hooks
+        return self.table[:, rows[:, None], cols[None, :]]
 
 
 class DynamicPositionBias(nn.Module):
@@ -115,12 +130,9 @@ class RelativeEmbedding(nn.Module):
     def forward(self, extent=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(row [heads, 2*kh-1, head_dim//2], col [heads, 2*kw-1, head_dim - head_dim//2])``;
         ``extent``, if given, must be the kernel size."""
-        _same_extent(self, extent)
+        if extent is not None and tuple(extent) != self.extent:
+            raise ValueError(f"RelativeEmbedding was built for extent={self.extent}; got extent={tuple(extent)}")
         kh, kw = self.kernel_size
         row = nn.functional.pad(self.row, (0, 0, kh // 2, kh // 2))
         return row, nn.functional.pad(self.col, (0, 0, kw // 2, kw // 2))
 
-
-def _same_extent(term: nn.Module, extent) -> None:
-    if extent is not None and tuple(extent) != term.extent:
-        raise ValueError(f"{type(term).__name__} was built for extent={term.extent}; got extent={tuple(extent)}")

@@ -113,13 +113,15 @@ def test_every_layer_is_in_the_explorers_menus():
     pytest.importorskip("ipywidgets")
     pytest.importorskip("plotly")
     from vizattn import plots, receptive
-    from vizattn.widgets import CostExplorer, PartitionExplorer, ReceptiveFieldExplorer
+    from vizattn.widgets import CostExplorer, PartitionExplorer, PartitionState, ReceptiveFieldExplorer
     from vizattn.widgets.partition import PARAMETERS as SLIDERS_READ
 
     partition = PartitionExplorer()
     assert tuple(partition.mechanism_menu.options) == tuple(LAYERS)
     assert set(partition.compare_menu.options) >= set(LAYERS)
     assert {n: set(ps) for n, ps in SLIDERS_READ.items()} == {n: set(lay.parameters) for n, lay in LAYERS.items()}
+    assert set(PARAMETERS) <= set(PartitionState.class_trait_names()), "a new parameter needs a PartitionState trait"
+    assert set(PARAMETERS) <= set(partition.sliders)
     cost = CostExplorer()
     assert tuple(cost.toggles.options) == tuple(LAYERS) == plots.COST_MECHANISMS
     assert {t.name for t in cost.figure.data} == set(LAYERS)

@@ -30,7 +30,8 @@ in minutes:
 
 Every model normalises its input and ends in a max-pool + linear head (see ``Model``). It exposes
 ``summary(input_size)`` (parameters and FLOPs) and ``aux_loss()``, the term a training loop adds
-to the cross-entropy (LaViT's weighted diagonality-preserving loss, zero for the others). ``create(name, pretrained=True, task=...)`` loads the shipped float16 weights of
+to the cross-entropy (LaViT's weighted diagonality-preserving loss, zero for the others).
+``create(name, pretrained=True, task=...)`` loads the shipped float16 weights of
 ``vizattn/weights/{name}-{task}.pt`` (trained with ``python -m vizattn.train``) as float32.
 
 >>> import torch
@@ -338,7 +339,8 @@ def _sasa(img_size, stem_dim, dims, widths, depths, heads, kernels):
     for i, (size, dim, width, depth, h, k) in enumerate(zip(sizes, dims, widths, depths, heads, kernels)):
         with _stage("sasa", i + 1, size):
             if k > size:  # the first block of a later stage attends on the previous (larger) map
-                raise ValueError(f"SASA's k x k window must fit the stage map; got kernel_size={k}, map=({size}, {size})")
+                raise ValueError(
+                    f"SASA's k x k window must fit the stage map; got kernel_size={k}, map=({size}, {size})")
             blocks = [SASABottleneck(dim_in if j == 0 else dim, width, dim, h, k, 2 if i and j == 0 else 1)
                       for j in range(depth)]
         stages.append(nn.Sequential(*blocks))
@@ -373,7 +375,8 @@ def _crossformer(img_size, dims, depths, heads, group, intervals, mlp_ratio):
     for i, (size, dim, depth, h, interval) in enumerate(zip(sizes, dims, depths, heads, intervals)):
         with _stage("crossformer", i + 1, size):
             blocks = [TransformerBlock(dim, LongShortDistanceAttention(
-                dim, h, "sda" if j % 2 == 0 else "lda", group=group, interval=interval), mlp_ratio) for j in range(depth)]
+                dim, h, "sda" if j % 2 == 0 else "lda", group=group, interval=interval), mlp_ratio)
+                for j in range(depth)]
             seen = dict.fromkeys(_fits(b.attn, size) for b in blocks)
             # CrossFormer's merging: LayerNorm, then the cross-scale embedding (kernels 2, 4, stride 2)
             down = [nn.LayerNorm(dims[i - 1]), CrossScaleEmbedding(dims[i - 1], dim, (2, 4), 2)] if i else []
@@ -396,8 +399,9 @@ class LaViTStage(nn.Module):
                  mlp_ratio: float, residual: nn.Module | None):
         super().__init__()
         self.down, self.residual = down, residual
-        self.attns = nn.ModuleList(VanillaAttention(dim, heads) if j < vanilla else LessAttention(dim, heads, size * size)
-                                   for j in range(depth))
+        self.attns = nn.ModuleList(
+            VanillaAttention(dim, heads) if j < vanilla else LessAttention(dim, heads, size * size)
+            for j in range(depth))
         self.norms1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.norms2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.mlps = nn.ModuleList(Mlp(dim, mlp_ratio) for _ in range(depth))
@@ -446,7 +450,8 @@ def _lavit(img_size, patch, dims, depths, heads, vanilla, mlp_ratio, dp_lambda):
     for i, (size, dim, depth, h, va) in enumerate(zip(sizes, dims, depths, heads, vanilla)):
         with _stage("lavit", i + 1, size):
             if va > depth:
-                raise ValueError(f"vanilla layers must not outnumber the stage's layers; got vanilla={va}, depth={depth}")
+                raise ValueError(
+                    f"vanilla layers must not outnumber the stage's layers; got vanilla={va}, depth={depth}")
             if h != heads[0]:
                 raise ValueError(f"the attention residual carries heads as channels, so every stage needs the same "
                                  f"heads; got heads={tuple(heads)}")
@@ -480,10 +485,12 @@ def _swin(img_size, dims, depths, heads, window, mlp_ratio):
 # ---------------------------------------------------------------------------------------------
 _REGISTRY = {  # name: (model class, builder, default configuration)
     "vit": (Model, _vit, dict(patch=8, dim=96, depth=4, heads=6, mlp_ratio=2.0)),
-    "sasa": (Model, _sasa, dict(stem_dim=32, dims=(64, 128, 256), widths=(16, 32, 64), depths=(2, 2, 2), heads=(2, 4, 8),
-                         kernels=(5, 3, 3))),
-    "nat": (Model, _nat, dict(dims=(32, 64, 96), depths=(2, 2, 2), heads=(2, 4, 6), kernels=(5, 3, 3), mlp_ratio=2.0)),
-    "dinat": (Model, _dinat, dict(dims=(32, 64, 96), depths=(2, 2, 2), heads=(2, 4, 6), kernels=(5, 3, 3), mlp_ratio=2.0)),
+    "sasa": (Model, _sasa, dict(stem_dim=32, dims=(64, 128, 256), widths=(16, 32, 64), depths=(2, 2, 2),
+                                heads=(2, 4, 8), kernels=(5, 3, 3))),
+    "nat": (Model, _nat, dict(dims=(32, 64, 96), depths=(2, 2, 2), heads=(2, 4, 6), kernels=(5, 3, 3),
+                              mlp_ratio=2.0)),
+    "dinat": (Model, _dinat, dict(dims=(32, 64, 96), depths=(2, 2, 2), heads=(2, 4, 6), kernels=(5, 3, 3),
+                                  mlp_ratio=2.0)),
     "maxvit": (Model, _maxvit, dict(stem_dim=16, dims=(32, 64, 96), depths=(1, 1, 1), heads=(2, 4, 6), window=4,
                              mlp_ratio=2.0)),
     "crossformer": (Model, _crossformer, dict(dims=(32, 64, 96), depths=(2, 2, 2), heads=(2, 4, 6), group=4,
@@ -510,10 +517,10 @@ def create(name: str, pretrained: bool = False, task: str = "shape", **overrides
     >>> import torch; _ = torch.manual_seed(0)
     >>> create("dinat", dims=(16, 32), depths=(2, 2), heads=(2, 2), kernels=(3, 3)).plan[0].attention
     'Neighborhood(3) / Neighborhood(3, dilation=5)'
-    >>> create("nat", kernels=(5, 5, 5))
+    >>> create("nat", kernels=(5, 5, 5))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: nat stage 3 (map 4x4): kernel_size * dilation must not exceed the map size on each axis; got kernel_size=(5, 5), dilation=(1, 1), map=(4, 4)
+    ValueError: nat stage 3 (map 4x4): kernel_size * dilation must not exceed ...; got kernel_size=(5, 5), ...
     """
     check_choice("name", name, _REGISTRY)
     classes = len(Shapes.classes(task))

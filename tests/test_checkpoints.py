@@ -1,0 +1,201 @@
+"""vizattn.checkpoints: every published model equals its reference implementation, offline.
+
+For each name the reference is built with seeded random weights (``reference.randomise``: every
+parameter random, not the default init), its state dict — in the reference's own key layout — is
+loaded through ``checkpoints.load(name, weights=state_dict)``, and logits and attention
+probabilities at a few layers are compared. References: timm (DeiT, Swin, MaxViT) and the
+transcriptions in ``tests/reference`` (NAT/DiNAT, CrossFormer). Nothing downloads: the
+``"imagenet"`` path is tested against a local file and a local HTTP server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+import vizattn
+from vizattn import checkpoints
+from vizattn.checkpoints import files
+
+from reference import randomise
+
+TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32, after 12-40 layers of random weights
+
+
+def timm():
+    """timm (tests/reference/timm_models.py); missing: a skip, or a failure under CI (dev.py installs it)."""
+    from reference.timm_models import timm as import_timm
+
+    try:
+        return import_timm()
+    except ModuleNotFoundError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"timm is needed for the exactness tests (dev.py installs it): {err}")
+        pytest.skip(f"needs timm (python3 dev.py test installs it): {err}")
+
+
+def images(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# references: (model, forward returning (logits, [probs [B, heads, N, N] per attention call]))
+# ---------------------------------------------------------------------------------------------
+def timm_vit(name):
+    model = randomise(timm().create_model(name), std=0.05)
+    blocks = [b.attn for b in model.blocks]
+    for attn in blocks:
+        attn.fused_attn = False  # the explicit path, whose attn_drop sees the probabilities
+
+    def run(x):
+        seen = []
+        handles = [a.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o)) for a in blocks]
+        try:
+            with torch.no_grad():
+                return model(x), seen
+        finally:
+            for h in handles:
+                h.remove()
+
+    return model, run
+
+
+REFERENCES = {
+    "deit_tiny_patch16_224": timm_vit,
+    "deit_small_patch16_224": timm_vit,
+}
+LAYERS = {  # attention calls compared (call order)
+    "deit_tiny_patch16_224": (0, 5, 11),
+    "deit_small_patch16_224": (0, 11),
+}
+
+
+def test_every_name_has_a_reference_test():
+    assert set(checkpoints.list()) == set(REFERENCES) == set(LAYERS)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_checkpoint_equals_the_reference(name):
+    reference, run = REFERENCES[name](name)
+    model = checkpoints.load(name, weights=reference.state_dict())
+    assert not model.training
+    x = images()
+    theirs, their_probs = run(x)
+    with torch.no_grad(), vizattn.probe(model) as rec:
+        ours = model(x)
+    assert ours.shape == (2, 1000)
+    torch.testing.assert_close(ours, theirs, **TOLERANCE)
+    assert len(rec) == len(their_probs)
+    for i in LAYERS[name]:
+        torch.testing.assert_close(rec[i].dense(), their_probs[i], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the fused path (no probe) computes the same logits
+        torch.testing.assert_close(model(x), theirs, **TOLERANCE)
+
+
+# ---------------------------------------------------------------------------------------------
+# files: formats, mismatches, the cache, downloads, offline errors
+# ---------------------------------------------------------------------------------------------
+NAME = "deit_tiny_patch16_224"
+
+
+@functools.lru_cache(maxsize=1)
+def deit_state():
+    torch.manual_seed(0)
+    return checkpoints.build(NAME).state_dict()
+
+
+def same_model(a, b):
+    return all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_state_dict_path_and_wrapped_file_give_the_same_model(tmp_path):
+    state = deit_state()
+    torch.save({"model": state, "epoch": 3}, tmp_path / "wrapped.pth")  # as the official training scripts save
+    torch.save(state, tmp_path / "bare.pth")
+    direct = checkpoints.load(NAME, weights=state)
+    for path in (tmp_path / "wrapped.pth", str(tmp_path / "bare.pth")):
+        assert same_model(checkpoints.load(NAME, weights=path), direct)
+
+
+def test_bad_checkpoints_name_the_first_mismatches(tmp_path):
+    state = dict(deit_state())
+    state.pop("head.bias")
+    state["blocks.0.attn.qkv.weight"] = torch.zeros(5, 5)
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"missing keys \(1\): head\.bias; unexpected keys \(1\): extra\.weight; "
+                                         r"wrong shapes \(1\): blocks\.0\.attn\.qkv\.weight: model \(576, 192\), "
+                                         r"checkpoint \(5, 5\)"):
+        checkpoints.load(NAME, weights=state)
+    with pytest.raises(ValueError, match="not a file"):
+        checkpoints.load(NAME, weights=str(tmp_path / "nowhere.pth"))
+    with pytest.raises(ValueError, match="name must be one of"):
+        checkpoints.load("resnet50", weights=state)
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="must hold a state dict"):
+        checkpoints.load(NAME, weights=tmp_path / "list.pth")
+
+
+@contextlib.contextmanager
+def serving(folder):
+    """A local HTTP server on 127.0.0.1 serving ``folder``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def with_url(monkeypatch, name, url):
+    spec = checkpoints.CHECKPOINTS[name]
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, name, type(spec)(**{**spec.__dict__, "url": url}))
+    return spec
+
+
+def test_imagenet_downloads_into_the_cache_then_reuses_it(tmp_path, monkeypatch):
+    served, cache = tmp_path / "served", tmp_path / "cache"
+    served.mkdir()
+    spec = checkpoints.CHECKPOINTS[NAME]
+    torch.save({"model": deit_state()}, served / spec.file)  # the official format
+    monkeypatch.setenv("VIZATTN_CHECKPOINTS", str(cache))
+    assert files.cache_dir() == cache
+    with serving(served) as base:
+        with_url(monkeypatch, NAME, f"{base}/{spec.file}")
+        model = checkpoints.load(NAME)
+    assert (cache / spec.file).is_file()
+    assert same_model(model, checkpoints.load(NAME, weights=deit_state()))
+    with_url(monkeypatch, NAME, "http://127.0.0.1:9/unreachable.pth")  # the cached file is used, no download
+    assert same_model(checkpoints.load(NAME), model)
+
+
+def test_offline_imagenet_says_which_file_where_from_and_how_to_pass_a_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZATTN_CHECKPOINTS", str(tmp_path))
+    spec = with_url(monkeypatch, NAME, "http://127.0.0.1:9/deit.pth")  # port 9: nothing listens
+    with pytest.raises(RuntimeError) as err:
+        checkpoints.load(NAME)
+    text = str(err.value)
+    assert spec.file in text and "127.0.0.1:9" in text and "weights=" in text and str(tmp_path) in text
+    with_url(monkeypatch, NAME, None)  # no direct download (CrossFormer's Google Drive files)
+    with pytest.raises(RuntimeError, match=rf"{spec.file}.*no direct download URL.*facebookresearch/deit.*weights="):
+        checkpoints.load(NAME)
+
+
+def test_import_vizattn_pulls_in_neither_timm_nor_torchvision():
+    code = ("import sys, vizattn, vizattn.checkpoints; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,75 @@
+"""DeiT (timm's ``VisionTransformer`` with a class token) in vizattn's layers.
+
+The 1 + 14 x 14 tokens run through ``GlobalAttention`` as a ``1 x 197`` map (class token first,
+then the patches row-major), so a probe record of a layer has ``size == (1, 197)``; the model's
+``prefix_tokens`` (1) and ``grid`` ((14, 14)) say how to split a row of weights into the class
+token's share and a 14 x 14 picture. State dicts are timm's (= the official DeiT repository's).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers.common import GlobalAttention, Mlp
+
+__all__ = ["VisionTransformer", "deit"]
+
+
+class PatchEmbed(nn.Module):
+    """``images [B, 3, S, S] -> tokens [B, (S/p)^2, dim]`` with one ``p x p`` stride-``p`` convolution."""
+
+    def __init__(self, dim: int, patch: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch, patch)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).flatten(2).transpose(1, 2)  # [B, dim, h, w] -> [B, h*w, dim]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block on a ``[B, 1, N, C]`` token map: ``x += attn(LN(x)); x += mlp(LN(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim, eps=eps), GlobalAttention(dim, heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), Mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """ViT / DeiT: ``images [B, 3, S, S]`` (ImageNet-normalised) -> ``logits [B, classes]`` from the class token.
+
+    >>> import torch; _ = torch.manual_seed(0)
+    >>> model = VisionTransformer(dim=16, depth=2, heads=2, img_size=32, classes=5).eval()
+    >>> model(torch.randn(1, 3, 32, 32)).shape, model.grid, model.prefix_tokens
+    (torch.Size([1, 5]), (2, 2), 1)
+    """
+
+    prefix_tokens = 1
+
+    def __init__(self, dim: int, depth: int, heads: int, patch: int = 16, img_size: int = 224, classes: int = 1000,
+                 mlp_ratio: float = 4.0, eps: float = 1e-6):
+        super().__init__()
+        side = img_size // patch
+        self.grid = (side, side)
+        self.patch_embed = PatchEmbed(dim, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, 1 + side * side, dim), std=0.02))
+        self.blocks = nn.Sequential(*(Block(dim, heads, mlp_ratio, eps) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(images)  # [B, N, C]
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # [B, 1+N, C]
+        x = self.blocks(x[:, None])[:, 0]  # through the blocks as a 1 x (1+N) map
+        return self.head(self.norm(x)[:, 0])  # the class token -> [B, classes]
+
+
+def deit(dim: int, heads: int):
+    """A 12-layer DeiT at 224 x 224 with patches of 16 (DeiT-T: dim 192, 3 heads; DeiT-S: 384, 6)."""
+    return lambda: VisionTransformer(dim=dim, depth=12, heads=heads)

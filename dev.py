@@ -7,8 +7,9 @@
                                              from notebooks (default: notebooks/*.ipynb)
 
 Set-up creates (or reuses) the virtual environment .venv at the repository root,
-makes sure a pinned torch is in it, and installs this package editable with its
-[dev] extras. An unchanged set-up is skipped on the next call.
+makes sure a pinned torch is in it, installs this package editable with its
+[dev] extras, and the [reference] extra (timm, for the checkpoint tests) with
+--no-deps. An unchanged set-up is skipped on the next call.
 
 Environment variables:
     VIZATTN_TORCH        pip requirement for torch, pinned (default: torch==2.13.0)
@@ -31,8 +32,11 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".vizattn-installed"
 DEFAULT_TORCH = "torch==2.13.0"
 TOUR = "00_tour.ipynb"  # what `lab` opens, in notebooks/
+# The [reference] extra of pyproject.toml (tests/test_packaging.py keeps them equal): installed
+# without its dependencies, see install_reference.
+REFERENCE = ["timm>=1.0"]
 # Bump to force a re-install after a change to the set-up steps below.
-SETUP_VERSION = "2"
+SETUP_VERSION = "3"
 WINDOWS = os.name == "nt"
 
 USAGE = """\
@@ -233,6 +237,7 @@ def ensure_setup():
         cwd=str(ROOT),
     )
     install_natten()
+    install_reference()
     STAMP.write_text("{}\ntorch {}\n".format(wanted, torch_version), encoding="utf-8")
     say("set-up done")
 
@@ -251,6 +256,19 @@ def install_natten():
         run(cmd, "installing natten")
     except DevError as exc:
         say("{}; the NATTEN cross-check will be skipped".format(exc))
+
+
+def install_reference():
+    """timm, the reference for the exactness tests of vizattn.checkpoints, without its dependencies.
+
+    timm requires torchvision, and pip would install the registry's torchvision wheel (or even
+    another torch): that wheel cannot load its compiled operators next to a CPU build of torch
+    ("operator torchvision::nms does not exist"). timm's model code needs no torchvision, so the
+    tests import timm behind a placeholder torchvision (tests/reference/timm_models.py).
+    """
+    say("installing the reference models for the checkpoint tests ({}, --no-deps)".format(", ".join(REFERENCE)))
+    run([venv_python(), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"] + REFERENCE,
+        "installing " + ", ".join(REFERENCE))
 
 
 # --- commands -------------------------------------------------------------------------

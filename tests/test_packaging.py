@@ -234,3 +234,15 @@ def test_ruff_reports_a_finding(tmp_path):
     bad.write_text("import sys\nimport os\n\nprint(os.sep)\n")
     done = ruff(str(bad), cwd=tmp_path)
     assert done.returncode == 1 and "F401" in done.stdout and "I001" in done.stdout, done.stdout + done.stderr
+def test_dev_py_installs_the_reference_extra_without_dependencies():
+    """dev.py installs [reference] (timm) with --no-deps: its list must be the extra's."""
+    import ast
+
+    tree = ast.parse((ROOT / "dev.py").read_text(encoding="utf-8"))
+    listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and any(getattr(t, "id", None) == "REFERENCE" for t in node.targets))
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
+    extra = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["optional-dependencies"]["reference"]
+    assert listed == extra
+    assert "reference" not in str(tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+                                  ["optional-dependencies"]["dev"])  # pip would pull torchvision

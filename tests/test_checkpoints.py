@@ -49,15 +49,11 @@ def images(batch: int = 2, seed: int = 1) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # references: (model, forward returning (logits, [probs [B, heads, N, N] per attention call]))
 # ---------------------------------------------------------------------------------------------
-def timm_vit(name):
-    model = randomise(timm().create_model(name), std=0.05)
-    blocks = [b.attn for b in model.blocks]
-    for attn in blocks:
-        attn.fused_attn = False  # the explicit path, whose attn_drop sees the probabilities
-
+def recording(model, steps):
+    """``run(x) -> (logits, outputs of each module in steps, in call order)``: hooks only during the call."""
     def run(x):
         seen = []
-        handles = [a.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o)) for a in blocks]
+        handles = [s.register_forward_hook(lambda m, i, o: seen.append(o)) for s in steps]
         try:
             with torch.no_grad():
                 return model(x), seen
@@ -65,16 +61,35 @@ def timm_vit(name):
             for h in handles:
                 h.remove()
 
-    return model, run
+    return run
+
+
+def timm_vit(name):
+    model = randomise(timm().create_model(name), std=0.05)
+    for block in model.blocks:
+        block.attn.fused_attn = False  # the explicit path, whose attn_drop sees the probabilities
+    return model, recording(model, [b.attn.attn_drop for b in model.blocks])
+
+
+def official_nat(name):
+    from reference import nat
+
+    model = randomise(getattr(nat, name)(), std=0.05)
+    return model, recording(model, [b.attn.attn_drop for level in model.levels for b in level.blocks])
 
 
 REFERENCES = {
     "deit_tiny_patch16_224": timm_vit,
     "deit_small_patch16_224": timm_vit,
+    "nat_mini": official_nat,
+    "dinat_mini": official_nat,
 }
+BATCH_ONE = {"nat_mini", "dinat_mini"}  # dense references at 56x56: one image keeps them quick
 LAYERS = {  # attention calls compared (call order)
     "deit_tiny_patch16_224": (0, 5, 11),
     "deit_small_patch16_224": (0, 11),
+    "nat_mini": (0, 3, 17),  # 56x56 corner-shifted windows, 28x28, 7x7 (k = map: global)
+    "dinat_mini": (1, 5, 8),  # dilation 8 at 56x56, 4 at 28x28, 2 at 14x14
 }
 
 
@@ -87,11 +102,11 @@ def test_checkpoint_equals_the_reference(name):
     reference, run = REFERENCES[name](name)
     model = checkpoints.load(name, weights=reference.state_dict())
     assert not model.training
-    x = images()
+    x = images(1 if name in BATCH_ONE else 2)
     theirs, their_probs = run(x)
     with torch.no_grad(), vizattn.probe(model) as rec:
         ours = model(x)
-    assert ours.shape == (2, 1000)
+    assert ours.shape == (x.shape[0], 1000)
     torch.testing.assert_close(ours, theirs, **TOLERANCE)
     assert len(rec) == len(their_probs)
     for i in LAYERS[name]:

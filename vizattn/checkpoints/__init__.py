@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import files, vit
+from . import files, nat, vit
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load"]
 
@@ -63,6 +63,14 @@ CHECKPOINTS = {c.name: c for c in (
                "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
                "facebookresearch/deit (timm: deit_small_patch16_224)", "Apache-2.0", 79.8,
                "Touvron et al., Training data-efficient image transformers & distillation through attention, ICML 2021"),
+    Checkpoint("nat_mini", nat.nat(), nat.from_reference, "nat_mini.pth",
+               "https://shi-labs.com/projects/nat/checkpoints/CLS/nat_mini.pth",
+               "SHI-Labs/Neighborhood-Attention-Transformer (classification/nat.py)", "MIT", 81.8,
+               "Hassani et al., Neighborhood Attention Transformer, CVPR 2023"),
+    Checkpoint("dinat_mini", nat.nat(nat.DINAT_MINI_DILATIONS), nat.from_reference, "dinat_mini_in1k_224.pth",
+               "https://shi-labs.com/projects/dinat/checkpoints/imagenet1k/dinat_mini_in1k_224.pth",
+               "SHI-Labs/Neighborhood-Attention-Transformer (classification/dinat.py)", "MIT", 81.8,
+               "Hassani and Shi, Dilated Neighborhood Attention Transformer, arXiv 2209.15001"),
 )}
 
 

@@ -78,18 +78,48 @@ def official_nat(name):
     return model, recording(model, [b.attn.attn_drop for level in model.levels for b in level.blocks])
 
 
+def scatter_groups(probs, ids, N):
+    """Per-group probabilities ``[B*groups, heads, n, n]`` with token ids ``[groups, n]`` -> dense ``[B, heads, N, N]``."""
+    groups, n = ids.shape
+    probs = probs.reshape(-1, groups, probs.shape[1], n, n)  # [B, groups, heads, n, n]
+    dense = probs.new_zeros(probs.shape[0], probs.shape[2], N, N)
+    rows, cols = ids[:, :, None].expand(groups, n, n), ids[:, None, :].expand(groups, n, n)
+    dense[:, :, rows, cols] = probs.permute(0, 2, 1, 3, 4)
+    return dense
+
+
+def official_crossformer(name):
+    from reference import crossformer
+
+    model = randomise(crossformer.crossformer_tiny(), std=0.05)
+    blocks = [b for stage in model.layers for b in stage.blocks]
+    run = recording(model, [b.attn.attn_drop for b in blocks])
+
+    def dense(x):
+        logits, probs = run(x)
+        out = []
+        for block, p in zip(blocks, probs):
+            H, W = block.input_resolution
+            out.append(scatter_groups(p, crossformer.group_ids(H, W, block.group_size, block.lsda_flag), H * W))
+        return logits, out
+
+    return model, dense
+
+
 REFERENCES = {
     "deit_tiny_patch16_224": timm_vit,
     "deit_small_patch16_224": timm_vit,
     "nat_mini": official_nat,
     "dinat_mini": official_nat,
+    "crossformer_tiny": official_crossformer,
 }
-BATCH_ONE = {"nat_mini", "dinat_mini"}  # dense references at 56x56: one image keeps them quick
+BATCH_ONE = {"nat_mini", "dinat_mini", "crossformer_tiny"}  # dense references at 56x56: one image keeps them quick
 LAYERS = {  # attention calls compared (call order)
     "deit_tiny_patch16_224": (0, 5, 11),
     "deit_small_patch16_224": (0, 11),
     "nat_mini": (0, 3, 17),  # 56x56 corner-shifted windows, 28x28, 7x7 (k = map: global)
     "dinat_mini": (1, 5, 8),  # dilation 8 at 56x56, 4 at 28x28, 2 at 14x14
+    "crossformer_tiny": (0, 1, 3, 10),  # SDA 56x56, LDA interval 8, LDA interval 2, one 7x7 group
 }
 
 

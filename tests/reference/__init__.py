@@ -4,7 +4,7 @@
   torchvision; see that module for how it is imported without it).
 - ``nat``, ``crossformer``: transcriptions of the official forward passes of NAT/DiNAT and
   CrossFormer v1, for which no installable package exists; each module cites its source.
-- ``randomise(model)``: seeded random values for every parameter and buffer of a float type, so
+- ``randomise(model)``: seeded random values for every parameter and BatchNorm statistic, so
   that a comparison exercises every weight (default inits leave LayerNorms at 1/0, biases at 0).
 """
 
@@ -15,12 +15,14 @@ from torch import nn
 
 
 def randomise(model: nn.Module, seed: int = 0, std: float = 0.2) -> nn.Module:
-    """Fill every floating parameter (and BatchNorm running stats) with seeded random numbers; eval mode."""
+    """Fill every parameter and BatchNorm running statistic with seeded random numbers; eval mode.
+
+    Other buffers (constant tables such as CrossFormer's offsets ``attn.biases``) stay as built.
+    """
     gen = torch.Generator().manual_seed(seed)
+    stats = [(n, b) for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))]
     with torch.no_grad():
-        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            if not tensor.is_floating_point():
-                continue
+        for name, tensor in list(model.named_parameters()) + stats:
             if name.endswith("running_var"):
                 tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
             elif name.endswith(("weight", "gamma")) and tensor.dim() == 1:  # norms and scales near 1

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import files, nat, vit
+from . import crossformer, files, nat, vit
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load"]
 
@@ -71,6 +71,10 @@ CHECKPOINTS = {c.name: c for c in (
                "https://shi-labs.com/projects/dinat/checkpoints/imagenet1k/dinat_mini_in1k_224.pth",
                "SHI-Labs/Neighborhood-Attention-Transformer (classification/dinat.py)", "MIT", 81.8,
                "Hassani and Shi, Dilated Neighborhood Attention Transformer, arXiv 2209.15001"),
+    Checkpoint("crossformer_tiny", crossformer.crossformer_tiny, crossformer.from_reference, "crossformer-t.pth", None,
+               "cheerss/CrossFormer v1 (README: CrossFormer-T, Google Drive "
+               "https://drive.google.com/file/d/1YSkU9enn-ITyrbxLH13zNcBYvWSEidfq/view?usp=sharing)", "MIT", 81.5,
+               "Wang et al., CrossFormer: A Versatile Vision Transformer Hinging on Cross-scale Attention, ICLR 2022"),
 )}
 
 

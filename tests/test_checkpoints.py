@@ -106,20 +106,44 @@ def official_crossformer(name):
     return model, dense
 
 
+def timm_maxvit(name):
+    model = randomise(timm().create_model(name), std=0.05)
+    from timm.models import maxxvit  # after timm(), which may set up the placeholder torchvision
+
+    layers, partitions = [], []
+    for i, stage in enumerate(model.stages):
+        H = 56 // 2**i
+        ids = torch.arange(H * H).reshape(1, H, H, 1)
+        for block in stage.blocks:
+            for part, split in ((block.attn_block, maxxvit.window_partition), (block.attn_grid, maxxvit.grid_partition)):
+                part.attn.fused_attn = False
+                layers.append(part.attn.attn_drop)
+                partitions.append((split(ids, part.partition_size).reshape(-1, 49), H * H))
+    run = recording(model, layers)
+
+    def dense(x):
+        logits, probs = run(x)
+        return logits, [scatter_groups(p, ids, N) for p, (ids, N) in zip(probs, partitions)]
+
+    return model, dense
+
+
 REFERENCES = {
     "deit_tiny_patch16_224": timm_vit,
     "deit_small_patch16_224": timm_vit,
     "nat_mini": official_nat,
     "dinat_mini": official_nat,
     "crossformer_tiny": official_crossformer,
+    "maxvit_tiny_tf_224": timm_maxvit,
 }
-BATCH_ONE = {"nat_mini", "dinat_mini", "crossformer_tiny"}  # dense references at 56x56: one image keeps them quick
+BATCH_ONE = {"nat_mini", "dinat_mini", "crossformer_tiny", "maxvit_tiny_tf_224"}  # dense references at 56x56: one image keeps them quick
 LAYERS = {  # attention calls compared (call order)
     "deit_tiny_patch16_224": (0, 5, 11),
     "deit_small_patch16_224": (0, 11),
     "nat_mini": (0, 3, 17),  # 56x56 corner-shifted windows, 28x28, 7x7 (k = map: global)
     "dinat_mini": (1, 5, 8),  # dilation 8 at 56x56, 4 at 28x28, 2 at 14x14
     "crossformer_tiny": (0, 1, 3, 10),  # SDA 56x56, LDA interval 8, LDA interval 2, one 7x7 group
+    "maxvit_tiny_tf_224": (0, 1, 5, 15),  # block and grid at 56x56, grid at 28x28, grid at 7x7 (global)
 }
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import crossformer, files, nat, vit
+from . import crossformer, files, maxvit, nat, vit
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load"]
 
@@ -75,6 +75,10 @@ CHECKPOINTS = {c.name: c for c in (
                "cheerss/CrossFormer v1 (README: CrossFormer-T, Google Drive "
                "https://drive.google.com/file/d/1YSkU9enn-ITyrbxLH13zNcBYvWSEidfq/view?usp=sharing)", "MIT", 81.5,
                "Wang et al., CrossFormer: A Versatile Vision Transformer Hinging on Cross-scale Attention, ICLR 2022"),
+    Checkpoint("maxvit_tiny_tf_224", maxvit.maxvit_tiny_tf, maxvit.from_reference, "maxvit_tiny_tf_224.in1k.bin",
+               "https://huggingface.co/timm/maxvit_tiny_tf_224.in1k/resolve/main/pytorch_model.bin",
+               "google-research/maxvit, ported by timm (maxvit_tiny_tf_224.in1k)", "Apache-2.0", 83.62,
+               "Tu et al., MaxViT: Multi-Axis Vision Transformer, ECCV 2022"),
 )}
 
 

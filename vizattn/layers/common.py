@@ -135,21 +135,22 @@ def attention(layer: AttentionLayer, q, k, v, pattern, *, bias=None, rel_emb=Non
 class Mlp(nn.Module):
     """Channel MLP on the last axis: ``Linear(dim, hidden) -> GELU -> Linear(hidden, dim_out)``.
 
-    ``hidden = int(dim * ratio)``; ``dim_out`` defaults to ``dim``.
+    ``hidden = int(dim * ratio)``; ``dim_out`` defaults to ``dim``; ``gelu="tanh"``: the tanh
+    approximation of GELU (TF-trained weights).
 
     >>> import torch
     >>> Mlp(8, ratio=2.0)(torch.randn(1, 3, 3, 8)).shape
     torch.Size([1, 3, 3, 8])
     """
 
-    def __init__(self, dim: int, ratio: float = 4.0, dim_out: int | None = None):
+    def __init__(self, dim: int, ratio: float = 4.0, dim_out: int | None = None, gelu: str = "none"):
         super().__init__()
         check_positive(dim=dim, dim_out=dim if dim_out is None else dim_out)
         hidden = int(dim * ratio)
         if hidden < 1:
             raise ValueError(f"dim * ratio must be at least 1; got dim={dim}, ratio={ratio}")
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=gelu)
         self.fc2 = nn.Linear(hidden, dim if dim_out is None else dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

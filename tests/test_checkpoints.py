@@ -268,3 +268,32 @@ def test_import_vizattn_pulls_in_neither_timm_nor_torchvision():
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# images and class names for the real weights
+# ---------------------------------------------------------------------------------------------
+def test_imagenet_classes_follow_timms_synset_order():
+    from vizattn.data import _IMAGENET_CLASSES, imagenet_classes
+
+    timm()
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    ours = [line.split("\t") for line in _IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()]
+    assert [s for s, _ in ours] == [info.index_to_label_name(i) for i in range(1000)]
+    assert [d for _, d in ours] == [info.index_to_description(i) for i in range(1000)]
+    assert imagenet_classes()[:3] == ("tench", "goldfish", "great white shark") and len(set(imagenet_classes())) > 990
+
+
+def test_imagenet_photo_is_the_photo_normalised_and_top_checks_its_input():
+    from vizattn.data import IMAGENET_MEAN, IMAGENET_STD, imagenet_photo, imagenet_top, photo
+
+    x = imagenet_photo("astronaut")
+    assert x.shape == (1, 3, 224, 224)
+    back = x[0] * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    torch.testing.assert_close(back, photo("astronaut", 224))
+    top = imagenet_top(torch.randn(2, 1000), k=5)
+    assert len(top) == 2 and all(len(row) == 5 and row[0][1] >= row[-1][1] for row in top)
+    with pytest.raises(ValueError, match=r"logits must be \[B, 1000\]"):
+        imagenet_top(torch.zeros(1000))

@@ -1,7 +1,9 @@
 """Small images: real photographs to look at, and a procedural dataset to train on.
 
 ``photo`` / ``photos`` give scikit-image's bundled sample photographs (no download) as
-``[3, size, size]`` tensors in ``[0, 1]``. ``Shapes`` is a deterministic procedural dataset of
+``[3, size, size]`` tensors in ``[0, 1]``; ``imagenet_photo`` gives one at 224 x 224 normalised as the
+ImageNet models of ``vizattn.checkpoints`` expect, and ``imagenet_classes`` / ``imagenet_top`` name
+their 1000 classes (WordNet lemmas, in the standard class order). ``Shapes`` is a deterministic procedural dataset of
 filled shapes on a cluttered background, with two tasks: ``"shape"`` (what is the one object?
 local evidence suffices) and ``"same"`` (are two far-apart objects the same shape? the answer
 depends on both, at least half the image apart).
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PHOTOS", "TASKS", "SHAPES", "Shapes", "make_loader", "photo", "photos"]
+__all__ = ["PHOTOS", "TASKS", "SHAPES", "Shapes", "make_loader", "photo", "photos", "imagenet_photo",
+           "imagenet_classes", "imagenet_top", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 TASKS = ("shape", "same")
@@ -29,6 +33,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_LENGTH = {"train": 20_000, "val": 2_000, "test": 2_000}
 _SEED = 2024  # fixes every item's stream of uniforms (see _uniforms)
 _CHUNK = 256  # items rendered (and cached) together
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # per RGB channel
+_IMAGENET_CLASSES = Path(__file__).parent / "imagenet_classes.txt"  # "<synset>\t<lemmas>" per class
 
 
 # --- photographs ----------------------------------------------------------------------------
@@ -73,6 +79,44 @@ def photos(size: int = 64) -> dict[str, torch.Tensor]:
     True
     """
     return {name: photo(name, size) for name in PHOTOS}
+
+
+def imagenet_photo(name: str = "chelsea", size: int = 224) -> torch.Tensor:
+    """``photo(name, size)`` normalised with the ImageNet mean and std: a ``[1, 3, size, size]`` batch.
+
+    >>> x = imagenet_photo("coffee", size=32)
+    >>> x.shape, round(float(x.mean()), 1) != 0.5
+    (torch.Size([1, 3, 32, 32]), True)
+    """
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return ((photo(name, size) - mean) / std)[None]
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in class-index order (the first lemma of each synset).
+
+    >>> names = imagenet_classes()
+    >>> len(names), names[0], names[281]
+    (1000, 'tench', 'tabby')
+    """
+    lines = _IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
+    return tuple(line.split("\t", 1)[1].split(",")[0].strip() for line in lines)
+
+
+def imagenet_top(logits: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+    """The ``k`` most probable classes of each row of ``logits [B, 1000]``: ``(name, probability)`` pairs.
+
+    >>> logits = torch.zeros(1, 1000); logits[0, 281] = 10.0
+    >>> [(name, round(p, 3)) for name, p in imagenet_top(logits, k=2)[0]]
+    [('tabby', 0.957), ('tench', 0.0)]
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] != 1000:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be [B, 1000] (ImageNet-1k classes); got shape {got}")
+    probs, index = logits.float().softmax(-1).topk(k, dim=-1)
+    names = imagenet_classes()
+    return [[(names[i], float(p)) for p, i in zip(row_p, row_i)] for row_p, row_i in zip(probs.tolist(), index.tolist())]
 
 
 # --- procedural dataset -----------------------------------------------------------------------

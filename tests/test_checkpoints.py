@@ -297,3 +297,44 @@ def test_imagenet_photo_is_the_photo_normalised_and_top_checks_its_input():
     assert len(top) == 2 and all(len(row) == 5 and row[0][1] >= row[-1][1] for row in top)
     with pytest.raises(ValueError, match=r"logits must be \[B, 1000\]"):
         imagenet_top(torch.zeros(1000))
+
+
+# ---------------------------------------------------------------------------------------------
+# vizattn's analysis on the published architectures (random weights: structure, not ImageNet)
+# ---------------------------------------------------------------------------------------------
+MAPS = {  # attention calls and the maps they run on
+    "deit_tiny_patch16_224": (12, {(1, 197)}),
+    "deit_small_patch16_224": (12, {(1, 197)}),
+    "nat_mini": (18, {(56, 56), (28, 28), (14, 14), (7, 7)}),
+    "dinat_mini": (18, {(56, 56), (28, 28), (14, 14), (7, 7)}),
+    "crossformer_tiny": (16, {(56, 56), (28, 28), (14, 14), (7, 7)}),
+    "maxvit_tiny_tf_224": (22, {(56, 56), (28, 28), (14, 14), (7, 7)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_probe_metrics_and_receptive_fields_work_on_every_checkpoint(name):
+    from vizattn import metrics, receptive
+
+    torch.manual_seed(0)
+    model = checkpoints.build(name)
+    x = images(1)
+    with torch.no_grad(), vizattn.probe(model) as rec:
+        model(x)
+    calls, sizes = MAPS[name]
+    assert len(rec) == calls and {r.size for r in rec} == sizes
+    for r in rec:  # every query's weights sum to one over its keys
+        torch.testing.assert_close(r.weights.sum(-1), torch.ones_like(r.weights.sum(-1)))
+    sat = metrics.saturation(rec)
+    same = torch.tensor([a.size == b.size for a, b in zip(list(rec), list(rec)[1:])])
+    assert sat.shape == (calls - 1,) and bool(sat[same].isfinite().all()) and bool(sat[~same].isnan().all())
+    first = rec[0].name
+    field = receptive.theoretical(model, size=224, layer=first)
+    erf = receptive.effective(model, x, layer=first)
+    assert field.input.shape == erf.map.shape == (224, 224)
+    assert abs(float(erf.map.sum()) - 1) < 1e-4
+    assert bool(field.input[erf.map > 0].all())  # the gradient never reaches outside the theoretical field
+    # ViT: global attention from the first layer; MaxViT: the MBConv's squeeze-excite pools the whole map
+    # before the first block attention; NAT, DiNAT, CrossFormer: local at the first layer
+    global_first = name.startswith(("deit", "maxvit"))
+    assert bool(field.input.all()) == global_first

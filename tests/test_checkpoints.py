@@ -20,12 +20,11 @@ import threading
 
 import pytest
 import torch
+from reference import randomise
 
 import vizattn
 from vizattn import checkpoints
 from vizattn.checkpoints import files
-
-from reference import randomise
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32, after 12-40 layers of random weights
 
@@ -79,7 +78,7 @@ def official_nat(name):
 
 
 def scatter_groups(probs, ids, N):
-    """Per-group probabilities ``[B*groups, heads, n, n]`` with token ids ``[groups, n]`` -> dense ``[B, heads, N, N]``."""
+    """Per-group probabilities ``[B*groups, heads, n, n]``, token ids ``[groups, n]`` -> dense ``[B, heads, N, N]``."""
     groups, n = ids.shape
     probs = probs.reshape(-1, groups, probs.shape[1], n, n)  # [B, groups, heads, n, n]
     dense = probs.new_zeros(probs.shape[0], probs.shape[2], N, N)
@@ -115,7 +114,8 @@ def timm_maxvit(name):
         H = 56 // 2**i
         ids = torch.arange(H * H).reshape(1, H, H, 1)
         for block in stage.blocks:
-            for part, split in ((block.attn_block, maxxvit.window_partition), (block.attn_grid, maxxvit.grid_partition)):
+            for part, split in ((block.attn_block, maxxvit.window_partition),
+                                (block.attn_grid, maxxvit.grid_partition)):
                 part.attn.fused_attn = False
                 layers.append(part.attn.attn_drop)
                 partitions.append((split(ids, part.partition_size).reshape(-1, 49), H * H))
@@ -136,7 +136,7 @@ REFERENCES = {
     "crossformer_tiny": official_crossformer,
     "maxvit_tiny_tf_224": timm_maxvit,
 }
-BATCH_ONE = {"nat_mini", "dinat_mini", "crossformer_tiny", "maxvit_tiny_tf_224"}  # dense references at 56x56: one image keeps them quick
+BATCH_ONE = {"nat_mini", "dinat_mini", "crossformer_tiny", "maxvit_tiny_tf_224"}  # one image keeps them quick
 LAYERS = {  # attention calls compared (call order)
     "deit_tiny_patch16_224": (0, 5, 11),
     "deit_small_patch16_224": (0, 11),

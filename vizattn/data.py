@@ -116,7 +116,8 @@ def imagenet_top(logits: torch.Tensor, k: int = 5) -> list[list[tuple[str, float
         raise ValueError(f"logits must be [B, 1000] (ImageNet-1k classes); got shape {got}")
     probs, index = logits.float().softmax(-1).topk(k, dim=-1)
     names = imagenet_classes()
-    return [[(names[i], float(p)) for p, i in zip(row_p, row_i)] for row_p, row_i in zip(probs.tolist(), index.tolist())]
+    return [[(names[i], float(p)) for p, i in zip(row_p, row_i)]
+            for row_p, row_i in zip(probs.tolist(), index.tolist())]
 
 
 # --- procedural dataset -----------------------------------------------------------------------

@@ -137,7 +137,8 @@ class ConvDownsampler(nn.Module):
 class NATBlock(nn.Module):
     def __init__(self, dim, depth, num_heads, kernel_size, dilations, mlp_ratio, downsample):
         super().__init__()
-        self.blocks = nn.ModuleList(NATLayer(dim, num_heads, kernel_size, dilations[i], mlp_ratio) for i in range(depth))
+        self.blocks = nn.ModuleList(NATLayer(dim, num_heads, kernel_size, dilations[i], mlp_ratio)
+                                    for i in range(depth))
         self.downsample = ConvDownsampler(dim) if downsample else None
 
     def forward(self, x):

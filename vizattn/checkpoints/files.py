@@ -85,9 +85,10 @@ def check(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], nam
 
     >>> import torch
     >>> check({"a": torch.zeros(2), "b": torch.zeros(1)}, {"a": torch.zeros(3), "c": torch.zeros(1)}, "demo")
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: demo: the checkpoint does not fit the model; missing keys (1): b; unexpected keys (1): c; wrong shapes (1): a: model (2,), checkpoint (3,)
+    ValueError: demo: ...; missing keys (1): b; unexpected keys (1): c; wrong shapes (1): a: model (2,), checkpoint (3,)
     """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]

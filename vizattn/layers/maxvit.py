@@ -101,8 +101,8 @@ class MBConv(nn.Module):
             raise ValueError(f"MBConv needs dim_out * expand >= 1 and 0 <= se <= 1; got dim_out={dim_out}, "
                              f"expand={expand}, se={se}")
         if padding not in ("symmetric", "same") or gelu not in ("none", "tanh"):
-            raise ValueError(f"padding must be 'symmetric' or 'same' and gelu 'none' or 'tanh'; got padding={padding!r}, "
-                             f"gelu={gelu!r}")
+            raise ValueError("padding must be 'symmetric' or 'same' and gelu 'none' or 'tanh'; "
+                             f"got padding={padding!r}, gelu={gelu!r}")
         self.dim_in, self.dim_out, self.stride = dim_in, dim_out, stride
         self.pre_norm = nn.BatchNorm2d(dim_in, eps=eps)
         self.expand = nn.Sequential(nn.Conv2d(dim_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden, eps=eps),

@@ -128,6 +128,29 @@ def timm_maxvit(name):
     return model, dense
 
 
+def timm_swin(name):
+    model = randomise(timm().create_model(name), std=0.05)
+    from timm.models import swin_transformer  # after timm(), which may set up the placeholder torchvision
+
+    layers, partitions = [], []
+    for i, stage in enumerate(model.layers):
+        H = 56 // 2**i
+        for block in stage.blocks:
+            block.attn.fused_attn = False
+            layers.append(block.attn.attn_drop)
+            ids = torch.arange(H * H).reshape(1, H, H, 1).roll((-block.shift_size[0], -block.shift_size[1]), (1, 2))
+            window = block.window_size
+            ids = swin_transformer.window_partition(ids, window).reshape(-1, window[0] * window[1])
+            partitions.append((ids, H * H))
+    run = recording(model, layers)
+
+    def dense(x):  # masked pairs of SW-MSA get weight exp(-100): zero at float32 tolerance
+        logits, probs = run(x)
+        return logits, [scatter_groups(p, ids, N) for p, (ids, N) in zip(probs, partitions)]
+
+    return model, dense
+
+
 REFERENCES = {
     "deit_tiny_patch16_224": timm_vit,
     "deit_small_patch16_224": timm_vit,
@@ -135,8 +158,9 @@ REFERENCES = {
     "dinat_mini": official_nat,
     "crossformer_tiny": official_crossformer,
     "maxvit_tiny_tf_224": timm_maxvit,
+    "swin_tiny_patch4_window7_224": timm_swin,
 }
-BATCH_ONE = {"nat_mini", "dinat_mini", "crossformer_tiny", "maxvit_tiny_tf_224"}  # one image keeps them quick
+BATCH_ONE = {n for n in REFERENCES if not n.startswith("deit")}  # 56x56 maps: one image keeps them quick
 LAYERS = {  # attention calls compared (call order)
     "deit_tiny_patch16_224": (0, 5, 11),
     "deit_small_patch16_224": (0, 11),
@@ -144,6 +168,7 @@ LAYERS = {  # attention calls compared (call order)
     "dinat_mini": (1, 5, 8),  # dilation 8 at 56x56, 4 at 28x28, 2 at 14x14
     "crossformer_tiny": (0, 1, 3, 10),  # SDA 56x56, LDA interval 8, LDA interval 2, one 7x7 group
     "maxvit_tiny_tf_224": (0, 1, 5, 15),  # block and grid at 56x56, grid at 28x28, grid at 7x7 (global)
+    "swin_tiny_patch4_window7_224": (0, 1, 3, 11),  # W-MSA and SW-MSA at 56x56, SW-MSA at 28x28, 7x7 (one window)
 }
 
 
@@ -309,6 +334,7 @@ MAPS = {  # attention calls and the maps they run on
     "dinat_mini": (18, {(56, 56), (28, 28), (14, 14), (7, 7)}),
     "crossformer_tiny": (16, {(56, 56), (28, 28), (14, 14), (7, 7)}),
     "maxvit_tiny_tf_224": (22, {(56, 56), (28, 28), (14, 14), (7, 7)}),
+    "swin_tiny_patch4_window7_224": (12, {(56, 56), (28, 28), (14, 14), (7, 7)}),
 }
 
 
@@ -338,3 +364,23 @@ def test_probe_metrics_and_receptive_fields_work_on_every_checkpoint(name):
     # before the first block attention; NAT, DiNAT, CrossFormer: local at the first layer
     global_first = name.startswith(("deit", "maxvit"))
     assert bool(field.input.all()) == global_first
+
+
+def test_swin_loads_the_official_repositorys_layout_too():
+    """microsoft/Swin-Transformer saves downsampling at the end of a stage, ``head.weight`` and the index buffers."""
+    name = "swin_tiny_patch4_window7_224"
+    torch.manual_seed(0)
+    timm_layout = {k: v for k, v in timm().create_model(name).state_dict().items()}
+    official = {}
+    for key, value in timm_layout.items():
+        parts = key.split(".")
+        if key.startswith("layers.") and parts[2] == "downsample":
+            key = ".".join(["layers", str(int(parts[1]) - 1)] + parts[2:])
+        if key.startswith("head.fc."):
+            key = "head." + parts[-1]
+        official[key] = value
+        if key.endswith("relative_position_bias_table"):
+            official[key.replace("bias_table", "index")] = torch.zeros(49, 49, dtype=torch.long)
+    official["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
+    a, b = checkpoints.load(name, weights=timm_layout), checkpoints.load(name, weights={"model": official})
+    assert same_model(a, b)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from . import crossformer, files, maxvit, nat, vit
+from . import crossformer, files, maxvit, nat, swin, vit
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load"]
 
@@ -77,6 +77,10 @@ CHECKPOINTS = {c.name: c for c in (
                "https://huggingface.co/timm/maxvit_tiny_tf_224.in1k/resolve/main/pytorch_model.bin",
                "google-research/maxvit, ported by timm (maxvit_tiny_tf_224.in1k)", "Apache-2.0", 83.62,
                "Tu et al., MaxViT: Multi-Axis Vision Transformer, ECCV 2022"),
+    Checkpoint("swin_tiny_patch4_window7_224", swin.swin_tiny, swin.from_reference, "swin_tiny_patch4_window7_224.pth",
+               "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth",
+               "microsoft/Swin-Transformer (timm: swin_tiny_patch4_window7_224)", "MIT", 81.2,
+               "Liu et al., Swin Transformer: Hierarchical Vision Transformer using Shifted Windows, ICCV 2021"),
 )}
 
 

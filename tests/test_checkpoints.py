@@ -14,6 +14,7 @@ import contextlib
 import functools
 import http.server
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -219,6 +220,16 @@ def test_state_dict_path_and_wrapped_file_give_the_same_model(tmp_path):
         assert same_model(checkpoints.load(NAME, weights=path), direct)
 
 
+def test_a_training_scripts_file_with_config_objects_loads(tmp_path):
+    import argparse
+
+    torch.save({"model": deit_state(), "config": argparse.Namespace(lr=1e-3)}, tmp_path / "ckpt.pth")
+    with pytest.raises(pickle.UnpicklingError):  # not loadable with weights_only=True: the fallback runs
+        torch.load(tmp_path / "ckpt.pth", weights_only=True)
+    loaded = checkpoints.load(NAME, weights=tmp_path / "ckpt.pth")
+    assert same_model(loaded, checkpoints.load(NAME, weights=deit_state()))
+
+
 def test_bad_checkpoints_name_the_first_mismatches(tmp_path):
     state = dict(deit_state())
     state.pop("head.bias")
@@ -293,6 +304,21 @@ def test_import_vizattn_pulls_in_neither_timm_nor_torchvision():
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_conv2d_same_pads_as_timms_tf_same_padding():
+    timm()
+    from timm.layers import create_conv2d
+
+    from vizattn.layers.maxvit import Conv2dSame
+
+    for size, k, s in ((7, 3, 2), (8, 3, 2), (9, 5, 2), (10, 3, 3), (6, 3, 1)):
+        theirs = create_conv2d(2, 3, k, stride=s, padding="same")
+        ours = Conv2dSame(2, 3, k, stride=s, bias=False)
+        ours.load_state_dict(theirs.state_dict())
+        x = torch.randn(1, 2, size, size + 1)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(x))
 
 
 # ---------------------------------------------------------------------------------------------

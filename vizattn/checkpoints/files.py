@@ -5,12 +5,16 @@ The cache is the folder ``$VIZATTN_CHECKPOINTS`` if that is set, else torch.hub'
 downloads, usually ``~/.cache/torch/hub/checkpoints``). A file found there is used as it is;
 otherwise it is downloaded from the official URL into it. Files in the official formats load:
 a bare state dict, or one wrapped as ``{"model": ...}`` / ``{"state_dict": ...}`` (how the
-official training scripts save them), as ``.pth``/``.pt``/``.bin`` or ``.safetensors``.
+official training scripts save them), as ``.pth``/``.pt``/``.bin`` or ``.safetensors``. A local
+file is read with ``torch.load(weights_only=True)``; one that also holds other objects (CrossFormer's
+training script saves its config next to the weights) is then read in full, which runs its
+pickled code: pass only files you trust. Downloads are always read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -48,7 +52,10 @@ def read(source) -> dict[str, torch.Tensor]:
 
             source = load_file(str(path), device="cpu")
         else:
-            source = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                source = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:  # a training script's file: its config objects beside the weights
+                source = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(source, dict):
         raise ValueError(f"a checkpoint must hold a state dict (a dict of tensors); got {type(source).__name__}")
     for key in WRAPPERS:

@@ -410,3 +410,22 @@ def test_swin_loads_the_official_repositorys_layout_too():
     official["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
     a, b = checkpoints.load(name, weights=timm_layout), checkpoints.load(name, weights={"model": official})
     assert same_model(a, b)
+
+
+def test_patch_query_splits_a_deit_row_into_the_class_tokens_share_and_a_14x14_picture():
+    from vizattn.checkpoints.vit import patch_query
+
+    reference, run = timm_vit(NAME)
+    model = checkpoints.load(NAME, weights=reference.state_dict())
+    x = images(1)
+    _, probs = run(x)
+    with torch.no_grad(), vizattn.probe(model) as rec:
+        model(x)
+    share, picture = patch_query(rec[4], model.grid, 3, 5, head=1)
+    row = probs[4][0, 1, 1 + 3 * 14 + 5]  # timm's [B, heads, 197, 197]
+    assert abs(share - float(row[0])) < 1e-5
+    torch.testing.assert_close(picture, row[1:].reshape(14, 14), rtol=1e-4, atol=1e-5)
+    share, picture = patch_query(rec[4], model.grid, -1, 0, head=1)  # the class token's own row
+    torch.testing.assert_close(picture, probs[4][0, 1, 0, 1:].reshape(14, 14), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="must lie on the 14x14 grid"):
+        patch_query(rec[4], model.grid, 14, 0)

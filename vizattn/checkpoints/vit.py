@@ -13,7 +13,7 @@ from torch import nn
 
 from ..layers.common import GlobalAttention, Mlp
 
-__all__ = ["VisionTransformer", "deit"]
+__all__ = ["VisionTransformer", "deit", "patch_query"]
 
 
 class PatchEmbed(nn.Module):
@@ -73,3 +73,28 @@ class VisionTransformer(nn.Module):
 def deit(dim: int, heads: int):
     """A 12-layer DeiT at 224 x 224 with patches of 16 (DeiT-T: dim 192, 3 heads; DeiT-S: 384, 6)."""
     return lambda: VisionTransformer(dim=dim, depth=12, heads=heads)
+
+
+def patch_query(record, grid, i: int, j: int, head: int | None = None, batch: int = 0, prefix: int = 1):
+    """Where patch ``(i, j)`` of a ``grid`` looks in a probe record of a ViT layer (tokens as a 1 x N map).
+
+    Returns ``(prefix_share, picture)``: the weight the query gives the ``prefix`` class token(s)
+    (a float) and ``[h, w]`` over the patches; together they sum to 1. ``head=None``: the mean of
+    the captured heads. ``i = -1`` (with any ``j``) asks for the class token's own row instead.
+
+    >>> import torch, vizattn; _ = torch.manual_seed(0)
+    >>> model = VisionTransformer(dim=16, depth=1, heads=2, img_size=32).eval()
+    >>> with vizattn.probe(model) as rec:
+    ...     _ = model(torch.randn(1, 3, 32, 32))
+    >>> share, picture = patch_query(rec[0], model.grid, 1, 0)
+    >>> picture.shape, round(share + float(picture.sum()), 5)
+    (torch.Size([2, 2]), 1.0)
+    """
+    h, w = grid
+    if record.size != (1, prefix + h * w):
+        raise ValueError(f"the record must be of a layer on 1 x (prefix + h*w) tokens; got size={record.size}, "
+                         f"grid={grid}, prefix={prefix}")
+    if not (-1 <= i < h and 0 <= j < w):
+        raise ValueError(f"(i, j) must lie on the {h}x{w} grid (i = -1: the class token); got ({i}, {j})")
+    row = record.query_map(0, prefix - 1 if i < 0 else prefix + i * w + j, head=head, batch=batch)[0]  # [N]
+    return float(row[:prefix].sum()), row[prefix:].reshape(h, w)

@@ -71,7 +71,7 @@ def test_partitions_pad_exactly_when_the_size_does_not_divide_the_map():
 def test_the_state_is_typed():
     s = PartitionState()
     with pytest.raises(traitlets.TraitError, match="mechanism"):
-        s.mechanism = "Swin"
+        s.mechanism = "Swin V2"
     with pytest.raises(traitlets.TraitError, match="kernel"):
         s.kernel = "five"
 
@@ -417,7 +417,7 @@ def test_receptive_field_explorer_grows_with_depth_like_theoretical():
     assert "256 of 256 positions" in ex.message.value and len(plots.cells(ex.figure.data[0])) == 256
     assert len(ex.to_figure().frames) == 2
     with pytest.raises(ValueError, match="stack"):
-        stack_for("Swin", 2, 8)
+        stack_for("Swin V2", 2, 8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,8 +825,8 @@ def test_receptive_explorer_state_and_bad_input():
     ex.state.dilation = 2
     assert ex.figure.data[0].visible and "7x7 field" in ex.message.value
     with pytest.raises(traitlets.TraitError, match="stack"):
-        ex.state.stack = "Swin"
-    for kwargs, match in [(dict(stack="Swin"), "stack must be one of"),
+        ex.state.stack = "Swin V2"
+    for kwargs, match in [(dict(stack="Swin V2"), "stack must be one of"),
                           (dict(depth=9), r"depth must be an int in \[1, 8\]"),
                           (dict(size=100), r"size must be an int in \[8, 64\]")]:
         with pytest.raises(ValueError, match=match):

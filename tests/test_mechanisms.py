@@ -71,17 +71,23 @@ def test_costs_follow_the_formulas():
         ("MaxViT grid", (("grid", 4),)): (proj + 2 * N * C * 16, N * 16),
         ("CrossFormer SDA", (("block", 7),)): (proj + 2 * N * C * 49, N * 49),
         ("CrossFormer LDA", (("interval", 4),)): (proj + 2 * N * C * N / 16, N * N / 16),
+        ("Swin W", (("block", 8),)): (proj + 2 * N * C * 64, N * 64),
+        ("Swin SW", (("block", 8),)): (proj + 2 * N * C * 64, N * 64),
         ("LaViT LA", ()): (2 * N * C * C + 2 * h * N ** 3 + N * N * C, N * N),
     }
     assert {name for name, _ in want} == set(LAYERS), "a new layer kind needs its formula here"
     for (name, values), expected in want.items():
         assert mechanisms.cost(name, side, C, h, **dict(values)) == expected, name
+    # the NAT paper: Swin's (shifted) windows cost what NA does for the same window, P = k
+    for side in (14, 16, 56):
+        assert mechanisms.cost("Swin SW", side, block=7) == mechanisms.cost("Swin W", side, block=7) \
+            == mechanisms.cost("NA", side, kernel=7)
     # LDA with interval I on an I-divisible map costs what MaxViT grid with G = side / I does
     assert mechanisms.cost("CrossFormer LDA", 32, interval=4) == mechanisms.cost("MaxViT grid", 32, grid=8)
 
 
 def test_one_name_per_mechanism_and_clear_errors():
-    for wrong in ("NA / DiNAT", "Swin", "na"):
+    for wrong in ("NA / DiNAT", "Swin", "Swin V2", "na"):
         with pytest.raises(ValueError, match="mechanism must be one of global, SASA, NA"):
             mechanisms.cost(wrong, 8)
     with pytest.raises(ValueError, match="parameters must be among kernel.*got group"):

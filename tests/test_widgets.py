@@ -50,7 +50,8 @@ def test_pattern_for_every_mechanism():
     s = PartitionState(size=12, kernel=3, dilation=2, block=4, grid=3, interval=3)
     want = {"global": Global(), "SASA": LocalWindow(3), "NA": Neighborhood(3),
             "DiNAT": Neighborhood(3, dilation=2), "MaxViT block": Block(4), "MaxViT grid": Grid(3),
-            "CrossFormer SDA": Block(4), "CrossFormer LDA": LongDistance(3), "LaViT LA": Global()}
+            "CrossFormer SDA": Block(4), "CrossFormer LDA": LongDistance(3), "LaViT LA": Global(),
+            "Swin W": Block(4), "Swin SW": Block(4, shift=2)}
     assert set(want) == set(MECHANISMS)
     for mech, pattern in want.items():
         assert pattern_for(s, mech) == pattern
@@ -71,7 +72,7 @@ def test_partitions_pad_exactly_when_the_size_does_not_divide_the_map():
 def test_the_state_is_typed():
     s = PartitionState()
     with pytest.raises(traitlets.TraitError, match="mechanism"):
-        s.mechanism = "Swin"
+        s.mechanism = "Swin V2"
     with pytest.raises(traitlets.TraitError, match="kernel"):
         s.kernel = "five"
 
@@ -417,7 +418,7 @@ def test_receptive_field_explorer_grows_with_depth_like_theoretical():
     assert "256 of 256 positions" in ex.message.value and len(plots.cells(ex.figure.data[0])) == 256
     assert len(ex.to_figure().frames) == 2
     with pytest.raises(ValueError, match="stack"):
-        stack_for("Swin", 2, 8)
+        stack_for("Swin V2", 2, 8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,8 +826,8 @@ def test_receptive_explorer_state_and_bad_input():
     ex.state.dilation = 2
     assert ex.figure.data[0].visible and "7x7 field" in ex.message.value
     with pytest.raises(traitlets.TraitError, match="stack"):
-        ex.state.stack = "Swin"
-    for kwargs, match in [(dict(stack="Swin"), "stack must be one of"),
+        ex.state.stack = "Swin V2"
+    for kwargs, match in [(dict(stack="Swin V2"), "stack must be one of"),
                           (dict(depth=9), r"depth must be an int in \[1, 8\]"),
                           (dict(size=100), r"size must be an int in \[8, 64\]")]:
         with pytest.raises(ValueError, match=match):

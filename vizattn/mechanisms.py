@@ -12,14 +12,8 @@ its smallest valid value), how it builds its pattern for a map, and its cost for
 (docs/semantics.md §6). Adding a mechanism is one row in ``TABLE`` plus, if no pattern fits, one
 pattern class in ``vizattn.patterns``; the menus, sliders, cost figures, stacks and probe kinds
 follow, and ``tests/test_mechanisms.py`` asks for the new cost formula written out by hand. Swin
-(W-MSA, then SW-MSA shifted by ``P // 2``, docs/semantics.md §7) would be::
-
-    Mechanism("Swin", "Liu et al. 2021, Swin Transformer", (
-        Layer("Swin W", {"block": 1}, _padded(Block, "block"), _windowed("block"), kind="block"),
-        Layer("Swin SW", {"block": 1},
-              lambda p, side: Block(p["block"], pad=side % p["block"] != 0, shift=p["block"] // 2),
-              _windowed("block"), kind="block"),
-    ), stack=("Swin W", "Swin SW"), stack_name="Swin W + SW"),
+(W-MSA, then SW-MSA shifted by ``P // 2``, docs/semantics.md §7) is such a row: ``Block(P, shift=s)``,
+the cost of ``Block(P)`` (the same as NA's with ``k = P``, as the NAT paper says).
 
 Parameters not listed by a layer are ignored by it.
 
@@ -101,6 +95,11 @@ def _padded(make, size: str):
     return lambda p, side: make(p[size], pad=side % p[size] != 0)
 
 
+def _shifted(p, side):
+    """Swin's SW-MSA: ``Block(P, shift=P // 2)``, padded exactly when P does not divide the map."""
+    return Block(p["block"], shift=p["block"] // 2, pad=side % p["block"] != 0)
+
+
 def _global_cost(N, C, heads, p):
     return 4 * N * C * C + 2 * N * N * C, N * N
 
@@ -139,6 +138,10 @@ TABLE: tuple[Mechanism, ...] = (
         Layer("CrossFormer SDA", {"block": 1}, _padded(Block, "block"), _windowed("block"), kind="sda"),
         Layer("CrossFormer LDA", {"interval": 1}, _padded(LongDistance, "interval"), _lda_cost, kind="lda"),
     ), stack=("CrossFormer SDA", "CrossFormer LDA"), stack_name="CrossFormer SDA + LDA"),
+    Mechanism("Swin", "Liu et al. 2021, Swin Transformer", (
+        Layer("Swin W", {"block": 1}, _padded(Block, "block"), _windowed("block"), kind="swin"),
+        Layer("Swin SW", {"block": 1}, _shifted, _windowed("block"), kind="swin"),
+    ), stack=("Swin W", "Swin SW"), stack_name="Swin W + SW"),
     Mechanism("LaViT", "Zhang et al. 2024, You Only Need Less Attention at Each Stage", (
         Layer("LaViT LA", {}, lambda p, side: Global(), _less_cost, kind="less"),
     ), stack=("global", "LaViT LA"), stack_name="LaViT VA + LA"),
@@ -182,7 +185,7 @@ def cost(name: str, side: int, channels: int = 64, heads: int = 4, **values) -> 
     ``values``: the layer's parameters (``PARAMETERS``; defaults there). With ``N = side**2``
     tokens and ``C = channels``: global ``4NC^2 + 2N^2C``; NA/DiNAT and SASA (k) ``4NC^2 + 2NCk^2``
     (SASA's grouped projections: the 4NC^2 divided by ``heads``); MaxViT block (P) / grid (G) and
-    CrossFormer SDA (G) ``4NC^2 + 2NCP^2``; LDA (I) ``4NC^2 + 2NC N/I^2``; LaViT LA layer
+    CrossFormer SDA (G) and Swin W / SW (P) ``4NC^2 + 2NCP^2``; LDA (I) ``4NC^2 + 2NC N/I^2``; LaViT LA layer
     ``2NC^2 + 2hN^3 + N^2C``.
 
     >>> cost("global", 8, channels=16)          # N = 64: 4*64*256 + 2*64*64*16

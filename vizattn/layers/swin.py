@@ -49,12 +49,6 @@ class ShiftedWindowAttention(PatternAttention):
         same = window == self.window and shift == self.shift
         return self._pattern if same else Block(window, shift=shift, pad=self.pad)
 
-    def bias(self, H: int, W: int) -> torch.Tensor | None:
-        if self.bias_key is None:
-            return None
-        (kh, kw), (Ph, Pw) = self.window_on(H, W)[0], self.window
-        return self.rpb.table[:, Ph - kh:Ph + kh - 1, Pw - kw:Pw + kw - 1]  # offsets -(k-1) .. k-1
-
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, pattern={self._pattern}"
 

@@ -225,10 +225,28 @@ def test_only_the_sliders_a_mechanism_reads_are_shown():
     assert shown == {"size", "grid", "kernel", "dilation", "query_i", "query_j"}
 
 
+def test_sasa_kernels_are_odd_and_clamping_comes_back_when_the_map_grows():
+    ex = PartitionExplorer("NA", size=10, kernel=4, compare="SASA")
+    assert (ex.sliders["kernel"].min, ex.sliders["kernel"].step, ex.state.kernel) == (3, 2, 3)  # NA's 2, odd
+    ex.state.compare = None
+    assert (ex.sliders["kernel"].min, ex.sliders["kernel"].step, ex.state.kernel) == (2, 1, 4)  # asked for 4
+    ex.state.mechanism = "SASA"
+    ex.sliders["kernel"].value = 7
+    ex.set_query(9, 8)
+    ex.state.size = 4  # kernel 3 at most (odd), query on the map
+    assert (ex.state.kernel, ex.state.query_i, ex.state.query_j) == (3, 3, 3)
+    assert resolve(ex.state)[0] is not None and ex.figures[0].layout.title.text.startswith("SASA")
+    ex.state.size = 12  # what was asked for comes back
+    assert (ex.state.kernel, ex.state.query_i, ex.state.query_j) == (7, 9, 8)
+    assert ex.sliders["kernel"].value == 7 and len(plots.cells(ex.figures[0].data[KEYS])) == 6 * 7  # row 12 is off
+
+
 def test_an_invalid_choice_shows_its_explanation_not_a_traceback():
     ex = PartitionExplorer("SASA", size=10, kernel=3)
-    ex.state.kernel = 4  # even: a slider cannot rule it out
-    assert "odd kernel_size" in ex.messages[0].value
+    pattern, note = resolve(PartitionState(mechanism="SASA", kernel=4))  # even: only reachable by hand
+    assert pattern is None and "odd kernel_size" in note
+    from vizattn.widgets.base import explain
+    explain(ex.figures[0], note)
     assert ex.figures[0].layout.title.text == "nothing to draw"
     assert not any(t.visible for t in ex.figures[0].data) and not ex.figures[0].layout.shapes
     assert "odd kernel_size" in ex.figures[0].layout.annotations[0].text
@@ -311,8 +329,8 @@ def test_to_figure_has_a_query_sweep_that_matches_the_keys():
     big = PartitionExplorer("NA", size=64, kernel=7).to_figure()
     assert 0 < len(big.frames) <= 256
     ex.state.mechanism = "SASA"
-    ex.state.kernel = 4
-    assert len(ex.to_figure().frames) == 0  # invalid: the explanation, not an exception
+    ex.state.kernel = 4  # even: SASA's kernel is clamped to an odd one, the sweep drawn
+    assert ex.state.kernel == 3 and len(ex.to_figure().frames) == 36
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def cells(trace) -> set:
 
 
 def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0), *,
-                     title: str | None = None, cell_px: int | None = None) -> go.Figure:
+                     title: str | None = None, cell_px: int | None = None, area_px: int = 448) -> go.Figure:
     """Where one query looks under ``pattern`` on an ``H x W`` map, and how the map is grouped.
 
     Traces, in order (``TRACES``): ``outside`` (the drawn area beyond the map, as far as any
@@ -133,7 +133,7 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                                colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
 
     fig = go.Figure([outside_trace, group_trace, *overlay.data])
-    side = cell_px or max(8, min(32, 448 // max(len(rows), len(cols))))
+    side = cell_px or max(4, min(32, area_px // max(len(rows), len(cols))))  # cell pixels: the map in area_px
     fig.update_layout(
         title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
         shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,

@@ -836,11 +836,16 @@ def test_effective_fields_are_cached_per_depth(monkeypatch):
 def test_receptive_explorer_state_and_bad_input():
     from vizattn.widgets import ReceptiveFieldExplorer
     ex = ReceptiveFieldExplorer("NA + DiNAT", size=12, depth=2, kernel=3, dilation=2)
-    ex.state.dilation = 5  # 3 * 5 > 12: explained, not raised
-    assert "must not exceed the map size" in ex.message.value
-    assert not ex.figure.data[0].visible and not ex.effective_figure.data[0].visible
+    ex.state.dilation = 5  # 3 * 5 > 12: explained on both panels, not raised; nothing stale stays
+    for fig in (ex.figure, ex.effective_figure):
+        assert "must not exceed the map size" in fig.layout.annotations[0].text
+        assert fig.layout.title.text == "nothing to draw" and fig.layout.xaxis.visible is False
+        assert not fig.data[0].visible
+    assert ex.message.value == ""
     ex.state.dilation = 2
     assert ex.figure.data[0].visible and "7x7 field" in ex.message.value
+    assert ex.figure.layout.title.text.startswith("theoretical") and not ex.figure.layout.annotations
+    assert ex.figure.layout.xaxis.visible and ex.effective_figure.layout.yaxis.visible
     with pytest.raises(traitlets.TraitError, match="stack"):
         ex.state.stack = "Swin"
     for kwargs, match in [(dict(stack="Swin"), "stack must be one of"), (dict(depth=9), r"depth must be an int in \[1, 8\]"),
@@ -861,3 +866,13 @@ def test_receptive_to_figure_has_both_fields_per_depth():
         np.testing.assert_allclose(as_float(frame.data[1].z)[erf.map.numpy() > 0],
                                    np.log10(erf.map.numpy()[erf.map.numpy() > 0]), rtol=1e-5)
         assert {s.name for s in frame.layout.shapes} == {"20%", "50%", "99%"}
+
+
+def test_cost_explorer_hides_the_sliders_no_shown_mechanism_reads():
+    from vizattn.widgets import CostExplorer
+    ex = CostExplorer(side=32, mechanisms=("global", "LaViT LA"))
+    shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
+    assert shown == {"side", "channels", "heads"}  # LaViT LA's 2hN^3 reads the heads
+    ex.state.mechanisms = ("global", "SASA", "MaxViT grid")
+    shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
+    assert shown == {"side", "channels", "heads", "kernel", "window"}

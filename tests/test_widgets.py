@@ -876,3 +876,14 @@ def test_cost_explorer_hides_the_sliders_no_shown_mechanism_reads():
     ex.state.mechanisms = ("global", "SASA", "MaxViT grid")
     shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
     assert shown == {"side", "channels", "heads", "kernel", "window"}
+
+
+def test_a_model_round_trip_brings_the_query_back():
+    from vizattn.widgets import AttentionExplorer
+    ex = AttentionExplorer("dinat", query=(4, 7))
+    sizes = [ex.record.size]
+    ex.state.model = "vit"
+    sizes.append(ex.record.size)
+    ex.state.model = "dinat"
+    assert sizes[0] != sizes[1] and (ex.state.query_i, ex.state.query_j) == (4, 7)
+    assert ex.sliders["query_i"].value == 4 and "query (4, 7)" in ex.figure.layout.title.text

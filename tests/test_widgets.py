@@ -157,7 +157,15 @@ def test_na_border_window_is_shifted_like_natten(k, d):
     centred = {s.name: s for s in ex.figures[0].layout.shapes}["centred window"]
     assert centred.line.dash == "dash" and centred.x0 == -(k // 2) * d - 0.5 and centred.y0 == centred.x0
     ex.set_query(L // 2, L // 2)  # in the middle it is not shifted: no dashed outline
-    assert [s.name for s in ex.figures[0].layout.shapes] == ["map", "window"]
+    assert [s.name for s in ex.figures[0].layout.shapes] == ["map", "window", "keys"]
+
+
+def test_the_query_keys_are_outlined():
+    fig = plots.partition_figure(Block(4), 8, 8, query=(5, 1))  # its group: rows 4-7, cols 0-3
+    path = {s.name: s for s in fig.layout.shapes}["keys"].path
+    assert path.count("M") == 16 and "M-0.5,3.5L-0.5,4.5" in path and "M3.5,6.5L3.5,7.5" in path
+    fig = plots.partition_figure(Grid(2), 4, 4, query=(0, 0))  # keys (0, 0), (0, 2), (2, 0), (2, 2): apart
+    assert {s.name: s for s in fig.layout.shapes}["keys"].path.count("M") == 16
 
 
 def test_padded_partition_draws_padded_cells_beyond_the_map():

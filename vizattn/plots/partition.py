@@ -78,6 +78,19 @@ def _box(rows: np.ndarray, cols: np.ndarray):
     return np.arange(c0, c0 + z.shape[1]), np.arange(r0, r0 + z.shape[0]), z
 
 
+def _outline(rows: np.ndarray, cols: np.ndarray) -> dict:
+    """A layout path along the border of the cells ``(rows[k], cols[k])``: the query's keys, outlined."""
+    inside = set(zip(rows.tolist(), cols.tolist()))
+    edges = []
+    for r, c in inside:
+        for dr, dc, (x0, y0, x1, y1) in [(-1, 0, (-1, -1, 1, -1)), (1, 0, (-1, 1, 1, 1)),
+                                         (0, -1, (-1, -1, -1, 1)), (0, 1, (1, -1, 1, 1))]:
+            if (r + dr, c + dc) not in inside:
+                edges.append(f"M{c + x0 / 2},{r + y0 / 2}L{c + x1 / 2},{r + y1 / 2}")
+    return dict(type="path", path="".join(sorted(edges)) or "M0,0", line=dict(color=KEY_COLOUR, width=2),
+                name="keys", layer="above")
+
+
 def cells(trace) -> set:
     """The ``(row, col)`` cells a heatmap trace of ``partition_figure`` marks (z == 1).
 
@@ -197,6 +210,7 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
         caption += f", {n_slots - n_real} slots off the map<br>({what})"
     if shifting and len(shapes) == 3:
         caption += "<br>dashed: the centred window; solid: the window, shifted inward"
+    shapes.append(_outline(krow[real], kcol[real]))  # the query's keys stand out whatever their colours
     fig = go.Figure([key_trace, slot_trace, query_trace])
     fig.update_layout(shapes=shapes, annotations=[
         dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top",

@@ -895,3 +895,6 @@ def test_a_model_round_trip_brings_the_query_back():
     ex.state.model = "dinat"
     assert sizes[0] != sizes[1] and (ex.state.query_i, ex.state.query_j) == (4, 7)
     assert ex.sliders["query_i"].value == 4 and "query (4, 7)" in ex.figure.layout.title.text
+    ex.state.layer = "stages.2.1.attn"  # a smaller map, then back: the sliders follow the state both ways
+    ex.state.layer = "stages.0.0.attn"
+    assert (ex.sliders["query_i"].value, ex.sliders["query_j"].value) == (ex.state.query_i, ex.state.query_j)

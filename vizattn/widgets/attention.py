@@ -214,6 +214,7 @@ class AttentionExplorer(Explorer):
         H, W = record.size
         for name, hi in [("head", len(record.heads) - 1), ("query_i", H - 1), ("query_j", W - 1)]:
             set_range(self.sliders[name], 0, hi)
+            self.sliders[name].value = getattr(s, name)  # a value set past the old bounds (the link clamped it)
         self._syncing = True  # new options reset a Dropdown's value: not a choice of the user
         try:
             options = tuple((f"{r.name}: {r.pattern!r} on {r.size[0]}x{r.size[1]}", n) for n, r in self.records.items())

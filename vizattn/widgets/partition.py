@@ -182,16 +182,16 @@ class PartitionExplorer(Explorer):
         for name in _SLIDERS:
             slider = widgets.IntSlider(value=getattr(s, name), min=0, max=max(64, getattr(s, name)),
                                        description=_LABELS[name], continuous_update=name != "size",
-                                       style={"description_width": "118px"},
-                                       layout=widgets.Layout(width="312px"))
+                                       style={"description_width": "116px"},
+                                       layout=widgets.Layout(width="320px"))
             slider.add_class(f"vizattn-{name.replace('_', '-')}")  # a handle for browser tests and CSS
             self.sliders[name] = slider
         self.mechanism_menu = widgets.Dropdown(options=MECHANISMS, value=mechanism, description="mechanism",
-                                               style={"description_width": "118px"},
-                                               layout=widgets.Layout(width="312px"))
+                                               style={"description_width": "116px"},
+                                               layout=widgets.Layout(width="320px"))
         self.compare_menu = widgets.Dropdown(options=(NO_COMPARE,) + MECHANISMS, value=compare or NO_COMPARE,
-                                             description="compare with", style={"description_width": "118px"},
-                                             layout=widgets.Layout(width="312px"))
+                                             description="compare with", style={"description_width": "116px"},
+                                             layout=widgets.Layout(width="320px"))
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")
         # start from a real picture so that every trace has all its properties from the first message
@@ -212,7 +212,7 @@ class PartitionExplorer(Explorer):
 
         controls = widgets.HBox([
             widgets.VBox([self.mechanism_menu, self.compare_menu, self.sliders["size"],
-                          widgets.HBox([widgets.Label("sweep the query", layout=widgets.Layout(width="118px")),
+                          widgets.HBox([widgets.Label("sweep the query", layout=widgets.Layout(width="116px")),
                                         self.play])]),
             widgets.VBox([self.sliders[n] for n in mechanisms.PARAMETERS]),
             widgets.VBox([self.sliders["query_i"], self.sliders["query_j"]]),

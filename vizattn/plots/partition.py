@@ -115,7 +115,8 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
     a window that shifts inward at borders (``pattern.centred``: NA) a solid outline marks the
     actual window and, when it differs, a dashed one
     the centred window that the border forces it to shift away from.
-    Raises ``ValueError`` (the pattern's) if the pattern does not fit the map.
+    Raises ``ValueError`` (the pattern's) if the pattern does not fit the map. Cells are
+    ``cell_px`` pixels, or as many as fit the drawn area's longer side into ``area_px`` (4 to 32).
 
     >>> from vizattn.patterns import LocalWindow
     >>> fig = partition_figure(LocalWindow(3), 4, 4, query=(0, 0))

@@ -282,7 +282,11 @@ def default_workspace(folder):
     path = Path(folder) / "default-{}.jupyterlab-workspace".format(hashlib.sha256(b"default").hexdigest()[:4])
     if not path.is_file():
         tab = "notebook:" + TOUR
-        layout = {"main": {"dock": {"type": "tab-area", "currentIndex": 0, "widgets": [tab]}, "current": tab}}
+        layout = {"main": {"dock": {"type": "tab-area", "currentIndex": 0, "widgets": [tab]}, "current": tab},
+                  # JupyterLab's own start: the file browser open on the left, the right side bar closed
+                  "left": {"collapsed": False, "visible": True, "current": "filebrowser",
+                           "widgets": ["filebrowser", "running-sessions", "@jupyterlab/toc:plugin"]},
+                  "right": {"collapsed": True, "visible": True, "widgets": ["jp-property-inspector"]}}
         data = {"layout-restorer:data": layout, tab: {"data": {"path": TOUR, "factory": "Notebook"}}}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"data": data, "metadata": {"id": "default"}}), encoding="utf-8")

@@ -22,6 +22,7 @@ Standard library only; Linux, macOS and Windows; Python >= 3.10.
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ TOUR = "00_tour.ipynb"  # what `lab` opens, in notebooks/
 # The [reference] extra of pyproject.toml (tests/test_packaging.py keeps them equal): installed
 # without its dependencies, see install_reference.
 REFERENCE = ["timm>=1.0"]
+# JupyterLab's saved layouts for `lab` (the bare /lab address restores the "default" one)
+WORKSPACES = VENV / "lab-workspaces"
 # Bump to force a re-install after a change to the set-up steps below.
 SETUP_VERSION = "3"
 WINDOWS = os.name == "nt"
@@ -289,9 +292,29 @@ def execute(cmd):
         raise DevError("could not start {}: {}".format(cmd[0], exc)) from None
 
 
+def default_workspace(folder):
+    """Write JupyterLab's "default" workspace into ``folder`` unless it holds one: the tour open
+    in the main area, so the bare /lab address lands on it too (later, JupyterLab saves the
+    user's own layout there). Returns the workspace file."""
+    # JupyterLab names a workspace file by its slug and the start of the name's SHA-256
+    path = Path(folder) / "default-{}.jupyterlab-workspace".format(hashlib.sha256(b"default").hexdigest()[:4])
+    if not path.is_file():
+        tab = "notebook:" + TOUR
+        layout = {"main": {"dock": {"type": "tab-area", "currentIndex": 0, "widgets": [tab]}, "current": tab},
+                  # JupyterLab's own start: the file browser open on the left, the right side bar closed
+                  "left": {"collapsed": False, "visible": True, "current": "filebrowser",
+                           "widgets": ["filebrowser", "running-sessions", "@jupyterlab/toc:plugin"]},
+                  "right": {"collapsed": True, "visible": True, "widgets": ["jp-property-inspector"]}}
+        data = {"layout-restorer:data": layout, tab: {"data": {"path": TOUR, "factory": "Notebook"}}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"data": data, "metadata": {"id": "default"}}), encoding="utf-8")
+    return path
+
+
 def lab_command(args):
-    """The `jupyter lab` command line of `lab`: notebooks/ as root, the tour as landing page
-    (and --allow-root when run as root, as in many containers)."""
+    """The `jupyter lab` command line of `lab`: notebooks/ as root, the tour as landing page on "/"
+    and, through a default workspace, on the bare /lab address (and --allow-root when run as
+    root, as in many containers)."""
     notebooks = ROOT / "notebooks"
     if not notebooks.is_dir():
         raise DevError("no notebooks/ folder in " + str(ROOT))
@@ -299,12 +322,17 @@ def lab_command(args):
     cmd = [str(jupyter)] if jupyter.exists() else [str(venv_python()), "-m", "jupyter"]
     cmd.append("lab")
     # Jupyter refuses an option given twice: the user's own root or landing page replaces ours
-    given = {a.split("=")[0] for a in args}
+    options = dict(a.split("=", 1) if "=" in a else (a, "") for a in args)
+    given = set(options)
     if not given & {"--ServerApp.root_dir", "--notebook-dir", "--ServerApp.notebook_dir"}:
         cmd.append("--ServerApp.root_dir=" + str(notebooks))
-    if (notebooks / TOUR).is_file() and not given & {"--LabApp.default_url", "--ServerApp.default_url"}:
-        # the page the browser opens (and "/" redirects to): the tour, inside the notebooks folder
-        cmd.append("--LabApp.default_url=/lab/tree/" + TOUR)
+    if (notebooks / TOUR).is_file():
+        if not given & {"--LabApp.default_url", "--ServerApp.default_url"}:
+            # the page the browser opens (and "/" redirects to): the tour, inside the notebooks folder
+            cmd.append("--LabApp.default_url=/lab/tree/" + TOUR)
+        if "--LabApp.workspaces_dir" not in given:
+            cmd.append("--LabApp.workspaces_dir=" + str(WORKSPACES))
+        default_workspace(options.get("--LabApp.workspaces_dir") or WORKSPACES)
     if not WINDOWS and os.geteuid() == 0 and "--allow-root" not in given:
         # containers often run as root, where Jupyter refuses to start without this flag
         cmd.append("--allow-root")
@@ -331,6 +359,12 @@ def cmd_test(args):
 
 # notebook-level metadata that records a run, not the notebook
 RUN_METADATA = ("widgets", "execution")
+# metadata.language_info as the Python kernel (ipykernel) reports it on start. JupyterLab writes
+# the kernel's record into the notebook when it connects, so any other value marks every notebook
+# modified on opening; "version" (the kernel's Python) is kept when present.
+LANGUAGE_INFO = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                 "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                 "pygments_lexer": "ipython3"}
 
 
 def strip_notebook(nb):
@@ -338,11 +372,16 @@ def strip_notebook(nb):
 
     Every cell keeps its source, id and metadata except the records of a run (``execution``
     timings, ``collapsed``/``scrolled`` output views, ``ExecuteTime``); the notebook loses
-    ``metadata.widgets`` (saved widget state) and ``metadata.execution``.
+    ``metadata.widgets`` (saved widget state) and ``metadata.execution``, and its
+    ``metadata.language_info`` becomes the kernel's own (LANGUAGE_INFO, with the Python version
+    it had, else this one's), so that JupyterLab opens it unmodified.
     """
     nb = json.loads(json.dumps(nb))
+    meta = nb.setdefault("metadata", {})
     for key in RUN_METADATA:
-        nb.get("metadata", {}).pop(key, None)
+        meta.pop(key, None)
+    version = meta.get("language_info", {}).get("version") or platform.python_version()
+    meta["language_info"] = dict(LANGUAGE_INFO, version=version)
     for cell in nb.get("cells", []):
         meta = cell.get("metadata", {})
         for key in ("execution", "collapsed", "scrolled", "ExecuteTime"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import platform
 import re
 from pathlib import Path
 
@@ -151,6 +152,11 @@ def test_strip_removes_outputs_and_widget_state(tmp_path):
     assert code["outputs"] == [] and code["execution_count"] is None and code["metadata"] == {"tags": ["keep"]}
     assert "widgets" not in clean["metadata"] and clean["metadata"]["kernelspec"] == {"name": "python3"}
     assert clean["cells"][1] == nb["cells"][1]
+    # language_info as the kernel reports it (JupyterLab rewrites any other on opening): this Python's version
+    # when none was recorded, the recorded one kept
+    assert clean["metadata"]["language_info"] == dict(dev.LANGUAGE_INFO, version=platform.python_version())
+    assert dev.strip_notebook(dict(nb, metadata={"language_info": {"version": "3.10.1"}}))["metadata"] == {
+        "language_info": dict(dev.LANGUAGE_INFO, version="3.10.1")}
     before = path.read_text(encoding="utf-8")
     dev.cmd_strip([str(path), "--check"])  # clean: no error, file untouched
     assert path.read_text(encoding="utf-8") == before

@@ -159,7 +159,15 @@ def test_na_border_window_is_shifted_like_natten(k, d):
     centred = {s.name: s for s in ex.figures[0].layout.shapes}["centred window"]
     assert centred.line.dash == "dash" and centred.x0 == -(k // 2) * d - 0.5 and centred.y0 == centred.x0
     ex.set_query(L // 2, L // 2)  # in the middle it is not shifted: no dashed outline
-    assert [s.name for s in ex.figures[0].layout.shapes] == ["map", "window"]
+    assert [s.name for s in ex.figures[0].layout.shapes] == ["map", "window", "keys"]
+
+
+def test_the_query_keys_are_outlined():
+    fig = plots.partition_figure(Block(4), 8, 8, query=(5, 1))  # its group: rows 4-7, cols 0-3
+    path = {s.name: s for s in fig.layout.shapes}["keys"].path
+    assert path.count("M") == 16 and "M-0.5,3.5L-0.5,4.5" in path and "M3.5,6.5L3.5,7.5" in path
+    fig = plots.partition_figure(Grid(2), 4, 4, query=(0, 0))  # keys (0, 0), (0, 2), (2, 0), (2, 2): apart
+    assert {s.name: s for s in fig.layout.shapes}["keys"].path.count("M") == 16
 
 
 def test_padded_partition_draws_padded_cells_beyond_the_map():
@@ -227,10 +235,28 @@ def test_only_the_sliders_a_mechanism_reads_are_shown():
     assert shown == {"size", "grid", "kernel", "dilation", "query_i", "query_j"}
 
 
+def test_sasa_kernels_are_odd_and_clamping_comes_back_when_the_map_grows():
+    ex = PartitionExplorer("NA", size=10, kernel=4, compare="SASA")
+    assert (ex.sliders["kernel"].min, ex.sliders["kernel"].step, ex.state.kernel) == (3, 2, 3)  # NA's 2, odd
+    ex.state.compare = None
+    assert (ex.sliders["kernel"].min, ex.sliders["kernel"].step, ex.state.kernel) == (2, 1, 4)  # asked for 4
+    ex.state.mechanism = "SASA"
+    ex.sliders["kernel"].value = 7
+    ex.set_query(9, 8)
+    ex.state.size = 4  # kernel 3 at most (odd), query on the map
+    assert (ex.state.kernel, ex.state.query_i, ex.state.query_j) == (3, 3, 3)
+    assert resolve(ex.state)[0] is not None and ex.figures[0].layout.title.text.startswith("SASA")
+    ex.state.size = 12  # what was asked for comes back
+    assert (ex.state.kernel, ex.state.query_i, ex.state.query_j) == (7, 9, 8)
+    assert ex.sliders["kernel"].value == 7 and len(plots.cells(ex.figures[0].data[KEYS])) == 6 * 7  # row 12 is off
+
+
 def test_an_invalid_choice_shows_its_explanation_not_a_traceback():
     ex = PartitionExplorer("SASA", size=10, kernel=3)
-    ex.state.kernel = 4  # even: a slider cannot rule it out
-    assert "odd kernel_size" in ex.messages[0].value
+    pattern, note = resolve(PartitionState(mechanism="SASA", kernel=4))  # even: only reachable by hand
+    assert pattern is None and "odd kernel_size" in note
+    from vizattn.widgets.base import explain
+    explain(ex.figures[0], note)
     assert ex.figures[0].layout.title.text == "nothing to draw"
     assert not any(t.visible for t in ex.figures[0].data) and not ex.figures[0].layout.shapes
     assert "odd kernel_size" in ex.figures[0].layout.annotations[0].text
@@ -313,8 +339,8 @@ def test_to_figure_has_a_query_sweep_that_matches_the_keys():
     big = PartitionExplorer("NA", size=64, kernel=7).to_figure()
     assert 0 < len(big.frames) <= 256
     ex.state.mechanism = "SASA"
-    ex.state.kernel = 4
-    assert len(ex.to_figure().frames) == 0  # invalid: the explanation, not an exception
+    ex.state.kernel = 4  # even: SASA's kernel is clamped to an odd one, the sweep drawn
+    assert ex.state.kernel == 3 and len(ex.to_figure().frames) == 36
 
 
 # ---------------------------------------------------------------------------------------------
@@ -820,11 +846,16 @@ def test_effective_fields_are_cached_per_depth(monkeypatch):
 def test_receptive_explorer_state_and_bad_input():
     from vizattn.widgets import ReceptiveFieldExplorer
     ex = ReceptiveFieldExplorer("NA + DiNAT", size=12, depth=2, kernel=3, dilation=2)
-    ex.state.dilation = 5  # 3 * 5 > 12: explained, not raised
-    assert "must not exceed the map size" in ex.message.value
-    assert not ex.figure.data[0].visible and not ex.effective_figure.data[0].visible
+    ex.state.dilation = 5  # 3 * 5 > 12: explained on both panels, not raised; nothing stale stays
+    for fig in (ex.figure, ex.effective_figure):
+        assert "must not exceed the map size" in fig.layout.annotations[0].text
+        assert fig.layout.title.text == "nothing to draw" and fig.layout.xaxis.visible is False
+        assert not fig.data[0].visible
+    assert ex.message.value == ""
     ex.state.dilation = 2
     assert ex.figure.data[0].visible and "7x7 field" in ex.message.value
+    assert ex.figure.layout.title.text.startswith("theoretical") and not ex.figure.layout.annotations
+    assert ex.figure.layout.xaxis.visible and ex.effective_figure.layout.yaxis.visible
     with pytest.raises(traitlets.TraitError, match="stack"):
         ex.state.stack = "Swin V2"
     for kwargs, match in [(dict(stack="Swin V2"), "stack must be one of"),
@@ -846,3 +877,27 @@ def test_receptive_to_figure_has_both_fields_per_depth():
         np.testing.assert_allclose(as_float(frame.data[1].z)[erf.map.numpy() > 0],
                                    np.log10(erf.map.numpy()[erf.map.numpy() > 0]), rtol=1e-5)
         assert {s.name for s in frame.layout.shapes} == {"20%", "50%", "99%"}
+
+
+def test_cost_explorer_hides_the_sliders_no_shown_mechanism_reads():
+    from vizattn.widgets import CostExplorer
+    ex = CostExplorer(side=32, mechanisms=("global", "LaViT LA"))
+    shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
+    assert shown == {"side", "channels", "heads"}  # LaViT LA's 2hN^3 reads the heads
+    ex.state.mechanisms = ("global", "SASA", "MaxViT grid")
+    shown = {n for n, sl in ex.sliders.items() if sl.layout.display != "none"}
+    assert shown == {"side", "channels", "heads", "kernel", "window"}
+
+
+def test_a_model_round_trip_brings_the_query_back():
+    from vizattn.widgets import AttentionExplorer
+    ex = AttentionExplorer("dinat", query=(4, 7))
+    sizes = [ex.record.size]
+    ex.state.model = "vit"
+    sizes.append(ex.record.size)
+    ex.state.model = "dinat"
+    assert sizes[0] != sizes[1] and (ex.state.query_i, ex.state.query_j) == (4, 7)
+    assert ex.sliders["query_i"].value == 4 and "query (4, 7)" in ex.figure.layout.title.text
+    ex.state.layer = "stages.2.1.attn"  # a smaller map, then back: the sliders follow the state both ways
+    ex.state.layer = "stages.0.0.attn"
+    assert (ex.sliders["query_i"].value, ex.sliders["query_j"].value) == (ex.state.query_i, ex.state.query_j)

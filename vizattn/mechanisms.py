@@ -64,7 +64,8 @@ class Layer:
     ``PARAMETERS`` it reads (the first is its window or group size). ``pattern(params, side)``: its
     pattern on a ``side x side`` map (``pad=True`` exactly when a group size does not divide the map).
     ``cost(N, C, heads, params)``: ``(MACs, attention entries per head)`` of one layer on ``N``
-    tokens with ``C`` channels. ``kind``: the probe's name of its pattern class.
+    tokens with ``C`` channels. ``kind``: the probe's name of its pattern class. ``odd``: the
+    parameters that must be odd (a centred window: SASA's kernel).
     """
 
     name: str
@@ -72,6 +73,7 @@ class Layer:
     pattern: Callable[[Params, int], Pattern]
     cost: Cost
     kind: str
+    odd: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +124,8 @@ _NA = Layer("NA", {"kernel": 2}, lambda p, side: Neighborhood(p["kernel"]), _win
 TABLE: tuple[Mechanism, ...] = (
     Mechanism("global", "Dosovitskiy et al. 2021, ViT", (_GLOBAL,), stack=("global",), stack_name="global"),
     Mechanism("SASA", "Ramachandran et al. 2019, Stand-Alone Self-Attention", (
-        Layer("SASA", {"kernel": 1}, lambda p, side: LocalWindow(p["kernel"]), _sasa_cost, kind="sasa"),
+        Layer("SASA", {"kernel": 1}, lambda p, side: LocalWindow(p["kernel"]), _sasa_cost, kind="sasa",
+              odd=("kernel",)),
     ), stack=("SASA",), stack_name="SASA"),
     Mechanism("NAT", "Hassani et al. 2023, Neighborhood Attention Transformer", (_NA,), stack=("NA",), stack_name="NA"),
     Mechanism("DiNAT", "Hassani & Shi 2022, Dilated Neighborhood Attention Transformer", (

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import OUTSIDE_COLOUR, QUERY_MARKER, gaps, player, rect
+from .style import OUTSIDE_COLOUR, PAGE_PX, QUERY_MARKER, gaps, player, rect
 
 __all__ = ["SCALES", "ATTENTION_TRACES", "HEADS_TRACES", "grey", "query_map_traces", "query_map_title",
            "query_map_figure", "query_maps_figure", "animate_query_maps", "heads_traces", "head_of_cell",
@@ -79,7 +79,7 @@ def query_map_traces(record, i: int, j: int, head: int | None = None, batch: int
     zmax = _peak(m) if scale == "local" else _peak(_head_maps(record, i, j, batch))
     weights = go.Heatmap(z=gaps(m), x0=(sw - 1) / 2, dx=sw, y0=(sh - 1) / 2, dy=sh, colorscale="Viridis", zmin=0,
                          zmax=zmax, name="weights", opacity=0.8 if image_size else 1,
-                         colorbar=dict(title="weight", len=0.8, thickness=14),
+                         colorbar=dict(title="weight", len=0.8, thickness=14, exponentformat="power"),
                          hovertemplate="weight %{z:.3f}<extra></extra>")
     query = go.Scatter(x=[(j + 0.5) * sw - 0.5], y=[(i + 0.5) * sh - 0.5], mode="markers", name="query",
                        hoverinfo="skip", marker=QUERY_MARKER)
@@ -160,7 +160,8 @@ def query_maps_figure(panels: dict, image, *, columns: int | None = None, title:
             fig.add_trace(trace, n // columns + 1, n % columns + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title=title, width=min(220 * columns, 1100) + 20, height=220 * rows + 90, showlegend=False,
+    panel = min(220, (PAGE_PX - 20) // columns)  # every column inside the page
+    fig.update_layout(title=title, width=panel * columns + 20, height=panel * rows + 90, showlegend=False,
                       margin=dict(l=10, r=10, t=70, b=10))
     return fig
 

@@ -38,7 +38,7 @@ def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = No
         fig.add_trace(go.Scatter(x=sides, y=mem, name=name, legendgroup=name, line=style, showlegend=False,
                                  hovertemplate=name + ": side %{x}, %{y:.3s} entries<extra></extra>"), 1, 2)
     fig.update_xaxes(type="log", title="map side (H = W)")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", exponentformat="power")  # 10^6 ... 10^16 throughout (SI stops at T)
     if mark is not None:
         for col in (1, 2):
             fig.add_vline(x=mark, line=dict(color="#7F7F7F", dash="dot"), row=1, col=col)

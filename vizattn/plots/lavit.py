@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import DASHES, OKABE_ITO, gaps, player
+from .style import DASHES, OKABE_ITO, PAGE_PX, gaps, player
 
 __all__ = ["reuse_chain_maps", "chain_axes", "reuse_chain_figure", "stage_shade", "layer_measures_figure",
            "saturation_figure"]
@@ -94,7 +94,7 @@ def reuse_chain_figure(columns, head: int = 0, *, title: str | None = None, fram
     fig.update_layout(title=dict(text=title or f"LaViT reuse chain, head {head}", x=0.5),
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=peak,
                                      colorbar=dict(title=dict(text="weight (top: 99th percentile)", side="right"))),
-                      width=250 * n + 160, height=620, plot_bgcolor="white", margin=dict(l=60, r=20, t=80, b=50))
+                      width=min(PAGE_PX, 250 * n + 160), height=620, plot_bgcolor="white", margin=dict(l=60, r=20, t=80, b=50))
     if frames:
         frames_ = []
         for h in range(min(heads)):

@@ -78,6 +78,19 @@ def _box(rows: np.ndarray, cols: np.ndarray):
     return np.arange(c0, c0 + z.shape[1]), np.arange(r0, r0 + z.shape[0]), z
 
 
+def _outline(rows: np.ndarray, cols: np.ndarray) -> dict:
+    """A layout path along the border of the cells ``(rows[k], cols[k])``: the query's keys, outlined."""
+    inside = set(zip(rows.tolist(), cols.tolist()))
+    edges = []
+    for r, c in inside:
+        for dr, dc, (x0, y0, x1, y1) in [(-1, 0, (-1, -1, 1, -1)), (1, 0, (-1, 1, 1, 1)),
+                                         (0, -1, (-1, -1, -1, 1)), (0, 1, (1, -1, 1, 1))]:
+            if (r + dr, c + dc) not in inside:
+                edges.append(f"M{c + x0 / 2},{r + y0 / 2}L{c + x1 / 2},{r + y1 / 2}")
+    return dict(type="path", path="".join(sorted(edges)) or "M0,0", line=dict(color=KEY_COLOUR, width=2),
+                name="keys", layer="above")
+
+
 def cells(trace) -> set:
     """The ``(row, col)`` cells a heatmap trace of ``partition_figure`` marks (z == 1).
 
@@ -90,7 +103,7 @@ def cells(trace) -> set:
 
 
 def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0), *,
-                     title: str | None = None, cell_px: int | None = None) -> go.Figure:
+                     title: str | None = None, cell_px: int | None = None, area_px: int = 448) -> go.Figure:
     """Where one query looks under ``pattern`` on an ``H x W`` map, and how the map is grouped.
 
     Traces, in order (``TRACES``): ``outside`` (the drawn area beyond the map, as far as any
@@ -102,7 +115,8 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
     a window that shifts inward at borders (``pattern.centred``: NA) a solid outline marks the
     actual window and, when it differs, a dashed one
     the centred window that the border forces it to shift away from.
-    Raises ``ValueError`` (the pattern's) if the pattern does not fit the map.
+    Raises ``ValueError`` (the pattern's) if the pattern does not fit the map. Cells are
+    ``cell_px`` pixels, or as many as fit the drawn area's longer side into ``area_px`` (4 to 32).
 
     >>> from vizattn.patterns import LocalWindow
     >>> fig = partition_figure(LocalWindow(3), 4, 4, query=(0, 0))
@@ -133,7 +147,7 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                                colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
 
     fig = go.Figure([outside_trace, group_trace, *overlay.data])
-    side = cell_px or max(8, min(32, 448 // max(len(rows), len(cols))))
+    side = cell_px or max(4, min(32, area_px // max(len(rows), len(cols))))  # cell pixels: the map in area_px
     fig.update_layout(
         title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
         shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
@@ -197,6 +211,7 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
         caption += f", {n_slots - n_real} slots off the map<br>({what})"
     if shifting and len(shapes) == 3:
         caption += "<br>dashed: the centred window; solid: the window, shifted inward"
+    shapes.append(_outline(krow[real], kcol[real]))  # the query's keys stand out whatever their colours
     fig = go.Figure([key_trace, slot_trace, query_trace])
     fig.update_layout(shapes=shapes, annotations=[
         dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top",

@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import OUTSIDE_COLOUR, gaps, player, rect
+from .style import OUTSIDE_COLOUR, PAGE_PX, gaps, player, rect
 
 __all__ = ["field_z", "receptive_figure", "effective_parts", "effective_figure", "receptive_depths_figure"]
 
@@ -178,6 +178,6 @@ def receptive_depths_figure(fields, effective=None, *, title: str | None = None)
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
     fig.update_layout(title=dict(text=title or "Receptive field by depth", x=0.5), plot_bgcolor=OUTSIDE_COLOUR,
                       shapes=frames[0].layout.shapes, annotations=frames[0].layout.annotations,
-                      width=1000 if both else 520, height=640, showlegend=False,
+                      width=PAGE_PX if both else 520, height=640, showlegend=False,
                       **player(frames, "field ", labels=[_extent(f.input.numpy()) for f in fields]))
     return fig

@@ -100,6 +100,7 @@ class AttentionExplorer(Explorer):
             raise ValueError(f"query must lie on the {H}x{W} map of {layer!r}; got query={query!r}")
         s.layers, s.layer, s.head, s.query_i, s.query_j = names, layer, head, *query
         self._size = record.size
+        self._spot = self._where()
 
         style = {"description_width": "90px"}
         self.menus = {name: widgets.Dropdown(options=options, value=getattr(s, name), description=name,
@@ -192,14 +193,20 @@ class AttentionExplorer(Explorer):
                 depth = before.index(previous) if previous in before else 0
                 s.layer = names[min(depth, len(names) - 1)]
         H, W = self.record.size
-        if self._size != (H, W):  # another map: keep the query on the same part of the image
-            h0, w0 = self._size
-            s.query_i, s.query_j = int((s.query_i + 0.5) * H / h0), int((s.query_j + 0.5) * W / w0)
+        if self._size == (H, W):
+            self._spot = self._where()
+        else:  # another map: the query on the cell under the spot chosen last (a round trip comes back)
+            s.query_i, s.query_j = min(int(self._spot[0] * H), H - 1), min(int(self._spot[1] * W), W - 1)
             self._size = (H, W)
         s.head = min(max(s.head, 0), len(self.record.heads) - 1)
         s.query_i, s.query_j = min(max(s.query_i, 0), H - 1), min(max(s.query_j, 0), W - 1)
         self._sync_controls()
         self._redraw()
+
+    def _where(self) -> tuple[float, float]:
+        """The query cell's centre as a fraction of the map's height and width (where on the photo it is)."""
+        (H, W), s = self._size, self.state
+        return (s.query_i + 0.5) / H, (s.query_j + 0.5) / W
 
     def _sync_controls(self) -> None:
         """Slider bounds and the layer menu follow the model and the layer (every position valid)."""
@@ -207,6 +214,7 @@ class AttentionExplorer(Explorer):
         H, W = record.size
         for name, hi in [("head", len(record.heads) - 1), ("query_i", H - 1), ("query_j", W - 1)]:
             set_range(self.sliders[name], 0, hi)
+            self.sliders[name].value = getattr(s, name)  # a value set past the old bounds (the link clamped it)
         self._syncing = True  # new options reset a Dropdown's value: not a choice of the user
         try:
             options = tuple((f"{r.name}: {r.pattern!r} on {r.size[0]}x{r.size[1]}", n) for n, r in self.records.items())

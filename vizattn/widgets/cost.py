@@ -74,7 +74,7 @@ class CostExplorer(Explorer):
         s = self.state
         self.sliders = {
             name: widgets.IntSlider(value=getattr(s, name), min=lo, max=hi, step=step, description=label,
-                                    style={"description_width": "110px"}, layout=widgets.Layout(width="340px"))
+                                    style={"description_width": "110px"}, layout=widgets.Layout(width="330px"))
             for name, lo, hi, step, label in [("side", 8, 256, 8, "map side"), ("channels", 16, 512, 16, "channels C"),
                                                ("heads", 1, 16, 1, "heads"), ("kernel", 3, 15, 1, "NA/SASA k"),
                                                ("window", 2, 16, 1, "window P, G"), ("interval", 1, 32, 1, "LDA I")]}
@@ -91,8 +91,20 @@ class CostExplorer(Explorer):
         self.add_class("vizattn-cost")  # a handle for browser tests and CSS
         self._changed()
 
+    def _reads(self, name: str) -> bool:
+        """Whether the cost of one shown mechanism depends on slider ``name`` (else the slider is hidden)."""
+        s, slider = self.state, self.sliders[name]
+        other = dict(s.params(), **{"block" if name == "window" else name: getattr(s, name) + slider.step})
+        if name == "window":
+            other["grid"] = other["block"]
+        return any(mechanisms.cost(m, s.side, **s.params()) != mechanisms.cost(m, s.side, **other)
+                   for m in s.mechanisms)
+
     def _update(self) -> None:
         s = self.state
+        for name, slider in self.sliders.items():
+            if name != "side":
+                slider.layout.display = None if self._reads(name) else "none"
         new = plots.cost_figure(mechanisms=plots.COST_MECHANISMS, mark=s.side, **s.params())
         send(self.figure, {t: {"y": data.y, "visible": data.name in s.mechanisms} for t, data in enumerate(new.data)},
               layout={"title": new.layout.title.to_plotly_json()}, arrays={"shapes": new.layout.shapes})

@@ -6,11 +6,11 @@ The menus list the layer kinds of ``vizattn.mechanisms`` (``MECHANISMS``); ``pat
 Slider bounds (``bounds``) make invalid choices impossible where a rule allows it:
 ``kernel * dilation <= size`` (kernel's maximum follows ``size // dilation``, dilation's
 ``size // kernel``), the kernel is at least the smallest a mechanism allows (2 for NA/DiNAT), the
-query lies on the map. Block, grid and interval may be any value up to the map size: when one does
+query lies on the map, a kernel that must be odd (SASA: its window is centred; the table's ``odd``)
+moves in steps of 2 from an odd minimum (``steps``). Block, grid and interval may be any value up to the map size: when one does
 not divide the map the pattern is built with ``pad=True`` (the map is padded bottom/right, padded
-positions are drawn beyond the map and excluded from the softmax), and the view says so. What a
-slider cannot rule out (an even SASA kernel: its window is centred) is explained under the plot,
-never raised.
+positions are drawn beyond the map and excluded from the softmax), and the view says so. An
+invalid state set directly (``resolve``) is explained under the plot, never raised.
 
 >>> state = PartitionState(mechanism="DiNAT", size=12, kernel=3, dilation=2)
 >>> pattern_for(state), resolve(state)[0] == pattern_for(state)
@@ -30,7 +30,8 @@ from .. import mechanisms, plots
 from ..patterns import Global, Pattern
 from .base import Explorer, blank_figure, explain, note_html, replace, send, set_range, side_by_side
 
-__all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer"]
+__all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "bounds", "steps",
+           "PartitionExplorer"]
 
 MECHANISMS = tuple(mechanisms.LAYERS)
 PARAMETERS = {name: tuple(lay.parameters) for name, lay in mechanisms.LAYERS.items()}  # the sliders each one reads
@@ -91,8 +92,8 @@ def _note(pattern: Pattern, size: int, mechanism: str) -> str:
         first = next(iter(mechanisms.layer(mechanism).parameters))  # the layer's group size
         name, value = mechanisms.PARAMETERS[first].noun, pattern.group_size[0]
         padded = math.ceil(size / value) * value
-        return (f"{size} is not a multiple of the {name} {value}: pad=True pads the map to {padded} "
-                f"(cells marked x), padded keys are excluded from the softmax.")
+        return (f"{size} is not a multiple of the {name} {value}: pad=True pads the map to {padded}; "
+                f"padded keys (marked x when the query's group reaches them) are excluded from the softmax.")
     return ""
 
 
@@ -122,12 +123,15 @@ def bounds(state: PartitionState) -> dict[str, tuple[int, int]]:
     """
     read = [mechanisms.layer(m).parameters for m in state.mechanisms()]  # {parameter: smallest value}
     size = max(SIZE_RANGE[0], state.size)
+    step = steps(state)["kernel"]
     k_min = max(p.get("kernel", 1) for p in read)
+    k_min += (k_min - 1) % step  # odd kernels: the smallest odd one
     d = max(1, state.dilation) if any("dilation" in p for p in read) else 1
     kernel = max(k_min, state.kernel)
+    k_max = max(k_min, size // d)
     return {
         "size": SIZE_RANGE,
-        "kernel": (k_min, max(k_min, size // d)),
+        "kernel": (k_min, k_max - (k_max - k_min) % step),
         "dilation": (1, max(1, size // kernel)),
         "block": (1, size),
         "grid": (1, size),
@@ -135,6 +139,16 @@ def bounds(state: PartitionState) -> dict[str, tuple[int, int]]:
         "query_i": (0, size - 1),
         "query_j": (0, size - 1),
     }
+
+
+def steps(state: PartitionState) -> dict[str, int]:
+    """``{trait: step}`` for the sliders: 2 for a parameter that one mechanism on screen needs odd.
+
+    >>> steps(PartitionState(mechanism="NA", compare="SASA"))["kernel"], bounds(PartitionState(mechanism="SASA"))["kernel"]
+    (2, (1, 13))
+    """
+    odd = {name for m in state.mechanisms() for name in mechanisms.layer(m).odd}
+    return {name: 2 if name in odd else 1 for name in _SLIDERS}
 
 
 _LABELS = {"size": "map size", **{name: p.label for name, p in mechanisms.PARAMETERS.items()},
@@ -160,20 +174,24 @@ class PartitionExplorer(Explorer):
         self.state = PartitionState(mechanism=mechanism, compare=compare, size=size, kernel=kernel,
                                     dilation=dilation, block=block, grid=grid, interval=interval,
                                     query_i=query[0], query_j=query[1])
-        self._scenes = [None, None]  # what each panel shows: (mechanism, pattern, size)
+        self._scenes = [None, None]  # what each panel shows: (mechanism, pattern, size, cell size)
+        # what was asked for (a slider move, a value set): clamping follows the map down and back up
+        self._wanted = {name: getattr(self.state, name) for name in _SLIDERS}
         s = self.state
         self.sliders = {}
         for name in _SLIDERS:
             slider = widgets.IntSlider(value=getattr(s, name), min=0, max=max(64, getattr(s, name)),
                                        description=_LABELS[name], continuous_update=name != "size",
-                                       style={"description_width": "110px"},
-                                       layout=widgets.Layout(width="340px"))
+                                       style={"description_width": "116px"},
+                                       layout=widgets.Layout(width="320px"))
             slider.add_class(f"vizattn-{name.replace('_', '-')}")  # a handle for browser tests and CSS
             self.sliders[name] = slider
         self.mechanism_menu = widgets.Dropdown(options=MECHANISMS, value=mechanism, description="mechanism",
-                                               style={"description_width": "110px"})
+                                               style={"description_width": "116px"},
+                                               layout=widgets.Layout(width="320px"))
         self.compare_menu = widgets.Dropdown(options=(NO_COMPARE,) + MECHANISMS, value=compare or NO_COMPARE,
-                                             description="compare with", style={"description_width": "110px"})
+                                             description="compare with", style={"description_width": "116px"},
+                                             layout=widgets.Layout(width="320px"))
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")
         # start from a real picture so that every trace has all its properties from the first message
@@ -193,34 +211,51 @@ class PartitionExplorer(Explorer):
         s.observe(self._changed, names=list(s.trait_names()))
 
         controls = widgets.HBox([
-            widgets.VBox([self.mechanism_menu, self.compare_menu, self.sliders["size"], self.play]),
+            widgets.VBox([self.mechanism_menu, self.compare_menu, self.sliders["size"],
+                          widgets.HBox([widgets.Label("sweep the query", layout=widgets.Layout(width="116px")),
+                                        self.play])]),
             widgets.VBox([self.sliders[n] for n in mechanisms.PARAMETERS]),
             widgets.VBox([self.sliders["query_i"], self.sliders["query_j"]]),
-        ])
+        ], layout=widgets.Layout(flex_flow="row wrap"))
         super().__init__([controls, side_by_side(self._panels)], **kwargs)
         self.add_class("vizattn-partition")  # a handle for browser tests and CSS
         self._changed()
 
     # -- state -> view ---------------------------------------------------------------------------
+    def _changed(self, change=None) -> None:
+        if change is not None and not self._busy and change["name"] in self._wanted:
+            self._wanted[change["name"]] = change["new"]  # asked for, not a clamp
+        super()._changed(change)
+
+    def _set(self, **values) -> None:
+        self._wanted.update({k: v for k, v in values.items() if k in self._wanted})
+        super()._set(**values)
+
     def _apply_bounds(self) -> None:
+        step = steps(self.state)
         for name, (lo, hi) in bounds(self.state).items():
             set_range(self.sliders[name], lo, hi)
+            self.sliders[name].step = step[name]
+            self.sliders[name].value = getattr(self.state, name)  # a value restored past the old bounds
         self.play.max = self.state.size ** 2 - 1
         used = {p for m in self.state.mechanisms() for p in PARAMETERS[m]}
         for name in mechanisms.PARAMETERS:
             self.sliders[name].layout.display = None if name in used else "none"
 
     def _clamp_state(self) -> None:
-        """Pull every trait into its bounds (a value set on the state directly may lie outside).
+        """Every trait at the value asked for, pulled into its bounds and onto its steps: a kernel or
+        query that a smaller map clamped comes back when the map grows again.
 
         One trait at a time, bounds recomputed after each: the map first, then the kernel (given the
         dilation), then the dilation (given the kernel), so a kernel gives way before a dilation.
         """
         for name in _SLIDERS:
             lo, hi = bounds(self.state)[name]
-            value = getattr(self.state, name)
-            if not lo <= value <= hi:
-                setattr(self.state, name, min(max(value, lo), hi))
+            step = steps(self.state)[name]
+            value = min(max(self._wanted[name], lo), hi)
+            value = lo + (value - lo) // step * step
+            if getattr(self.state, name) != value:
+                setattr(self.state, name, value)
 
     def _update(self) -> None:
         self._clamp_state()
@@ -235,7 +270,11 @@ class PartitionExplorer(Explorer):
         if pattern is None:
             return blank_figure(note)
         return plots.partition_figure(pattern, s.size, s.size, query=(s.query_i, s.query_j),
-                                      title=f"{mech}: {pattern!r} on {s.size}x{s.size}")
+                                      title=f"{mech}: {pattern!r} on {s.size}x{s.size}", area_px=self._area())
+
+    def _area(self) -> int:
+        """Pixels for the map: two panels side by side fit a 1000 px notebook."""
+        return 448 if self.state.compare is None else 300
 
     def _redraw(self) -> None:
         mechs = self.state.mechanisms()
@@ -245,7 +284,7 @@ class PartitionExplorer(Explorer):
                 continue
             pattern, note = resolve(self.state, mechs[k])
             # a query move keeps the map's geometry: send only what follows the query
-            scene = (mechs[k], pattern, self.state.size)
+            scene = (mechs[k], pattern, self.state.size, self._area())
             s = self.state
             if pattern is None:
                 explain(fig, note)

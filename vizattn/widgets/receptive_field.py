@@ -17,7 +17,7 @@ import traitlets
 from traitlets import Enum, HasTraits, Int
 
 from .. import plots, receptive
-from .base import Explorer, choice, send, side_by_side
+from .base import Explorer, choice, explain, send, side_by_side
 
 __all__ = ["DEPTH_MAX", "RF_SIZE_RANGE", "ReceptiveState", "ReceptiveFieldExplorer"]
 
@@ -76,13 +76,16 @@ class ReceptiveFieldExplorer(Explorer):
                                     window=window, interval=interval, effective=effective)
         s = self.state
         self._theoretical, self._effective = {}, {}  # (stack, size, params, depth) -> field
-        style = {"description_width": "90px"}
-        self.menu = widgets.Dropdown(options=receptive.STACKS, value=stack, description="layers", style=style)
+        style, wide = {"description_width": "70px"}, widgets.Layout(width="300px")
+        self.menu = widgets.Dropdown(options=receptive.STACKS, value=stack, description="layers", style=style,
+                                     layout=wide)
         self.depth = widgets.IntSlider(value=depth, min=1, max=DEPTH_MAX, description="depth", style=style,
-                                       continuous_update=False)
+                                       continuous_update=False, layout=wide)
         self.size_slider = widgets.IntSlider(value=size, min=RF_SIZE_RANGE[0], max=RF_SIZE_RANGE[1],
-                                             description="map size", style=style, continuous_update=False)
-        self.effective_box = widgets.Checkbox(value=effective, description="effective field (gradients)")
+                                             description="map size", style=style, continuous_update=False,
+                                             layout=wide)
+        self.effective_box = widgets.Checkbox(value=effective, description="effective field (gradients)",
+                                              indent=False, layout=widgets.Layout(width="220px"))
         self.depth.add_class("vizattn-depth")
         self.message = widgets.HTML()
         self.figure = go.FigureWidget(self._figure())
@@ -92,7 +95,9 @@ class ReceptiveFieldExplorer(Explorer):
                        widgets.link((self.size_slider, "value"), (s, "size")),
                        widgets.link((self.effective_box, "value"), (s, "effective"))]
         s.observe(self._changed, names=list(s.trait_names()))
-        super().__init__([widgets.HBox([self.menu, self.depth, self.size_slider, self.effective_box]),
+        controls = widgets.HBox([self.menu, self.depth, self.size_slider, self.effective_box],
+                                layout=widgets.Layout(flex_flow="row wrap"))
+        super().__init__([controls,
                           side_by_side([self.figure, self.effective_figure]), self.message], **kwargs)
         self.add_class("vizattn-receptive")  # a handle for browser tests and CSS
         self._changed()
@@ -145,19 +150,21 @@ class ReceptiveFieldExplorer(Explorer):
         s = self.state
         try:
             field = self.field()
-        except ValueError as exc:
-            self.message.value = html.escape(str(exc))
-            send(self.figure, {0: {"visible": False}})
-            send(self.effective_figure, {0: {"visible": False}}, arrays={"shapes": ()})
+        except ValueError as exc:  # both panels explain it; nothing stale stays (titles, axes, caption)
+            for fig in (self.figure, self.effective_figure):
+                explain(fig, str(exc))
+            self.message.value = ""
             return
         H, W = field.input.shape
         grid = {"x": np.arange(W), "y": np.arange(H)}  # the map may have another size
-        axes = {"xaxis": {"range": [-0.5, W - 0.5]}, "yaxis": {"range": [H - 0.5, -0.5]}}
+        axes = {"xaxis": {"range": [-0.5, W - 0.5], "visible": True},
+                "yaxis": {"range": [H - 0.5, -0.5], "visible": True}}
         extent = field.extent(0)
         text = (f"{len(field)} layers of {s.stack}: the centre token can see {int(field.input.sum())} of "
                 f"{s.size * s.size} positions, a {extent[0]}x{extent[1]} field.")
         send(self.figure, {0: {"z": plots.field_z(field.input), **grid, "visible": True}},
-              layout={"title": {"text": f"theoretical: {s.stack}, depth {len(field)}", "x": 0.5}, **axes})
+              layout={"title": {"text": f"theoretical: {s.stack}, depth {len(field)}", "x": 0.5}, **axes},
+              arrays={"annotations": ()})
         try:
             erf = self.effective_field() if s.effective else None
         except ValueError as exc:  # e.g. no gradient reaches the input: say so on the panel
@@ -170,7 +177,8 @@ class ReceptiveFieldExplorer(Explorer):
                   layout={"title": {"text": f"effective: {s.stack}, depth {len(field)}"}, **axes},
                   arrays={"shapes": parts["shapes"], "annotations": parts["annotations"]})
         else:
-            send(self.effective_figure, {0: {"visible": False}}, layout={"title": {"text": "effective field: off"}},
+            send(self.effective_figure, {0: {"visible": False}},
+                 layout={"title": {"text": "effective field: off"}, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
                   arrays={"shapes": (), "annotations": ()})
         self.message.value = html.escape(text)
 

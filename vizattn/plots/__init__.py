@@ -5,6 +5,7 @@ holds state or touches widgets (``vizattn.widgets`` does that). One module per s
 
 - ``style``: colours, line styles, the query marker, the animation player.
 - ``partition``: where a query looks under a pattern (``partition_figure``, ``animate_queries``).
+- ``swin``: Swin's rolled map of a shifted ``Block`` (``rolled_figure``).
 - ``costs``: cost per layer against map side (``cost_figure``; the model is ``vizattn.mechanisms``).
 - ``attention``: captured attention over a photo, every head of a layer (``query_map_figure``, ...).
 - ``receptive``: theoretical and effective receptive fields.
@@ -48,9 +49,11 @@ from .lavit import (
 from .partition import TRACES, animate_queries, cells, partition_figure, query_overlay, query_slots
 from .receptive import effective_figure, effective_parts, field_z, receptive_depths_figure, receptive_figure
 from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR
+from .swin import roll, rolled_figure, rolled_overlay, rolled_size
 
 __all__ = ["OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "TRACES", "COST_MECHANISMS", "query_slots", "cells",
            "partition_figure", "query_overlay", "animate_queries", "cost", "cost_figure", "SCALES",
+           "rolled_figure", "rolled_overlay", "rolled_size", "roll",
            "ATTENTION_TRACES", "HEADS_TRACES", "grey", "query_map_traces", "query_map_title", "query_map_figure",
            "query_maps_figure", "animate_query_maps", "heads_traces", "head_of_cell", "head_shapes", "heads_figure",
            "field_z", "receptive_figure", "effective_parts", "effective_figure", "receptive_depths_figure",

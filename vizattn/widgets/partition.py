@@ -12,6 +12,10 @@ not divide the map the pattern is built with ``pad=True`` (the map is padded bot
 positions are drawn beyond the map and excluded from the softmax), and the view says so. An
 invalid state set directly (``resolve``) is explained under the plot, never raised.
 
+Swin's layers (kind ``"swin"``) have a toggle (``state.rolled``): their groups in original
+coordinates (``plots.partition_figure``) or on Swin's map rolled by ``-s`` with its ``P x P``
+windows and masked sub-regions (``plots.rolled_figure``), both drawn from the one pattern.
+
 >>> state = PartitionState(mechanism="DiNAT", size=12, kernel=3, dilation=2)
 >>> pattern_for(state), resolve(state)[0] == pattern_for(state)
 (Neighborhood(3, dilation=2), True)
@@ -24,13 +28,13 @@ import math
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import traitlets
-from traitlets import Enum, HasTraits, Int
+from traitlets import Bool, Enum, HasTraits, Int
 
 from .. import mechanisms, plots
 from ..patterns import Global, Pattern
 from .base import Explorer, blank_figure, explain, note_html, replace, send, set_range, side_by_side
 
-__all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "bounds", "steps",
+__all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "rolled_here", "bounds", "steps",
            "PartitionExplorer"]
 
 MECHANISMS = tuple(mechanisms.LAYERS)
@@ -61,6 +65,7 @@ class PartitionState(HasTraits):
     interval = Int(2)
     query_i = Int(7)
     query_j = Int(7)
+    rolled = Bool(False)  # Swin's layers drawn on Swin's rolled map (``plots.rolled_figure``)
 
     def mechanisms(self) -> tuple[str, ...]:
         """The mechanisms on screen: ``(mechanism,)`` or ``(mechanism, compare)``."""
@@ -112,6 +117,16 @@ def resolve(state: PartitionState, mechanism: str | None = None) -> tuple[Patter
     except ValueError as exc:
         return None, str(exc)
     return pattern, _note(pattern, state.size, mechanism or state.mechanism)
+
+
+def rolled_here(state: PartitionState, mechanism: str) -> bool:
+    """Whether ``mechanism``'s panel shows Swin's rolled map: ``state.rolled`` and a Swin layer.
+
+    >>> rolled_here(PartitionState(mechanism="Swin SW", rolled=True), "Swin SW"), rolled_here(
+    ...     PartitionState(rolled=True), "NA")
+    (True, False)
+    """
+    return state.rolled and mechanisms.layer(mechanism).kind == "swin"
 
 
 def bounds(state: PartitionState) -> dict[str, tuple[int, int]]:
@@ -170,10 +185,11 @@ class PartitionExplorer(Explorer):
     """
 
     def __init__(self, mechanism: str = "NA", size: int = 14, kernel: int = 5, dilation: int = 1, block: int = 7,
-                 grid: int = 7, interval: int = 2, query=(7, 7), compare: str | None = None, **kwargs):
+                 grid: int = 7, interval: int = 2, query=(7, 7), compare: str | None = None, rolled: bool = False,
+                 **kwargs):
         self.state = PartitionState(mechanism=mechanism, compare=compare, size=size, kernel=kernel,
                                     dilation=dilation, block=block, grid=grid, interval=interval,
-                                    query_i=query[0], query_j=query[1])
+                                    query_i=query[0], query_j=query[1], rolled=rolled)
         self._scenes = [None, None]  # what each panel shows: (mechanism, pattern, size, cell size)
         # what was asked for (a slider move, a value set): clamping follows the map down and back up
         self._wanted = {name: getattr(self.state, name) for name in _SLIDERS}
@@ -192,6 +208,10 @@ class PartitionExplorer(Explorer):
         self.compare_menu = widgets.Dropdown(options=(NO_COMPARE,) + MECHANISMS, value=compare or NO_COMPARE,
                                              description="compare with", style={"description_width": "116px"},
                                              layout=widgets.Layout(width="320px"))
+        self.roll_toggle = widgets.ToggleButtons(options=[("original map", False), ("rolled map", True)],
+                                                 value=self.state.rolled, description="Swin view",
+                                                 style={"description_width": "116px", "button_width": "100px"})
+        self.roll_toggle.add_class("vizattn-rolled")  # a handle for browser tests and CSS
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")
         # start from a real picture so that every trace has all its properties from the first message
@@ -203,7 +223,8 @@ class PartitionExplorer(Explorer):
         self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
         self._links += [widgets.link((s, "mechanism"), (self.mechanism_menu, "value")),
                         traitlets.link((s, "compare"), (self.compare_menu, "value"),
-                                       transform=(lambda m: m or NO_COMPARE, lambda m: None if m == NO_COMPARE else m))]
+                                       transform=(lambda m: m or NO_COMPARE, lambda m: None if m == NO_COMPARE else m)),
+                        widgets.link((s, "rolled"), (self.roll_toggle, "value"))]
         self.play.observe(self._played, "value")
         for fig in self.figures:
             for trace in fig.data[:4]:
@@ -213,7 +234,8 @@ class PartitionExplorer(Explorer):
         controls = widgets.HBox([
             widgets.VBox([self.mechanism_menu, self.compare_menu, self.sliders["size"],
                           widgets.HBox([widgets.Label("sweep the query", layout=widgets.Layout(width="116px")),
-                                        self.play])]),
+                                        self.play]),
+                          self.roll_toggle]),
             widgets.VBox([self.sliders[n] for n in mechanisms.PARAMETERS]),
             widgets.VBox([self.sliders["query_i"], self.sliders["query_j"]]),
         ], layout=widgets.Layout(flex_flow="row wrap"))
@@ -241,6 +263,8 @@ class PartitionExplorer(Explorer):
         used = {p for m in self.state.mechanisms() for p in PARAMETERS[m]}
         for name in mechanisms.PARAMETERS:
             self.sliders[name].layout.display = None if name in used else "none"
+        swin = any(mechanisms.layer(m).kind == "swin" for m in self.state.mechanisms())
+        self.roll_toggle.layout.display = None if swin else "none"
 
     def _clamp_state(self) -> None:
         """Every trait at the value asked for, pulled into its bounds and onto its steps: a kernel or
@@ -269,6 +293,10 @@ class PartitionExplorer(Explorer):
         pattern, note = resolve(s, mech)
         if pattern is None:
             return blank_figure(note)
+        if rolled_here(s, mech):
+            return plots.rolled_figure(pattern, s.size, s.size, query=(s.query_i, s.query_j),
+                                       title=f"{mech}: {pattern!r} on {s.size}x{s.size}, Swin's rolled map",
+                                       area_px=self._area())
         return plots.partition_figure(pattern, s.size, s.size, query=(s.query_i, s.query_j),
                                       title=f"{mech}: {pattern!r} on {s.size}x{s.size}", area_px=self._area())
 
@@ -284,12 +312,14 @@ class PartitionExplorer(Explorer):
                 continue
             pattern, note = resolve(self.state, mechs[k])
             # a query move keeps the map's geometry: send only what follows the query
-            scene = (mechs[k], pattern, self.state.size, self._area())
             s = self.state
+            rolled = rolled_here(s, mechs[k])
+            scene = (mechs[k], pattern, s.size, self._area(), rolled)
             if pattern is None:
                 explain(fig, note)
             elif scene == self._scenes[k]:
-                new = plots.query_overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
+                overlay = plots.rolled_overlay if rolled else plots.query_overlay
+                new = overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
                 moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if p in data and data[p] is not None}
                          for t, data in enumerate(new.data)}  # only the properties that follow the query
                 send(fig, moved, arrays={"shapes": new.layout.shapes, "annotations": new.layout.annotations})
@@ -311,6 +341,11 @@ class PartitionExplorer(Explorer):
         if not points.point_inds:
             return
         j, i = int(round(points.xs[0])), int(round(points.ys[0]))
+        for fig, mech in zip(self.figures, self.state.mechanisms()):
+            pattern = resolve(self.state, mech)[0]
+            if any(trace is t for t in fig.data) and pattern is not None and rolled_here(self.state, mech):
+                Hp, Wp = plots.rolled_size(pattern, self.state.size, self.state.size)  # undo the roll by -s
+                i, j = (i + pattern.shift[0]) % Hp, (j + pattern.shift[1]) % Wp
         if 0 <= i < self.state.size and 0 <= j < self.state.size:
             self.set_query(i, j)
 

@@ -1,0 +1,139 @@
+"""Swin's own view of a (shifted) ``Block``: the map rolled by ``-s``, cut into ``P x P`` windows.
+
+``partition_figure`` draws ``Block(P, shift=s)`` in original coordinates: groups of ``s``, ``P``
+and ``P - s`` tokens per axis. Swin computes the same groups differently: it rolls the map by
+``-s`` (token ``r`` moves to ``(r - s) mod L``), cuts ``P x P`` windows, and masks the pairs that
+the roll brought together from opposite borders. ``rolled_figure`` draws that: every cell, key
+and slot comes from the pattern's axis rules (``query_slots``, the group colours of
+``partition_figure``), only moved by the roll, so both views show one set of groups. A
+``pad=True`` map is rolled as Swin rolls it, padded (``L`` a multiple of ``P``).
+
+>>> from vizattn.patterns import Block
+>>> from vizattn.plots import cells
+>>> fig = rolled_figure(Block(4, shift=2), 8, 8, query=(0, 0))
+>>> sorted(cells(fig.data[2]))          # the corner group, 2 x 2, sits in the last window
+[(6, 6), (6, 7), (7, 6), (7, 7)]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..patterns import Block
+from .partition import _box, _group_colour, query_slots
+from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, QUERY_MARKER, gaps, pale, rect, stepped
+
+__all__ = ["rolled_size", "roll", "rolled_figure", "rolled_overlay"]
+
+
+def rolled_size(pattern: Block, H: int, W: int) -> tuple[int, int]:
+    """The map Swin rolls: ``(H, W)``, padded up to multiples of the window under ``pad=True``.
+
+    >>> rolled_size(Block(4, shift=2, pad=True), 10, 8)
+    (12, 8)
+    """
+    if not isinstance(pattern, Block):
+        raise ValueError(f"the rolled view is Swin's view of a Block pattern; got pattern={pattern!r}")
+    pattern.check(H, W)
+    P = pattern.size
+    return (math.ceil(H / P[0]) * P[0], math.ceil(W / P[1]) * P[1]) if pattern.pad else (H, W)
+
+
+def roll(pattern: Block, H: int, W: int, rows, cols):
+    """Positions ``(rows, cols)`` of the original map (off-map ones too) in Swin's rolled map.
+
+    >>> roll(Block(4, shift=2), 8, 8, np.array([0, -2]), np.array([1, 9]))
+    (array([6, 4]), array([7, 7]))
+    """
+    Hp, Wp = rolled_size(pattern, H, W)
+    (sh, sw) = pattern.shift
+    return (np.asarray(rows) - sh) % Hp, (np.asarray(cols) - sw) % Wp
+
+
+def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -> go.Figure:
+    """The part of ``rolled_figure`` that follows the query: traces ``keys``, ``slots`` (``x``: masked,
+    another region or padding), ``query``; shapes (the rolled map, its windows, the query's window)
+    and a caption. The query's slots are its ``P x P`` window in the rolled map.
+
+    >>> [t.name for t in rolled_overlay(Block(4, shift=2), 8, 8).data]
+    ['keys', 'slots', 'query']
+    """
+    W = H if W is None else W
+    i, j = query
+    if not (0 <= i < H and 0 <= j < W):
+        raise ValueError(f"the query must lie on the {H}x{W} map; got query={tuple(query)!r}")
+    Hp, Wp = rolled_size(pattern, H, W)
+    keys, rows, cols = query_slots(pattern, H, W, i, j)  # slot positions in original coordinates
+    rows, cols = roll(pattern, H, W, rows, cols)
+    real = keys >= 0
+    kx, ky, kz = _box(rows[real], cols[real])
+    key_trace = go.Heatmap(z=gaps(kz), x=kx, y=ky, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]], opacity=0.5,
+                           showscale=False, name="keys", zmin=0, zmax=1,
+                           hovertemplate="key (rolled map): row %{y}, col %{x}<extra></extra>")
+    sx, sy, sz = _box(rows[~real], cols[~real])
+    slot_trace = go.Heatmap(z=gaps(sz), x=sx, y=sy, text=np.where(sz == 1, "x", "").tolist(), zmin=0, zmax=1,
+                            texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]], showscale=False,
+                            name="slots", textfont=dict(color="white"),
+                            hovertemplate="row %{y}, col %{x}<br>masked: another region<extra></extra>")
+    qi, qj = roll(pattern, H, W, [i], [j])
+    query_trace = go.Scatter(x=[int(qj[0])], y=[int(qi[0])], mode="markers", name="query", hoverinfo="skip",
+                             marker=QUERY_MARKER)
+    (P, Q) = pattern.size
+    shapes = [rect(0, Hp - 1, 0, Wp - 1, color="black", width=2)]
+    shapes += [rect(a, a + P - 1, b, b + Q - 1, color="#555555", width=1, name="window")
+               for a in range(0, Hp, P) for b in range(0, Wp, Q)]
+    shapes.append(rect(int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max()),
+                       color="#0072B2", width=3, name="query window"))
+    n_real = int(real.sum())
+    caption = (f"query ({i}, {j}) at ({int(qi[0])}, {int(qj[0])}) after the roll by -{pattern.shift}: "
+               f"{n_real} keys of its {len(keys)}-token window")
+    if n_real < len(keys):
+        caption += f"<br>{len(keys) - n_real} masked (x): tokens the roll brought from another region"
+    fig = go.Figure([key_trace, slot_trace, query_trace])
+    fig.update_layout(shapes=shapes, annotations=[
+        dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top", yshift=-42,
+             font=dict(size=12))])
+    return fig
+
+
+def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *, title: str | None = None,
+                  cell_px: int | None = None, area_px: int = 448) -> go.Figure:
+    """Swin's rolled map: the traces of ``partition_figure`` (``TRACES``), every one moved by the roll.
+
+    ``groups``: each token's group colour (as in ``partition_figure``) at its rolled position, so a
+    window holding parts of several groups shows Swin's masked sub-regions; padded positions
+    (``pad=True``) are ``outside``. Then ``rolled_overlay``'s keys, slots and query. ``cell_px``,
+    ``area_px``: cell size as in ``partition_figure``.
+
+    >>> from vizattn.plots import cells
+    >>> fig = rolled_figure(Block(4, shift=2), 8, 8, query=(0, 0))
+    >>> [t.name for t in fig.data], len(cells(fig.data[3]))      # 12 of the 16 slots are masked
+    (['outside', 'groups', 'keys', 'slots', 'query'], 12)
+    """
+    W = H if W is None else W
+    Hp, Wp = rolled_size(pattern, H, W)
+    overlay = rolled_overlay(pattern, H, W, query)
+    colour = np.full((Hp, Wp), np.nan)
+    colour[:H, :W] = _group_colour(*pattern.axes(H, W)) + 0.5
+    colour = np.roll(colour, (-pattern.shift[0], -pattern.shift[1]), axis=(0, 1))  # token r -> (r - s) mod L
+    outside = go.Heatmap(z=np.ones((Hp, Wp)), x=np.arange(Wp), y=np.arange(Hp), showscale=False, name="outside",
+                         colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
+    groups = go.Heatmap(z=colour, x=np.arange(Wp), y=np.arange(Hp), colorscale=stepped([pale(c) for c in OKABE_ITO]),
+                        zmin=0, zmax=len(OKABE_ITO), showscale=False, name="groups",
+                        hovertemplate="rolled map: row %{y}, col %{x}<extra></extra>")
+    fig = go.Figure([outside, groups, *overlay.data])
+    side = cell_px or max(4, min(32, area_px // max(Hp, Wp)))
+    fig.update_layout(
+        title=dict(text=title or f"{pattern!r} on {H}x{W}, rolled by -{pattern.shift}", x=0.5),
+        shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
+        showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
+        width=max(420, side * Wp + 140), height=side * Hp + 150,
+        xaxis=dict(range=[-0.5, Wp - 0.5], constrain="domain", showgrid=False, zeroline=False,
+                   title="column (rolled map)", dtick=max(1, Wp // 8)),
+        yaxis=dict(range=[Hp - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False,
+                   title="row (rolled map)", dtick=max(1, Hp // 8)),
+    )
+    return fig

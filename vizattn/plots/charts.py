@@ -79,7 +79,7 @@ def maps_figure(maps, *, title: str, colorscale: str = "Viridis", cmin: float | 
     fig.update_yaxes(visible=axes, showgrid=False, zeroline=False, title=y_title, constrain="domain")
     for k in range(len(maps)):
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
-    fig.update_layout(title=dict(text=title, x=0.5), width=width or min(PAGE_PX, 60 + 380 * len(maps)), height=height,
+    fig.update_layout(title=dict(text=title, x=0.5), width=min(PAGE_PX, width or 60 + 380 * len(maps)), height=height,
                       plot_bgcolor=OUTSIDE_COLOUR, showlegend=False, margin=dict(l=40, r=20, t=80, b=40),
                       coloraxis=dict(colorscale=colorscale, cmin=cmin, showscale=shared and colour_title is not None,
                                      colorbar=dict(title=colour_title)))

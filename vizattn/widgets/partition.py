@@ -216,7 +216,8 @@ class PartitionExplorer(Explorer):
                                  description="sweep the query")
         # start from a real picture so that every trace has all its properties from the first message
         self.figures = [go.FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
-        self.messages = [widgets.HTML(), widgets.HTML()]
+        # a caption no wider than its picture, so that two panels fit side by side
+        self.messages = [widgets.HTML(layout=widgets.Layout(max_width="450px")) for _ in range(2)]
         self._panels = [widgets.VBox([f, m]) for f, m in zip(self.figures, self.messages)]
 
         self._apply_bounds()  # clamps the sliders' values; the links then copy them into the state

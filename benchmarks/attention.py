@@ -130,7 +130,7 @@ def measure(name, size, args):
     for method, fn in contenders.items():
         with torch.no_grad():
             row[f"{method} fwd"] = seconds(fn, args.repeats)
-        row[f"{method} f+b"] = seconds(lambda: fn().sum().backward(), args.repeats)
+        row[f"{method} f+b"] = seconds(lambda fn=fn: fn().sum().backward(), args.repeats)
     if not PATTERNS[name].zero_slots:  # dense SDPA has no zero keys: for SASA it is a timing baseline only
         with torch.no_grad():
             want = contenders["ours"]().flatten(2, 3)

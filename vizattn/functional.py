@@ -437,7 +437,8 @@ def _halo_forward(q, k, v, terms, pattern, plan, scale):
     """One chunk ``[1, c, H, W, d]``: tile outputs ``[1, c, nT * Tq, dv]`` and log-sum-exps ``[c, nT, Tq]`` or None."""
     qt, kt, vt, mask = _chunk_tiles(q, k, v, terms, pattern, plan)
     if _fused(q, v):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, attn_mask=mask, scale=scale)[:2]
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out, lse = flash(qt, kt, vt, attn_mask=mask, scale=scale)[:2]
     else:
         out, lse = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale), None
     return out.flatten(1, 2)[None], lse

@@ -41,6 +41,7 @@ __all__ = ["attend", "slot_logits", "combine"]
 BACKENDS = ("auto", "reference", "tiled", "flex")
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
 HALO_BYTES = 4 * 2**20  # (batch, head) slices run in chunks whose gathered k halo stays below this
+KEPT_HALO_BYTES = 16 * 2**20  # training with learnt terms: k and v halos up to this size are kept for backward
 
 
 def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
@@ -372,6 +373,16 @@ def _tiled(q, k, v, pattern, terms, scale, return_weights):
     plan = _plan(pattern, H, W, TILE, q.device)
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
+    halos = 2 * B * heads * plan.kv_idx.numel() * q.shape[-1] * q.element_size()
+    if terms is not None and terms.requires_grad and torch.is_grad_enabled() and halos <= KEPT_HALO_BYTES:
+        # small maps with a learnt bias or relative embedding (the models' layers): autograd through
+        # SDPA keeps the halos and probabilities, a faster backward than recomputing them by hand;
+        # tiles act as SDPA's "heads", (B, heads) as its batch: a mask without B or heads is not copied
+        qt, kt, vt, add = _tiles(q, k, v, pattern, plan, terms)
+        mask = add.expand(B, heads, -1, -1, -1).flatten(0, 1)
+        out = F.scaled_dot_product_attention(qt.flatten(0, 1), kt.flatten(0, 1), vt.flatten(0, 1), attn_mask=mask,
+                                             scale=scale)
+        return _untile(out, plan, q.shape).reshape(B, heads, H, W, -1), None
     # (batch, head) pairs become the "heads" of one batch item: [1, S, H, W, d], terms [1, S, N, K]
     slices = (1, B * heads, H, W)
     qs, ks, vs = (t.reshape(*slices, t.shape[-1]) for t in (q, k, v))

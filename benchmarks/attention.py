@@ -6,9 +6,13 @@
 For every pattern and map size it times vizattn's default backend and the obvious baseline,
 ``scaled_dot_product_attention`` over all N tokens with the pattern's ``[N, N]`` boolean mask
 (PyTorch's fused CPU kernel), forward (no grad) and forward + backward, and measures the peak
-memory that one forward + backward adds (Linux: resident-set high-water mark, reset before each
-measurement). Columns ``t/dense`` and ``mem/dense`` are the ratios; below 1 is better.
-B=2, heads=4, head_dim=32, float32 unless overridden.
+memory that one forward + backward adds (Linux: resident-set high-water mark of a child process,
+reset before the measurement), once with glibc's mmap threshold fixed ("tuned": freed tensors leave
+the resident set) and once plain. Columns ``t/dense`` and ``mem/dense`` are the ratios; below 1 is
+better. A second table times the forward of the peers that have no CPU backward, next to ours and
+dense in the same run: NATTEN's ``na2d`` (NA, DiNAT) and FlexAttention compiled with a
+neighbourhood block mask (patterns without zero slots). Every contender's output is checked
+against ours before it is timed (dense only where the pattern has no zero slots: it has no zero keys). B=2, heads=4, head_dim=32, float32 unless overridden.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import gc
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from vizattn import attend
+from vizattn import attend, functional
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
 PATTERNS = {
@@ -38,20 +43,18 @@ PATTERNS = {
 }
 
 
-def peak_rss_bytes(fn):
+def peak_rss_bytes(fn, tuned=True):
     """Extra resident memory at the peak of ``fn()`` (Linux, glibc), or None where unsupported.
 
-    Glibc's mmap threshold is fixed at 64 KiB first, so freed tensors leave the resident set and
-    it follows what is really allocated, not what malloc keeps cached. That slows allocation,
-    so memory is measured in a child process (``--memory``), never next to a timing.
+    ``tuned``: glibc's mmap threshold is fixed at 64 KiB first, so freed tensors leave the resident
+    set and it follows what is really allocated, not what malloc keeps cached. That slows
+    allocation, so memory is measured in a child process (``--memory``), never next to a timing.
     """
     status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
-
-        def read(key):
-            return int(next(line for line in status.read_text().splitlines() if line.startswith(key)).split()[1])
-
+        if tuned:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+        read = lambda key: int(next(l for l in status.read_text().splitlines() if l.startswith(key)).split()[1])  # noqa: E731
         fn()  # warm-up: caches
         gc.collect()
         clear.write_text("5")  # resets VmHWM to the current VmRSS
@@ -86,29 +89,63 @@ def steps(name, size, batch, heads, head_dim):
     }
 
 
-def memory_in_child(name, size, method, args):
+def peers(name, size, batch, heads, head_dim):
+    """Forward-only contenders for the pattern (closures over fresh inputs), each checked against ours."""
+    pattern, H, W = PATTERNS[name], size, size
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, H, W, head_dim, generator=g) for _ in range(3))
+    mask = pattern.mask(H, W)
+    flat = [t.flatten(2, 3) for t in (q, k, v)]
+    fns = {"ours": lambda: attend(q, k, v, pattern),
+           "dense": lambda: F.scaled_dot_product_attention(*flat, attn_mask=None if mask.all() else mask)}
+    if isinstance(pattern, Neighborhood):
+        import natten  # dev.py installs it
+
+        last = [t.permute(0, 2, 3, 1, 4).contiguous() for t in (q, k, v)]  # NATTEN's [B, H, W, heads, d]
+        fns["natten"] = lambda: natten.na2d(*last, kernel_size=pattern.kernel_size, dilation=pattern.dilation)
+    if not pattern.partition and not pattern.zero_slots:
+        flex = torch.compile(torch.nn.attention.flex_attention.flex_attention, dynamic=False)
+        block_mask = functional._flex_block_mask(pattern, H, W, q.device)  # the pattern as a block mask
+        fns["flex"] = lambda: flex(*flat, block_mask=block_mask)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = fns["ours"]().flatten(2, 3)
+        for peer, fn in fns.items():
+            got = fn()
+            got = got.permute(0, 3, 1, 2, 4) if peer == "natten" else got
+            torch.testing.assert_close(got.reshape(want.shape), want, atol=1e-4, rtol=1e-4, msg=f"{peer} differs")
+    return fns
+
+
+def memory_in_child(name, size, method, args, tuned):
     cmd = [sys.executable, __file__, "--memory", name, str(size), method, "--batch", str(args.batch),
-           "--heads", str(args.heads), "--head-dim", str(args.head_dim)]
+           "--heads", str(args.heads), "--head-dim", str(args.head_dim)] + ([] if tuned else ["--plain"])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
     return None if out == "None" else int(out)
 
 
-def mib(b):
-    return "n/a" if b is None else f"{b / 2**20:.0f}"
-
-
-def ratio(a, b):
-    return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
-
-
 def measure(name, size, args):
     row = {}
-    for method, fn in steps(name, size, args.batch, args.heads, args.head_dim).items():
+    contenders = steps(name, size, args.batch, args.heads, args.head_dim)
+    for method, fn in contenders.items():
         with torch.no_grad():
             row[f"{method} fwd"] = seconds(fn, args.repeats)
         row[f"{method} f+b"] = seconds(lambda fn=fn: fn().sum().backward(), args.repeats)
-        row[f"{method} mem"] = memory_in_child(name, size, method, args)
+    if not PATTERNS[name].zero_slots:  # dense SDPA has no zero keys: for SASA it is a timing baseline only
+        with torch.no_grad():
+            want = contenders["ours"]().flatten(2, 3)
+            torch.testing.assert_close(contenders["dense"](), want, atol=1e-4, rtol=1e-4, msg="dense differs")
+    for method in contenders:
+        for tuned in (True, False):
+            row[f"{method} mem" + ("" if tuned else " plain")] = memory_in_child(name, size, method, args, tuned)
     return row
+
+
+def measure_peers(name, size, args):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NATTEN's CPU path: unfused FlexAttention
+        return {peer: seconds(fn, args.repeats) for peer, fn in peers(name, size, args.batch, args.heads,
+                                                                        args.head_dim).items()}
 
 
 def main(argv=None):
@@ -119,29 +156,50 @@ def main(argv=None):
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peer-sizes", type=int, nargs="*", default=[28, 56, 96],
+                        help="map sizes of the forward-only peer table (NATTEN's CPU path is slow); none to skip it")
     parser.add_argument("--memory", nargs=3, metavar=("PATTERN", "SIZE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory:  # child process: print the peak of one forward + backward
         name, size, method = args.memory
         fn = steps(name, int(size), args.batch, args.heads, args.head_dim)[method]
-        print(peak_rss_bytes(lambda: fn().sum().backward()))
+        print(peak_rss_bytes(lambda: fn().sum().backward(), tuned=not args.plain))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, heads={args.heads}, "
           f"head_dim={args.head_dim}, float32; times in ms (best of {args.repeats}), memory in MiB\n")
-    header = ("| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense "
-              "| ours mem | dense mem | mem/dense |")
+    ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
+    mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f}"  # noqa: E731
+    ratio = lambda a, b: "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"  # noqa: E731
+    header = ("| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense | ours mem | dense mem "
+              "| mem/dense | plain: ours | dense | mem/dense |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in args.patterns:
         for size in args.sizes:
             r = measure(name, size, args)
-            print(
-                f"| {name} | {size}x{size} | {r['ours fwd'] * 1e3:.1f} | {r['dense fwd'] * 1e3:.1f} | "
-                f"{ratio(r['ours fwd'], r['dense fwd'])} | {r['ours f+b'] * 1e3:.1f} | {r['dense f+b'] * 1e3:.1f} | "
-                f"{ratio(r['ours f+b'], r['dense f+b'])} | {mib(r['ours mem'])} | {mib(r['dense mem'])} | "
-                f"{ratio(r['ours mem'], r['dense mem'])} |",
-                flush=True,
-            )
+            cells = [name, f"{size}x{size}"]
+            for step in ("fwd", "f+b"):
+                cells += [ms(r[f"ours {step}"]), ms(r[f"dense {step}"]), ratio(r[f"ours {step}"], r[f"dense {step}"])]
+            for kind in ("mem", "mem plain"):
+                cells += [mib(r[f"ours {kind}"]), mib(r[f"dense {kind}"]), ratio(r[f"ours {kind}"], r[f"dense {kind}"])]
+            print("| " + " | ".join(cells) + " |", flush=True)
+    if not args.peer_sizes:
+        return 0
+    print("\nForward only, peers without a CPU backward (n/a: the peer does not cover the pattern):\n")
+    names = ("ours", "natten", "flex", "dense")
+    header = "| pattern | map | " + " | ".join(f"{n} fwd" for n in names) + " | " + " | ".join(
+        f"{n}/dense" for n in names[:3]) + " |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name in args.patterns:
+        if not isinstance(PATTERNS[name], Neighborhood):  # the only patterns with a peer here
+            continue
+        for size in args.peer_sizes:
+            r = measure_peers(name, size, args)
+            cells = [name, f"{size}x{size}"] + [ms(r[n]) if n in r else "n/a" for n in names]
+            cells += [ratio(r.get(n), r["dense"]) for n in names[:3]]
+            print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

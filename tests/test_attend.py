@@ -3,7 +3,6 @@ import warnings
 
 import pytest
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from vizattn import attend, functional
 from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositionBias
@@ -273,30 +272,25 @@ def test_explicit_path_equals_attend(pattern, H, W):
 TRAINING = LARGER[:5] + [(Block(4, shift=2), 12, 16)]
 
 
+@pytest.mark.parametrize("halo_bytes", [0, functional.HALO_BYTES], ids=["one slice per chunk", "default chunks"])
 @pytest.mark.parametrize("pattern, H, W", TRAINING, ids=[f"{p}@{H}x{W}" for p, H, W in TRAINING])
-def test_training_gradients_equal_the_reference(pattern, H, W, monkeypatch):
-    # B * heads = 8 slices; with no halo kept, the tiled kernel runs checkpointed chunks in training
-    monkeypatch.setattr(functional, "HALO_BYTES", 0)
+def test_training_gradients_equal_the_reference(pattern, H, W, halo_bytes, monkeypatch):
+    # B * heads = 8 slices; HALO_BYTES = 0 runs them one chunk each, in forward and in backward,
+    # and keeps no halo for a learnt bias (which otherwise goes through autograd)
+    monkeypatch.setattr(functional, "HALO_BYTES", halo_bytes)
+    monkeypatch.setattr(functional, "KEPT_HALO_BYTES", halo_bytes and functional.KEPT_HALO_BYTES)
     calls = []
-    monkeypatch.setattr(functional, "checkpoint", lambda *a, **kw: calls.append(1) or checkpoint(*a, **kw))
+    forward = functional._halo_forward
+    monkeypatch.setattr(functional, "_halo_forward", lambda *a: calls.append(1) or forward(*a))
     q, k, v = (t.requires_grad_() for t in qkv(2, 4, H, W, 8))
     bias = tables(pattern, 4, H, W, 8)[0].requires_grad_()
-    grads = []
-    for backend in FAST:
-        out = attend(q, k, v, pattern, bias=bias, backend=backend)
-        weights = torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin()
-        grads.append(torch.autograd.grad((out * weights).sum(), (q, k, v, bias)))
-    assert len(calls) > 1  # chunks did run
-    for want, got in zip(*grads):
-        torch.testing.assert_close(got, want)
-
-
-def test_small_training_halos_are_kept_not_checkpointed(monkeypatch):
-    calls = []
-    monkeypatch.setattr(functional, "checkpoint", lambda *a, **kw: calls.append(1) or checkpoint(*a, **kw))
-    q, k, v = (t.requires_grad_() for t in qkv(2, 4, 16, 16, 8))
-    attend(q, k, v, Neighborhood(7), backend="tiled").sum().backward()
-    assert calls == []
-    monkeypatch.setattr(functional, "HALO_BYTES", 0)
-    attend(q, k, v, Neighborhood(7), backend="tiled").sum().backward()
-    assert calls
+    for kwargs in ({}, {"bias": bias}, {"bias": bias.detach()}):  # CPU flash backward, by hand, flash with a mask
+        inputs = (q, k, v, bias) if kwargs.get("bias") is bias else (q, k, v)
+        grads = []
+        for backend in FAST:
+            out = attend(q, k, v, pattern, backend=backend, **kwargs)
+            weights = torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin()
+            grads.append(torch.autograd.grad((out * weights).sum(), inputs))
+        for want, got in zip(*grads):
+            torch.testing.assert_close(got, want)
+    assert len(calls) == (3 * 8 if halo_bytes == 0 else 2)  # chunks did run

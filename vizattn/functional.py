@@ -32,7 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from .checks import check_attention, check_choice, check_instance
 from .patterns import AxisRule, Global, Pattern, axis_mask, geometry
@@ -41,8 +41,8 @@ __all__ = ["attend", "slot_logits", "combine"]
 
 BACKENDS = ("auto", "reference", "tiled", "flex")
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
-CHUNK = 1.0  # training: (batch, head) slices per checkpointed chunk, in units of N / halo rows
-HALO_BYTES = 16 * 2**20  # training: gathered k/v halos up to this size are kept, not checkpointed
+HALO_BYTES = 4 * 2**20  # (batch, head) slices run in chunks whose gathered k halo stays below this
+KEPT_HALO_BYTES = 16 * 2**20  # training with learnt terms: k and v halos up to this size are kept for backward
 
 
 def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
@@ -335,27 +335,116 @@ def _tiled(q, k, v, pattern, terms, scale, return_weights):
     plan = _plan(pattern, H, W, TILE, q.device)
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
-    slices = B * heads
-    halo_bytes = 2 * slices * plan.kv_idx.numel() * q.shape[-1] * q.element_size()  # k and v halos
-    per_chunk = max(1, int(slices * H * W * CHUNK // plan.kv_idx.numel()), int(slices * HALO_BYTES // halo_bytes))
-    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, terms))
-    if not training or per_chunk >= slices:
-        return _tiled_attention(q, k, v, pattern, plan, terms, scale), None
-    # Training: autograd would keep every gathered halo (a few times k and v) for backward.
-    # Checkpointed chunks of (batch, head) slices re-gather them in backward instead, so the
-    # extra memory stays about twice the size of q (or HALO_BYTES), whatever the halo. Small
-    # halos are kept: recomputing them would only cost time.
-    # split (not slicing) so that backward joins the chunks' gradients with one cat
-    parts = [t.reshape(1, slices, *t.shape[2:]).split(per_chunk, dim=1) for t in (q, k, v)]
-    if terms is None:
-        parts.append([None] * len(parts[0]))
+    halos = 2 * B * heads * plan.kv_idx.numel() * q.shape[-1] * q.element_size()
+    if terms is not None and terms.requires_grad and torch.is_grad_enabled() and halos <= KEPT_HALO_BYTES:
+        # small maps with a learnt bias or relative embedding (the models' layers): autograd through
+        # SDPA keeps the halos and probabilities, a faster backward than recomputing them by hand;
+        # tiles act as SDPA's "heads", (B, heads) as its batch: a mask without B or heads is not copied
+        qt, kt, vt, add = _tiles(q, k, v, pattern, plan, terms)
+        mask = add.expand(B, heads, -1, -1, -1).flatten(0, 1)
+        out = F.scaled_dot_product_attention(qt.flatten(0, 1), kt.flatten(0, 1), vt.flatten(0, 1), attn_mask=mask,
+                                             scale=scale)
+        return _untile(out, plan, q.shape).reshape(B, heads, H, W, -1), None
+    # (batch, head) pairs become the "heads" of one batch item: [1, S, H, W, d], terms [1, S, N, K]
+    slices = (1, B * heads, H, W)
+    qs, ks, vs = (t.reshape(*slices, t.shape[-1]) for t in (q, k, v))
+    ts = None if terms is None else terms.expand(B, heads, -1, -1).reshape(1, B * heads, *terms.shape[2:])
+    out = _HaloAttention.apply(qs, ks, vs, ts, pattern, plan, scale)
+    return out.reshape(B, heads, H, W, -1), None
+
+
+class _HaloAttention(torch.autograd.Function):
+    """Tiled attention over chunks of slices ``[1, S, H, W, d]`` -> ``[1, S, N, dv]``.
+
+    Gathered halos only live while their chunk runs (at most ``HALO_BYTES`` each): backward
+    re-gathers them and recomputes the logits, keeping just the tile outputs and their log-sum-exps
+    (as flash attention does), so training memory stays a few times the size of q.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, terms, pattern, plan, scale):
+        outs, lses = zip(*(_halo_forward(*c, pattern, plan, scale) for c in _chunks(q, k, v, terms, plan)))
+        out_t = torch.cat(outs, 1)  # [1, S, nT * Tq, dv]
+        lse = None if lses[0] is None else torch.cat(lses, 0)  # [S, nT, Tq]
+        ctx.save_for_backward(q, k, v, terms, out_t, lse)
+        ctx.pattern, ctx.plan, ctx.scale = pattern, plan, scale
+        return out_t.clone() if plan.identity else _rows(out_t, plan.out_row)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # grad [1, S, N, dv]
+        q, k, v, terms, out_t, lse = ctx.saved_tensors
+        plan, N = ctx.plan, q.shape[2] * q.shape[3]
+        grad_t = grad if plan.identity else grad.new_zeros(out_t.shape).index_copy_(2, plan.out_row, grad)
+        dq = q.new_empty(q.shape[:2] + (N, q.shape[-1]))
+        rows = N + (plan.zero_col is not None)  # row N: SASA's zero token
+        dk, dv = (t.new_zeros(1, t.shape[1], rows, t.shape[-1]) for t in (k, v))
+        dterms = torch.empty_like(terms) if terms is not None and ctx.needs_input_grad[3] else None
+        start = 0
+        for qc, kc, vc, tc in _chunks(q, k, v, terms, plan):
+            part = slice(start, start + qc.shape[1])
+            got = _halo_backward(qc, kc, vc, tc, out_t[:, part], None if lse is None else lse[part],
+                                 grad_t[:, part], dterms is not None, ctx.pattern, plan, ctx.scale)
+            dq[:, part] = got[0] if plan.identity else _rows(got[0], plan.out_row)
+            for whole, g in ((dk, got[1]), (dv, got[2])):
+                whole[:, part].index_add_(2, plan.kv_idx.flatten(), g.flatten(2, 3))
+            if dterms is not None:
+                dterms[:, part] = got[3]
+            start = part.stop
+        return dq.view_as(q), dk[:, :, :N].reshape(k.shape), dv[:, :, :N].reshape(v.shape), dterms, None, None, None
+
+
+def _chunks(q, k, v, terms, plan):
+    """Slices ``[1, S, ...]`` cut into chunks whose gathered k halo stays within ``HALO_BYTES``."""
+    size = max(1, HALO_BYTES // (plan.kv_idx.numel() * q.shape[-1] * q.element_size()))
+    parts = [t.split(size, dim=1) for t in (q, k, v)]
+    return zip(*parts, [None] * len(parts[0]) if terms is None else terms.split(size, dim=1))
+
+
+def _fused(q, v):
+    """Whether PyTorch's CPU flash kernel runs, called directly for the log-sum-exp that backward needs."""
+    return q.device.type == "cpu" and q.shape[-1] == v.shape[-1]
+
+
+def _halo_forward(q, k, v, terms, pattern, plan, scale):
+    """One chunk ``[1, c, H, W, d]``: tile outputs ``[1, c, nT * Tq, dv]`` and log-sum-exps ``[c, nT, Tq]`` or None."""
+    qt, kt, vt, mask = _chunk_tiles(q, k, v, terms, pattern, plan)
+    if _fused(q, v):
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out, lse = flash(qt, kt, vt, attn_mask=mask, scale=scale)[:2]
     else:
-        parts.append(terms.expand(B, heads, -1, -1).reshape(1, slices, *terms.shape[2:]).split(per_chunk, dim=1))
-    chunks = [
-        checkpoint(_tiled_attention, qc, kc, vc, pattern, plan, tc, scale, use_reentrant=False)
-        for qc, kc, vc, tc in zip(*parts)
-    ]
-    return torch.cat(chunks, 1).reshape(B, heads, H, W, -1), None
+        out, lse = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale), None
+    return out.flatten(1, 2)[None], lse
+
+
+def _halo_backward(q, k, v, terms, out, lse, grad, terms_grad, pattern, plan, scale):
+    """Gradients of one chunk: tile rows ``dq [1, c, nT * Tq, d]``, halo ``dk, dv [1, c, nT, Tk, d]``, dterms."""
+    qt, kt, vt, mask = _chunk_tiles(q, k, v, terms, pattern, plan)
+    out, grad = (t.reshape(qt.shape[:3] + (-1,)) for t in (out, grad))  # [c, nT, Tq, dv]
+    dterms = None
+    if lse is not None and not terms_grad:
+        dqt, dkt, dvt = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad, qt, kt, vt, out, lse, 0.0, False, attn_mask=mask, scale=scale)[:3]
+    else:  # softmax backward by hand, which also gives the logits' gradient for the terms
+        logits = torch.matmul(qt, kt.transpose(-1, -2)).mul_(scale)  # [c, nT, Tq, Tk]
+        p = (logits if mask is None else logits.add_(mask)).softmax(-1)
+        dlogits = torch.matmul(grad, vt.transpose(-1, -2)).sub_((grad * out).sum(-1, keepdim=True)).mul_(p)
+        dvt = torch.matmul(p.transpose(-1, -2), grad)
+        dqt = torch.matmul(dlogits, kt).mul_(scale)
+        dkt = torch.matmul(dlogits.transpose(-1, -2), qt).mul_(scale)
+        if terms_grad:
+            with torch.enable_grad():
+                t = terms.detach().requires_grad_()
+                add = _tile_logit_terms(plan, pattern, t, *q.shape[2:4], q.dtype)  # [1, c, nT, Tq, Tk]
+                (dterms,) = torch.autograd.grad(add, t, dlogits[None])
+    return dqt.flatten(1, 2)[None], dkt[None], dvt[None], dterms
+
+
+def _chunk_tiles(q, k, v, terms, pattern, plan):
+    """SDPA's operands for a chunk ``[1, c, ...]``: tiles as heads, ``[c, nT, T, d]``, and the mask."""
+    qt, kt, vt, add = _tiles(q, k, v, pattern, plan, terms)
+    mask = None if add is None else add.expand(qt.shape[:4] + (kt.shape[3],))[0]
+    return qt[0], kt[0], vt[0], mask
 
 
 def _tiles(q, k, v, pattern, plan, terms):
@@ -378,15 +467,6 @@ def _untile(x, plan, shape):
     B, heads = shape[:2]
     x = x.reshape(B, heads, -1, x.shape[-1])
     return x if plan.identity else _rows(x, plan.out_row)
-
-
-def _tiled_attention(q, k, v, pattern, plan, terms, scale):
-    B, heads, H, W, _ = q.shape
-    qt, kt, vt, add = _tiles(q, k, v, pattern, plan, terms)
-    # tiles act as SDPA's "heads", (B, heads) as its batch: a mask without B or heads is not copied
-    mask = None if add is None else add.expand(B, heads, -1, -1, -1).flatten(0, 1)
-    out_t = F.scaled_dot_product_attention(qt.flatten(0, 1), kt.flatten(0, 1), vt.flatten(0, 1), attn_mask=mask, scale=scale)
-    return _untile(out_t, plan, q.shape).reshape(B, heads, H, W, -1)
 
 
 def _tiled_with_weights(q, k, v, pattern, plan, terms, scale):

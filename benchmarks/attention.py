@@ -12,7 +12,8 @@ the resident set) and once plain. Columns ``t/dense`` and ``mem/dense`` are the 
 better. A second table times the forward of the peers that have no CPU backward, next to ours and
 dense in the same run: NATTEN's ``na2d`` (NA, DiNAT) and FlexAttention compiled with a
 neighbourhood block mask (patterns without zero slots). Every contender's output is checked
-against ours before it is timed (dense only where the pattern has no zero slots: it has no zero keys). B=2, heads=4, head_dim=32, float32 unless overridden.
+against ours before it is timed (dense only where the pattern has no zero slots: it has no zero keys).
+B=2, heads=4, head_dim=32, float32 unless overridden.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def main(argv=None):
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
     mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f}"  # noqa: E731
     ratio = lambda a, b: "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"  # noqa: E731
-    header = ("| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense | ours mem | dense mem "
+    header = ("| pattern | map | ours fwd | dense fwd | t/dense | ours f+b | dense f+b | t/dense "
+              "| ours mem | dense mem "
               "| mem/dense | plain: ours | dense | mem/dense |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))

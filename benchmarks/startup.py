@@ -67,7 +67,8 @@ def main(argv=None):
     if args.suite:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "notebooks"], cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), "VIZATTN_FAST": "1"}, check=False)  # as dev.py test
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "VIZATTN_FAST": "1"},  # as dev.py test
+                              check=False)
         print(f"\nnotebook suite under nbval: {time.perf_counter() - start:.0f} s (exit {done.returncode})")
     return 0
 

@@ -180,9 +180,10 @@ def run_all(page) -> None:
             page.wait_for_function("(sel) => { const p = document.querySelector(sel);"
                                    " return p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }", arg=prompt, timeout=20_000)
             break
-        except Exception:
+        except Exception as exc:
             if attempt == 2:
-                raise AssertionError(f"the first code cell never ran: {page.locator(prompt).first.text_content()!r}")
+                raise AssertionError(
+                    f"the first code cell never ran: {page.locator(prompt).first.text_content()!r}") from exc
     page.wait_for_function(
         "([sel, n]) => { const p = [...document.querySelectorAll(sel)];"
         " return p.length === n && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }", arg=[prompt, cells],

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from vizattn import attend, functional
+from vizattn import attend, tiled
 from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositionBias
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
@@ -199,7 +199,7 @@ def test_flex_backend_forward(pattern, H, W):
 
 
 def test_memory_of_the_tiled_kernel_grows_with_tokens_times_window():
-    from vizattn.functional import TILE, _plan
+    from vizattn.tiled import TILE, _plan
     for H in (32, 64):
         plan = _plan(Neighborhood(7), H, H, TILE, torch.device("cpu"))
         assert plan.tile_slot.numel() <= H * H * (TILE + 6) ** 2  # N * halo, not N^2
@@ -272,16 +272,16 @@ def test_explicit_path_equals_attend(pattern, H, W):
 TRAINING = LARGER[:5] + [(Block(4, shift=2), 12, 16)]
 
 
-@pytest.mark.parametrize("halo_bytes", [0, functional.HALO_BYTES], ids=["one slice per chunk", "default chunks"])
+@pytest.mark.parametrize("halo_bytes", [0, tiled.HALO_BYTES], ids=["one slice per chunk", "default chunks"])
 @pytest.mark.parametrize("pattern, H, W", TRAINING, ids=[f"{p}@{H}x{W}" for p, H, W in TRAINING])
 def test_training_gradients_equal_the_reference(pattern, H, W, halo_bytes, monkeypatch):
     # B * heads = 8 slices; HALO_BYTES = 0 runs them one chunk each, in forward and in backward,
     # and keeps no halo for a learnt bias (which otherwise goes through autograd)
-    monkeypatch.setattr(functional, "HALO_BYTES", halo_bytes)
-    monkeypatch.setattr(functional, "KEPT_HALO_BYTES", halo_bytes and functional.KEPT_HALO_BYTES)
+    monkeypatch.setattr(tiled, "HALO_BYTES", halo_bytes)
+    monkeypatch.setattr(tiled, "KEPT_HALO_BYTES", halo_bytes and tiled.KEPT_HALO_BYTES)
     calls = []
-    forward = functional._halo_forward
-    monkeypatch.setattr(functional, "_halo_forward", lambda *a: calls.append(1) or forward(*a))
+    forward = tiled._halo_forward
+    monkeypatch.setattr(tiled, "_halo_forward", lambda *a: calls.append(1) or forward(*a))
     q, k, v = (t.requires_grad_() for t in qkv(2, 4, H, W, 8))
     bias = tables(pattern, 4, H, W, 8)[0].requires_grad_()
     for kwargs in ({}, {"bias": bias}, {"bias": bias.detach()}):  # CPU flash backward, by hand, flash with a mask

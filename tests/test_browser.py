@@ -30,8 +30,23 @@ import sys
 import time
 
 import pytest
-from browser import (PANEL, ROOT, SHOTS, WAIT_MS, in_browser, jupyterlab, latency_report, layout_problems,
-                     need, open_notebook, open_tabs, run_all, sweep, tooling, wait_kernel_idle)
+from browser import (
+    PANEL,
+    ROOT,
+    SHOTS,
+    WAIT_MS,
+    in_browser,
+    jupyterlab,
+    latency_report,
+    layout_problems,
+    need,
+    open_notebook,
+    open_tabs,
+    run_all,
+    sweep,
+    tooling,
+    wait_kernel_idle,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -141,7 +156,8 @@ def test_every_control_of_every_explorer(tmp_path, capsys):
 
         in_browser(drive, "explorers_failure.png")
     with capsys.disabled():
-        print(f"\nbrowser sweep: {sum(moves.values())} moves {moves} in {time.monotonic() - start:.0f} s; latency (ms), "
+        print(f"\nbrowser sweep: {sum(moves.values())} moves {moves} in {time.monotonic() - start:.0f} s; "
+              "latency (ms), "
               f"targets: median first change <= {TARGETS_MS['first']}, finished <= {TARGETS_MS['finished']} "
               f"(model/photo switches <= {TARGETS_MS['switch']})\n" + latency_report(latencies))
         first = [v[0] for (_, c), vs in latencies.items() if c not in SWITCHES for v in vs]

@@ -94,7 +94,8 @@ def reuse_chain_figure(columns, head: int = 0, *, title: str | None = None, fram
     fig.update_layout(title=dict(text=title or f"LaViT reuse chain, head {head}", x=0.5),
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=peak,
                                      colorbar=dict(title=dict(text="weight (top: 99th percentile)", side="right"))),
-                      width=min(PAGE_PX, 250 * n + 160), height=620, plot_bgcolor="white", margin=dict(l=60, r=20, t=80, b=50))
+                      width=min(PAGE_PX, 250 * n + 160), height=620, plot_bgcolor="white",
+                      margin=dict(l=60, r=20, t=80, b=50))
     if frames:
         frames_ = []
         for h in range(min(heads)):

@@ -13,7 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["PAGE_PX", "OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "PALE_CIVIDIS", "DASHES", "QUERY_MARKER", "gaps", "pale",
+__all__ = ["PAGE_PX", "OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "PALE_CIVIDIS", "DASHES", "QUERY_MARKER",
+           "gaps", "pale",
            "stepped", "rect", "player"]
 
 # the widest a figure may be: a notebook's output area in a 1400 px window with JupyterLab's file browser open

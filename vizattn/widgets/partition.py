@@ -7,8 +7,8 @@ Slider bounds (``bounds``) make invalid choices impossible where a rule allows i
 ``kernel * dilation <= size`` (kernel's maximum follows ``size // dilation``, dilation's
 ``size // kernel``), the kernel is at least the smallest a mechanism allows (2 for NA/DiNAT), the
 query lies on the map, a kernel that must be odd (SASA: its window is centred; the table's ``odd``)
-moves in steps of 2 from an odd minimum (``steps``). Block, grid and interval may be any value up to the map size: when one does
-not divide the map the pattern is built with ``pad=True`` (the map is padded bottom/right, padded
+moves in steps of 2 from an odd minimum (``steps``). Block, grid and interval may be any value up to the map size:
+when one does not divide the map the pattern is built with ``pad=True`` (the map is padded bottom/right, padded
 positions are drawn beyond the map and excluded from the softmax), and the view says so. An
 invalid state set directly (``resolve``) is explained under the plot, never raised.
 
@@ -159,7 +159,8 @@ def bounds(state: PartitionState) -> dict[str, tuple[int, int]]:
 def steps(state: PartitionState) -> dict[str, int]:
     """``{trait: step}`` for the sliders: 2 for a parameter that one mechanism on screen needs odd.
 
-    >>> steps(PartitionState(mechanism="NA", compare="SASA"))["kernel"], bounds(PartitionState(mechanism="SASA"))["kernel"]
+    >>> both = PartitionState(mechanism="NA", compare="SASA")
+    >>> steps(both)["kernel"], bounds(PartitionState(mechanism="SASA"))["kernel"]
     (2, (1, 13))
     """
     odd = {name for m in state.mechanisms() for name in mechanisms.layer(m).odd}

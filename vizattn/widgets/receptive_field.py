@@ -178,7 +178,8 @@ class ReceptiveFieldExplorer(Explorer):
                   arrays={"shapes": parts["shapes"], "annotations": parts["annotations"]})
         else:
             send(self.effective_figure, {0: {"visible": False}},
-                 layout={"title": {"text": "effective field: off"}, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
+                 layout={"title": {"text": "effective field: off"}, "xaxis": {"visible": False},
+                         "yaxis": {"visible": False}},
                   arrays={"shapes": (), "annotations": ()})
         self.message.value = html.escape(text)
 

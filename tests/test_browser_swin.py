@@ -2,7 +2,7 @@
 
 A one-cell notebook (written into a temporary folder) with ``PartitionExplorer("NA", compare="NA")``;
 the test picks *Swin SW* in the mechanism menu, then presses *Swin's rolled map*, and waits for the
-plot titles to follow. The JupyterLab and Chromium plumbing is ``test_browser``'s; like it, this test
+plot titles to follow. The JupyterLab and Chromium plumbing is ``tests/browser.py``'s; like it, this test
 skips without Chromium and Playwright, except under CI, where it fails.
 """
 
@@ -12,17 +12,8 @@ import json
 import sys
 
 import pytest
-from test_browser import (
-    SHOTS,
-    WAIT_MS,
-    _all_ran,
-    _in_browser,
-    _jupyterlab,
-    _plot_digest,
-    _run_all,
-    _tooling,
-    _wait_title,
-)
+from browser import PANEL, SHOTS, WAIT_MS, in_browser, jupyterlab, run_all, tooling, wait_kernel_idle
+from test_browser import _plot_digest, _wait_title
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +24,7 @@ explorer"""
 
 
 def test_swin_in_the_partition_explorer_menu_and_its_rolled_map_toggle(tmp_path):
-    _tooling()
+    tooling()
     SHOTS.mkdir(exist_ok=True)
     cell = {"cell_type": "code", "execution_count": None, "id": "swin", "metadata": {}, "outputs": [],
             "source": SOURCE}
@@ -41,10 +32,12 @@ def test_swin_in_the_partition_explorer_menu_and_its_rolled_map_toggle(tmp_path)
                                                        "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "swin.ipynb").write_text(json.dumps(nb))
     command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={tmp_path}"]
-    with _jupyterlab(command, tmp_path) as url:
+    with jupyterlab(command, tmp_path) as url:
         def drive(page):
             page.goto(f"{url}lab/tree/swin.ipynb", timeout=WAIT_MS)
-            _all_ran(page, _run_all(page))
+            page.locator(f"{PANEL} .jp-CodeCell").first.wait_for(state="visible", timeout=WAIT_MS)
+            wait_kernel_idle(page)
+            run_all(page)
             scope = ".vizattn-partition"
             _wait_title(page, scope, 0, "NA: Neighborhood(5)")
             assert not page.locator(f"{scope} .vizattn-rolled").is_visible()  # no Swin on screen: no toggle
@@ -57,4 +50,4 @@ def test_swin_in_the_partition_explorer_menu_and_its_rolled_map_toggle(tmp_path)
             assert _plot_digest(page, scope) != before
             page.locator(scope).screenshot(path=str(SHOTS / "browser_swin_rolled.png"))
 
-        _in_browser(drive, "browser_swin_failure.png")
+        in_browser(drive, "browser_swin_failure.png")

@@ -5,6 +5,8 @@ which imports ``jsonschema`` and its format checkers (``rfc3987_syntax`` builds 
 before an explorer can draw, for a module only plotly's static mime renderers use. Calling
 ``defer_nbformat()`` before plotly's widgets are imported leaves ``nbformat`` to be imported when
 those renderers first ask for it (``nbformat.__version__``), so a static ``go.Figure`` still shows.
+Importing this module calls it (``vizattn.widgets`` imports it first); a plotly without the
+internals it relies on is imported as usual.
 """
 
 from __future__ import annotations
@@ -34,12 +36,18 @@ def defer_nbformat() -> None:
         return
     from _plotly_utils import optional_imports
 
-    skipped = "nbformat" not in optional_imports._not_importable
-    optional_imports._not_importable.add("nbformat")  # plotly's get_module then returns None
+    not_importable = getattr(optional_imports, "_not_importable", None)
+    if not isinstance(not_importable, set):  # another plotly: import it as it is
+        return
+    skipped = "nbformat" not in not_importable
+    not_importable.add("nbformat")  # plotly's get_module then returns None
     try:
         renderers = importlib.import_module("plotly.io._renderers")
     finally:
         if skipped:
-            optional_imports._not_importable.discard("nbformat")
+            not_importable.discard("nbformat")
     if renderers.nbformat is None:
         renderers.nbformat = _Deferred("nbformat")
+
+
+defer_nbformat()

@@ -19,6 +19,7 @@ the random stacks behind effective fields from ``vizattn.receptive``.
 (Neighborhood(3, dilation=2), True)
 """
 
+from .. import plotly_startup  # noqa: F401  (first: plotly's widgets then load without nbformat)
 from ..receptive import STACKS, stack_for, stack_model
 from .attention import MODELS, AttentionExplorer, AttentionState
 from .cost import CostExplorer, CostState, cost_table

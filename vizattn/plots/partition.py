@@ -56,7 +56,7 @@ def _axis_area(pattern: Pattern, rule, L: int, axis: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _group_colour(rule_r, rule_c) -> np.ndarray:
+def group_colours(rule_r, rule_c) -> np.ndarray:
     """``[H, W]`` colour index of each token's group: (3 g_row + g_col) mod 7.
 
     Groups that touch (row, column or diagonal neighbours, ids differing by 1, 2, 3 or 4) never
@@ -65,7 +65,7 @@ def _group_colour(rule_r, rule_c) -> np.ndarray:
     return (3 * rule_r.group.numpy()[:, None] + rule_c.group.numpy()[None, :]) % len(OKABE_ITO)
 
 
-def _box(rows: np.ndarray, cols: np.ndarray):
+def cell_boxes(rows: np.ndarray, cols: np.ndarray):
     """``(x, y, z)`` of a heatmap over the bounding box of some cells: z is 1 on them, NaN elsewhere.
 
     Keeps the per-query traces small (a 7 x 7 window on a 64 x 64 map sends 49 numbers).
@@ -139,7 +139,7 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                                  colorbar=dict(title="real keys", len=0.6, thickness=12),
                                  hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
     else:
-        group_trace = go.Heatmap(z=_group_colour(rule_r, rule_c) + 0.5, x=np.arange(W), y=np.arange(H),
+        group_trace = go.Heatmap(z=group_colours(rule_r, rule_c) + 0.5, x=np.arange(W), y=np.arange(H),
                                  colorscale=stepped([pale(c) for c in OKABE_ITO]), zmin=0,
                                  zmax=len(OKABE_ITO), showscale=False, name="groups",
                                  hovertemplate="row %{y}, col %{x}<extra></extra>")
@@ -178,13 +178,13 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
     rule_r, rule_c = pattern.axes(H, W)
     keys, krow, kcol = query_slots(pattern, H, W, i, j)
     real = keys >= 0
-    key_x, key_y, key_z = _box(krow[real], kcol[real])
+    key_x, key_y, key_z = cell_boxes(krow[real], kcol[real])
     key_trace = go.Heatmap(z=gaps(key_z), x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
                            opacity=0.5, showscale=False, name="keys", zmin=0, zmax=1,
                            hovertemplate="key: row %{y}, col %{x}<extra></extra>")
 
     mark = "0" if pattern.zero_slots else "x"
-    slot_x, slot_y, slot_z = _box(krow[~real], kcol[~real])
+    slot_x, slot_y, slot_z = cell_boxes(krow[~real], kcol[~real])
     slot_text = np.where(slot_z == 1, mark, "")
     what = "zero padding: a zero key and value, in the softmax" if pattern.zero_slots else "padded slot, excluded"
     slot_trace = go.Heatmap(z=gaps(slot_z), x=slot_x, y=slot_y, text=slot_text.tolist(), zmin=0, zmax=1,

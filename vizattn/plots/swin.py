@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..patterns import Block
-from .partition import _box, _group_colour, query_slots
+from .partition import cell_boxes, group_colours, query_slots
 from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, QUERY_MARKER, gaps, pale, rect, stepped
 
 __all__ = ["rolled_size", "roll", "rolled_figure", "rolled_overlay"]
@@ -69,11 +69,11 @@ def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -
     keys, rows, cols = query_slots(pattern, H, W, i, j)  # slot positions in original coordinates
     rows, cols = roll(pattern, H, W, rows, cols)
     real = keys >= 0
-    kx, ky, kz = _box(rows[real], cols[real])
+    kx, ky, kz = cell_boxes(rows[real], cols[real])
     key_trace = go.Heatmap(z=gaps(kz), x=kx, y=ky, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]], opacity=0.5,
                            showscale=False, name="keys", zmin=0, zmax=1,
                            hovertemplate="key (rolled map): row %{y}, col %{x}<extra></extra>")
-    sx, sy, sz = _box(rows[~real], cols[~real])
+    sx, sy, sz = cell_boxes(rows[~real], cols[~real])
     slot_trace = go.Heatmap(z=gaps(sz), x=sx, y=sy, text=np.where(sz == 1, "x", "").tolist(), zmin=0, zmax=1,
                             texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]], showscale=False,
                             name="slots", textfont=dict(color="white"),
@@ -117,7 +117,7 @@ def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *,
     Hp, Wp = rolled_size(pattern, H, W)
     overlay = rolled_overlay(pattern, H, W, query)
     colour = np.full((Hp, Wp), np.nan)
-    colour[:H, :W] = _group_colour(*pattern.axes(H, W)) + 0.5
+    colour[:H, :W] = group_colours(*pattern.axes(H, W)) + 0.5
     colour = np.roll(colour, (-pattern.shift[0], -pattern.shift[1]), axis=(0, 1))  # token r -> (r - s) mod L
     outside = go.Heatmap(z=np.ones((Hp, Wp)), x=np.arange(Wp), y=np.arange(Hp), showscale=False, name="outside",
                          colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")

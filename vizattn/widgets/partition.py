@@ -211,7 +211,7 @@ class PartitionExplorer(Explorer):
                                              layout=widgets.Layout(width="320px"))
         self.roll_toggle = widgets.ToggleButtons(options=[("original map", False), ("rolled map", True)],
                                                  value=self.state.rolled, description="Swin view",
-                                                 style={"description_width": "116px", "button_width": "100px"})
+                                                 style={"description_width": "116px", "button_width": "120px"})
         self.roll_toggle.add_class("vizattn-rolled")  # a handle for browser tests and CSS
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")

@@ -6,21 +6,68 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
 import traitlets
 from traitlets import Enum, HasTraits, Int
 
-from .. import plots
-from ..data import PHOTOS, TASKS, photo
+from .. import checkpoints, plots
+from ..checkpoints import files
+from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
 from ..models import list_models
 from ..probe import probe
 from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
 
-__all__ = ["MODELS", "AttentionState", "AttentionExplorer"]
+__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "patch_records"]
 
 MODELS = list_models()
+WEIGHTS = ("imagenet", "random")
+
+
+@functools.lru_cache(maxsize=None)
+def published(name: str, weights: str = "imagenet"):
+    """``(model, real)``: checkpoint ``name`` with its ImageNet weights if the file is in the local cache
+    (``checkpoints.files.cache_dir()``; nothing is downloaded here), else random weights (``real`` False).
+    Built once per process."""
+    choice("checkpoint", name, checkpoints.list())
+    choice("weights", weights, WEIGHTS)
+    spec = checkpoints.CHECKPOINTS[name]
+    if weights == "imagenet" and (files.cache_dir() / spec.file).is_file():
+        return checkpoints.load(name, weights="imagenet"), True
+    torch.manual_seed(0)  # the same random model in every run
+    return checkpoints.build(name), False
+
+
+def patch_records(records, grid, prefix: int) -> tuple[dict, dict]:
+    """A ViT's records on ``1 x (prefix + h*w)`` tokens as records on the ``h x w`` patch map, and the
+    class tokens' share ``[heads, h, w]`` of each patch query (batch item 0). A patch row of the
+    new record sums to 1 minus that share; other records pass unchanged.
+
+    >>> import torch, vizattn; from vizattn.checkpoints.vit import VisionTransformer
+    >>> model = VisionTransformer(dim=16, depth=1, heads=2, img_size=32).eval()
+    >>> with vizattn.probe(model) as rec:
+    ...     _ = model(torch.randn(1, 3, 32, 32))
+    >>> patches, share = patch_records(rec, model.grid, 1)
+    >>> r = patches["blocks.0.attn"]
+    >>> r.size, round(float(r.query_map(1, 0, head=0).sum() + share["blocks.0.attn"][0, 1, 0]), 5)
+    ((2, 2), 1.0)
+    """
+    h, w = grid
+    out, share = {}, {}
+    for r in records:
+        if r.size != (1, prefix + h * w) or r.queries is not None:
+            out[r.name] = r
+            continue
+        weights = r.weights[:, :, 0]  # [B, heads, prefix + N, prefix + N]
+        B, heads = weights.shape[:2]
+        patch = weights[:, :, prefix:, prefix:].reshape(B, heads, h, w, h * w)
+        out[r.name] = dataclasses.replace(r, size=(h, w), weights=patch, scores=None)
+        share[r.name] = weights[0, :, prefix:, :prefix].sum(-1).reshape(heads, h, w)
+    return out, share
 
 
 class AttentionState(HasTraits):
@@ -77,13 +124,17 @@ class AttentionExplorer(Explorer):
     """
 
     def __init__(self, model: str = "nat", task: str = "shape", photo: str = "astronaut", layer: str | None = None,
-                 head: int = 0, query=None, scale: str = "local", **kwargs):
+                 head: int = 0, query=None, scale: str = "local", checkpoint: str | None = None,
+                 weights: str = "imagenet", **kwargs):
         for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
-                                     ("scale", scale, plots.SCALES)]:
+                                     ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS)]:
             choice(name, value, options)
+        if checkpoint is not None:
+            choice("checkpoint", checkpoint, checkpoints.list())
+        self.checkpoint, self.weights = checkpoint, weights
         self.state = AttentionState(model=model, task=task, photo=photo, scale=scale)
         s = self.state
-        self.forwards = 0
+        self.forwards, self.real, self.top5, self.share = 0, None, None, {}
         self._captured, self.records, self.image = None, {}, None
         self._syncing, self._scene, self._size = False, None, None
         self._capture()
@@ -118,6 +169,7 @@ class AttentionExplorer(Explorer):
             slider.add_class(f"vizattn-{name.replace('_', '-')}")
             self.sliders[name] = slider
         self.message = widgets.HTML()
+        self.banner = widgets.HTML(self._banner())
         self.figure = go.FigureWidget(self._main_figure())
         self.heads_figure = go.FigureWidget(self._heads_figure())
         self._scene = self._scene_key()
@@ -132,7 +184,7 @@ class AttentionExplorer(Explorer):
         self.heads_figure.data[0].on_click(self._clicked_head)
         s.observe(self._changed, names=[n for n in s.trait_names() if n != "layers"])
         controls = widgets.VBox([
-            widgets.HBox(list(self.menus.values())),
+            widgets.HBox(list(self.menus.values()) if checkpoint is None else [self.menus["photo"], self.banner]),
             widgets.HBox([self.layer_menu, self.scale_buttons]),
             widgets.HBox(list(self.sliders.values())),
         ])
@@ -143,7 +195,10 @@ class AttentionExplorer(Explorer):
     # -- the model run (the only place that calls the model) ------------------------------------
     @property
     def model(self):
-        """The current model (``vizattn.models.create(..., pretrained=True)``), cached per name and task."""
+        """The current model (``vizattn.models.create(..., pretrained=True)``, or the ``checkpoint``: see
+        ``published``), cached per name and task."""
+        if self.checkpoint is not None:
+            return published(self.checkpoint, self.weights)[0]
         return pretrained(self.state.model, self.state.task)
 
     def _capture(self) -> None:
@@ -153,11 +208,20 @@ class AttentionExplorer(Explorer):
         if key == self._captured:
             return
         model = self.model
-        self.image = photo(s.photo, size=model.config["img_size"])
-        with torch.no_grad(), probe(model) as rec:
-            model(self.image[None])
+        if self.checkpoint is None:
+            self.image = photo(s.photo, size=model.config["img_size"])
+            with torch.no_grad(), probe(model) as rec:
+                model(self.image[None])
+            self.records = {r.name: r for r in rec}
+        else:  # a published model: 224 x 224, ImageNet-normalised; ViT tokens shown on the patch grid
+            self.real = published(self.checkpoint, self.weights)[1]
+            self.image = photo(s.photo, size=224)
+            with torch.no_grad(), probe(model) as rec:
+                logits = model(imagenet_photo(s.photo))
+            self.top5 = imagenet_top(logits)[0] if self.real else None
+            self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
+                model, "prefix_tokens") else ({r.name: r for r in rec}, {})
         self.forwards += 1
-        self.records = {r.name: r for r in rec}
         self._captured = key
 
     @property
@@ -180,7 +244,7 @@ class AttentionExplorer(Explorer):
 
     def _title(self) -> str:
         s = self.state
-        return f"{s.model} on {s.photo}: " + plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        return f"{self.checkpoint or s.model} on {s.photo}: " + plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
 
     def _update(self) -> None:
         s, before = self.state, tuple(self.records)
@@ -244,6 +308,19 @@ class AttentionExplorer(Explorer):
                   layout={"title": {"text": f"{record.name}: every head, query ({s.query_i}, {s.query_j})"}},
                   arrays={"shapes": plots.head_shapes(record, s.head)})
         self.message.value = self._caption()
+        self.banner.value = self._banner()
+
+    def _banner(self) -> str:
+        """For a published model: its top-5 ImageNet labels with real weights, else a random-weights warning."""
+        if self.checkpoint is None:
+            return ""
+        if not self.real:
+            file = checkpoints.CHECKPOINTS[self.checkpoint].file
+            return ("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
+                f"({file} is not in {files.cache_dir()}): the maps show the architecture, not what the "
+                f"trained model learned."))
+        top = ", ".join(f"{name} {p:.0%}" for name, p in self.top5)
+        return note_html(f"ImageNet weights. Top-5: {top}")
 
     def _caption(self) -> str:
         s, record = self.state, self.record
@@ -259,6 +336,10 @@ class AttentionExplorer(Explorer):
                 f"{len(record.heads)} heads. Query ({s.query_i}, {s.query_j}) covers image rows {rows}, "
                 f"columns {cols}; it attends to {keys} keys (transparent: tokens it cannot see). "
                 f"Colour: {scale}. The model ran {self.forwards} time(s).")
+        if s.layer in self.share:
+            share = self.share[s.layer][s.head, s.query_i, s.query_j]
+            text += (f" Class token: this query gives it {float(share):.1%} of its attention (not drawn: the map "
+                     f"shows the other {1 - float(share):.1%}, over the {H}x{W} patches).")
         return note_html(text)
 
     # -- view -> state ---------------------------------------------------------------------------

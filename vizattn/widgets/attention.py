@@ -28,18 +28,29 @@ MODELS = list_models()
 WEIGHTS = ("imagenet", "random")
 
 
-@functools.lru_cache(maxsize=None)
 def published(name: str, weights: str = "imagenet"):
     """``(model, real)``: checkpoint ``name`` with its ImageNet weights if the file is in the local cache
-    (``checkpoints.files.cache_dir()``; nothing is downloaded here), else random weights (``real`` False).
-    Built once per process."""
+    (``checkpoints.files.cache_dir()``; nothing is downloaded here), else seeded random weights (``real``
+    False; ``weights="random"`` always). Each model is built once per process and file.
+
+    >>> model, real = published("deit_tiny_patch16_224", "random")
+    >>> real, published("deit_tiny_patch16_224", "random")[0] is model
+    (False, True)
+    """
     choice("checkpoint", name, checkpoints.list())
     choice("weights", weights, WEIGHTS)
-    spec = checkpoints.CHECKPOINTS[name]
-    if weights == "imagenet" and (files.cache_dir() / spec.file).is_file():
-        return checkpoints.load(name, weights="imagenet"), True
-    torch.manual_seed(0)  # the same random model in every run
-    return checkpoints.build(name), False
+    path = files.cache_dir() / checkpoints.CHECKPOINTS[name].file
+    real = weights == "imagenet" and path.is_file()
+    return _published(name, str(path) if real else None), real
+
+
+@functools.lru_cache(maxsize=None)
+def _published(name: str, path: str | None):
+    if path is not None:
+        return checkpoints.load(name, weights=path)
+    with torch.random.fork_rng(devices=[]):  # the same random model in every run; the caller's RNG untouched
+        torch.manual_seed(0)
+        return checkpoints.build(name)
 
 
 def patch_records(records, grid, prefix: int) -> tuple[dict, dict]:
@@ -115,6 +126,13 @@ class AttentionExplorer(Explorer):
     ``H x W`` map covers ``64 / H`` pixels) or a thumbnail to pick its head. ``scale``: ``"local"``
     colours each head from 0 to its own largest weight, ``"shared"`` uses one scale for all heads.
 
+    ``checkpoint=name`` (one of ``vizattn.checkpoints.list()``) shows a published ImageNet model
+    instead (``published(name, weights)``: the cached ImageNet file, else random weights) on the
+    photo at 224 x 224, ImageNet-normalised; the model and task menus are hidden. A banner above the
+    controls gives the top-5 ImageNet labels, or says RANDOM WEIGHTS. Hierarchical models show their
+    56 x 56 ... 7 x 7 maps (pixels per cell: ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
+    grid (``patch_records``), the class token's share of the query's attention in the caption.
+
     >>> import numpy as np
     >>> ex = AttentionExplorer("maxvit", layer="stages.2.0.grid_attn", head=1)
     >>> ex.state.query_i, ex.state.query_j = 0, 3
@@ -183,8 +201,9 @@ class AttentionExplorer(Explorer):
             trace.on_click(self._clicked_photo)
         self.heads_figure.data[0].on_click(self._clicked_head)
         s.observe(self._changed, names=[n for n in s.trait_names() if n != "layers"])
-        controls = widgets.VBox([
-            widgets.HBox(list(self.menus.values()) if checkpoint is None else [self.menus["photo"], self.banner]),
+        menus = list(self.menus.values()) if checkpoint is None else [self.menus["photo"]]  # a published model
+        controls = widgets.VBox(([] if checkpoint is None else [self.banner]) + [
+            widgets.HBox(menus),
             widgets.HBox([self.layer_menu, self.scale_buttons]),
             widgets.HBox(list(self.sliders.values())),
         ])
@@ -244,7 +263,8 @@ class AttentionExplorer(Explorer):
 
     def _title(self) -> str:
         s = self.state
-        return f"{self.checkpoint or s.model} on {s.photo}: " + plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        title = plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        return f"{self.checkpoint or s.model} on {s.photo}: {title}"
 
     def _update(self) -> None:
         s, before = self.state, tuple(self.records)
@@ -337,9 +357,9 @@ class AttentionExplorer(Explorer):
                 f"columns {cols}; it attends to {keys} keys (transparent: tokens it cannot see). "
                 f"Colour: {scale}. The model ran {self.forwards} time(s).")
         if s.layer in self.share:
-            share = self.share[s.layer][s.head, s.query_i, s.query_j]
-            text += (f" Class token: this query gives it {float(share):.1%} of its attention (not drawn: the map "
-                     f"shows the other {1 - float(share):.1%}, over the {H}x{W} patches).")
+            share = float(self.share[s.layer][s.head, s.query_i, s.query_j])
+            text += (f" Class token: this query gives it {share:.1%} of its attention, not drawn: the map "
+                     f"shows the other {1 - share:.1%}, over the {H}x{W} patches.")
         return note_html(text)
 
     # -- view -> state ---------------------------------------------------------------------------

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
 from . import crossformer, files, maxvit, nat, swin, vit
 
-__all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load"]
+__all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load", "cached"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,17 @@ def _spec(name: str) -> Checkpoint:
 def build(name: str) -> nn.Module:
     """The architecture ``name`` with random weights, in eval mode (no checkpoint needed)."""
     return _spec(name).build().eval()
+
+
+def cached(name: str) -> Path | None:
+    """The published weights of ``name`` in the local cache (``files.cache_dir()``), or None if they are
+    not there; nothing is downloaded.
+
+    >>> cached("nat_mini") in (None, files.cache_dir() / "nat_mini.pth")
+    True
+    """
+    path = files.cache_dir() / _spec(name).file
+    return path if path.is_file() else None
 
 
 def load(name: str, weights="imagenet") -> nn.Module:

@@ -22,10 +22,11 @@ from ..models import list_models
 from ..probe import probe
 from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
 
-__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "patch_records"]
+__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner", "patch_records"]
 
 MODELS = list_models()
 WEIGHTS = ("imagenet", "random")
+RANDOM_NOTE = "the maps show the architecture, not what the trained model learned."
 
 
 def published(name: str, weights: str = "imagenet"):
@@ -39,9 +40,8 @@ def published(name: str, weights: str = "imagenet"):
     """
     choice("checkpoint", name, checkpoints.list())
     choice("weights", weights, WEIGHTS)
-    path = files.cache_dir() / checkpoints.CHECKPOINTS[name].file
-    real = weights == "imagenet" and path.is_file()
-    return _published(name, str(path) if real else None), real
+    path = checkpoints.cached(name) if weights == "imagenet" else None
+    return _published(name, None if path is None else str(path)), path is not None
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,6 +51,28 @@ def _published(name: str, path: str | None):
     with torch.random.fork_rng(devices=[]):  # the same random model in every run; the caller's RNG untouched
         torch.manual_seed(0)
         return checkpoints.build(name)
+
+
+def weights_banner(names, weights: str = "imagenet") -> widgets.HTML:
+    """A banner saying which of the published models ``names`` the explorers show with their ImageNet weights
+    (the file is in the cache) and which with RANDOM WEIGHTS (in red), and where the files go.
+
+    >>> "RANDOM WEIGHTS" in weights_banner(["nat_mini"], weights="random").value
+    True
+    """
+    choice("weights", weights, WEIGHTS)
+    for name in names:
+        choice("checkpoint", name, checkpoints.list())
+    real = [n for n in names if weights == "imagenet" and checkpoints.cached(n) is not None]
+    random = [n for n in names if n not in real]
+    parts = []
+    if random:
+        parts.append("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
+            f"for {', '.join(random)}: {RANDOM_NOTE} To see the trained models, put their files into "
+            f"{files.cache_dir()} (or set VIZATTN_CHECKPOINTS to their folder; see README's published models)."))
+    if real:
+        parts.append("<b>ImageNet weights</b> " + note_html(f"for {', '.join(real)} (from {files.cache_dir()})."))
+    return widgets.HTML("<br>".join(parts), layout=widgets.Layout(max_width="960px"))
 
 
 def patch_records(records, grid, prefix: int) -> tuple[dict, dict]:
@@ -337,8 +359,7 @@ class AttentionExplorer(Explorer):
         if not self.real:
             file = checkpoints.CHECKPOINTS[self.checkpoint].file
             return ("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
-                f"({file} is not in {files.cache_dir()}): the maps show the architecture, not what the "
-                f"trained model learned."))
+                f"({file} is not in {files.cache_dir()}): {RANDOM_NOTE}"))
         top = ", ".join(f"{name} {p:.0%}" for name, p in self.top5)
         return note_html(f"ImageNet weights. Top-5: {top}")
 

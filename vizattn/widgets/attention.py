@@ -231,6 +231,8 @@ class AttentionExplorer(Explorer):
         ])
         super().__init__([controls, side_by_side([self.figure, self.heads_figure]), self.message], **kwargs)
         self.add_class("vizattn-attention")  # a handle for browser tests and CSS
+        if checkpoint is not None:  # one per published model: several explorers in one notebook
+            self.add_class(f"vizattn-checkpoint-{checkpoint.replace('_', '-')}")
         self._changed()
 
     # -- the model run (the only place that calls the model) ------------------------------------
@@ -286,7 +288,9 @@ class AttentionExplorer(Explorer):
     def _title(self) -> str:
         s = self.state
         title = plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
-        return f"{self.checkpoint or s.model} on {s.photo}: {title}"
+        if self.checkpoint is not None:  # the photo menu says which photo: a short title fits the figure
+            return f"{checkpoints.CHECKPOINTS[self.checkpoint].label}: {title}"
+        return f"{s.model} on {s.photo}: {title}"
 
     def _update(self) -> None:
         s, before = self.state, tuple(self.records)

@@ -148,6 +148,11 @@ def test_a_cached_checkpoint_file_is_loaded_and_the_banner_shows_its_top5(name, 
     assert positions == sorted(positions)  # the five labels, most probable first
     ex.sliders["query_j"].value = 1
     assert ex.forwards == 1 and "Top-5" in ex.banner.value
+    ex.menus["photo"].value = "coffee"  # another photo: one more run, its own top-5
+    with torch.no_grad():
+        coffee = imagenet_top(reference(imagenet_photo("coffee")))[0]
+    assert ex.forwards == 2 and [n for n, _ in ex.top5] == [n for n, _ in coffee]
+    assert html.escape(coffee[0][0]) in ex.banner.value
     # weights="random" ignores the file
     other = AttentionExplorer(checkpoint=name, weights="random", photo=PHOTO)
     assert other.real is False and "RANDOM WEIGHTS" in other.banner.value and other.model is not model

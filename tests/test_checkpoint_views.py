@@ -22,9 +22,9 @@ pytest.importorskip("ipywidgets")
 import torch  # noqa: E402
 from reference import randomise  # noqa: E402
 
-from vizattn import checkpoints, probe  # noqa: E402
+from vizattn import checkpoints, plots, probe  # noqa: E402
 from vizattn.checkpoints.vit import patch_query  # noqa: E402
-from vizattn.data import imagenet_photo, imagenet_top  # noqa: E402
+from vizattn.data import imagenet_photo, imagenet_top, photo  # noqa: E402
 from vizattn.widgets import AttentionExplorer  # noqa: E402
 from vizattn.widgets.attention import _published, published  # noqa: E402
 
@@ -168,3 +168,21 @@ def test_bad_checkpoint_choices_are_explained():
                            "query must lie on the 14x14 map")]:
         with pytest.raises(ValueError, match=match):
             AttentionExplorer(**kwargs)
+
+
+def test_a_layer_switch_keeps_the_photo_and_a_photo_switch_resends_it():
+    ex = AttentionExplorer(checkpoint="deit_tiny_patch16_224", weights="random", photo=PHOTO)
+    sent = []
+
+    def record(restyle_data, relayout_data, trace_indexes=None, source_view_id=None, _send=ex.figure._send_update_msg):
+        sent.append(trace_indexes)
+        return _send(restyle_data, relayout_data, trace_indexes, source_view_id)
+
+    ex.figure._send_update_msg = record
+    ex.layer_menu.value = "blocks.3.attn"
+    touched = {t for indexes in sent if indexes is not None for t in indexes}
+    assert touched == {1, 2}  # the weights and the query marker; the photo stays
+    sent.clear()
+    ex.menus["photo"].value = "coffee"
+    assert 0 in {t for indexes in sent if indexes is not None for t in indexes}
+    np.testing.assert_array_equal(ex.figure.data[0].z, plots.grey(photo("coffee", size=224)))

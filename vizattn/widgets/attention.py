@@ -337,8 +337,9 @@ class AttentionExplorer(Explorer):
     def _redraw(self) -> None:
         s, record = self.state, self.record
         scene = self._scene_key()
-        if scene != self._scene:
-            replace(self.figure, self._main_figure())
+        if scene != self._scene:  # another layer of the same run keeps the photo (trace 0) as it is
+            same_photo = self._scene is not None and self._scene[0] == scene[0]
+            replace(self.figure, self._main_figure(), keep=(0,) if same_photo else ())
             replace(self.heads_figure, self._heads_figure())
             self._scene = scene
         else:  # same photo and layer: only what follows the query, head and scale

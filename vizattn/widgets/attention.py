@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import ipywidgets as widgets
@@ -17,12 +16,13 @@ from traitlets import Enum, HasTraits, Int
 
 from .. import checkpoints, plots
 from ..checkpoints import files
+from ..checkpoints.vit import patch_records
 from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
 from ..models import list_models
 from ..probe import probe
 from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
 
-__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner", "patch_records"]
+__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
 MODELS = list_models()
 WEIGHTS = ("imagenet", "random")
@@ -75,34 +75,6 @@ def weights_banner(names, weights: str = "imagenet") -> widgets.HTML:
     return widgets.HTML("<br>".join(parts), layout=widgets.Layout(max_width="960px"))
 
 
-def patch_records(records, grid, prefix: int) -> tuple[dict, dict]:
-    """A ViT's records on ``1 x (prefix + h*w)`` tokens as records on the ``h x w`` patch map, and the
-    class tokens' share ``[heads, h, w]`` of each patch query (batch item 0). A patch row of the
-    new record sums to 1 minus that share; other records pass unchanged.
-
-    >>> import torch, vizattn; from vizattn.checkpoints.vit import VisionTransformer
-    >>> model = VisionTransformer(dim=16, depth=1, heads=2, img_size=32).eval()
-    >>> with vizattn.probe(model) as rec:
-    ...     _ = model(torch.randn(1, 3, 32, 32))
-    >>> patches, share = patch_records(rec, model.grid, 1)
-    >>> r = patches["blocks.0.attn"]
-    >>> r.size, round(float(r.query_map(1, 0, head=0).sum() + share["blocks.0.attn"][0, 1, 0]), 5)
-    ((2, 2), 1.0)
-    """
-    h, w = grid
-    out, share = {}, {}
-    for r in records:
-        if r.size != (1, prefix + h * w) or r.queries is not None:
-            out[r.name] = r
-            continue
-        weights = r.weights[:, :, 0]  # [B, heads, prefix + N, prefix + N]
-        B, heads = weights.shape[:2]
-        patch = weights[:, :, prefix:, prefix:].reshape(B, heads, h, w, h * w)
-        out[r.name] = dataclasses.replace(r, size=(h, w), weights=patch, scores=None)
-        share[r.name] = weights[0, :, prefix:, :prefix].sum(-1).reshape(heads, h, w)
-    return out, share
-
-
 class AttentionState(HasTraits):
     """What an ``AttentionExplorer`` shows, as typed traits (no widgets, no plotly, no model).
 
@@ -153,7 +125,7 @@ class AttentionExplorer(Explorer):
     photo at 224 x 224, ImageNet-normalised; the model and task menus are hidden. A banner above the
     controls gives the top-5 ImageNet labels, or says RANDOM WEIGHTS. Hierarchical models show their
     56 x 56 ... 7 x 7 maps (pixels per cell: ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
-    grid (``patch_records``), the class token's share of the query's attention in the caption.
+    grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption.
 
     >>> import numpy as np
     >>> ex = AttentionExplorer("maxvit", layer="stages.2.0.grid_attn", head=1)

@@ -350,9 +350,10 @@ class AttentionExplorer(Explorer):
         keys = int((record.keys[s.query_i * W + s.query_j] >= 0).sum())
         scale = ("each head from 0 to its own largest weight" if s.scale == "local"
                  else "one scale for every head of the layer")
+        what = "patches and the class token" if s.layer in self.share else "keys"
         text = (f"{record.name}: {record.kind} attention, {record.pattern!r} on a {H}x{W} map, "
                 f"{len(record.heads)} heads. Query ({s.query_i}, {s.query_j}) covers image rows {rows}, "
-                f"columns {cols}; it attends to {keys} keys (transparent: tokens it cannot see). "
+                f"columns {cols}; it attends to {keys} {what} (transparent: tokens it cannot see). "
                 f"Colour: {scale}. The model ran {self.forwards} time(s).")
         if s.layer in self.share:
             share = float(self.share[s.layer][s.head, s.query_i, s.query_j])

@@ -12,6 +12,9 @@ after one warm-up move.
 - ``AttentionExplorer`` runs the trained models on a 64 x 64 photo; its largest attention maps
   are 16 x 16 tokens (a stage-1 layer), drawn over the 64 x 64 photo with every head's thumbnail.
   A move never runs the model (``forwards`` stays 1: checked here).
+- ``AttentionExplorer(checkpoint=...)`` runs a published model (random weights: the time does not
+  depend on them) on a 224 x 224 photo: 56 x 56 maps (NAT-Mini, Swin-T and MaxViT-T stage 0, every
+  head's thumbnail beside) and DeiT-Ti's 14 x 14 patch grid.
 - ``LaViTExplorer``: the head moves redraw the stage-0 chain (five 64 x 64 attention matrices).
 - ``ReceptiveFieldExplorer``: ``cold`` moves reach a depth for the first time (the theoretical
   field, and one forward and backward pass of the random stack for the effective field),
@@ -68,6 +71,16 @@ def cases(L: int, n: int):
                "sliders.head", [k % 2 for k in range(n)])
     yield ("Attention nat stages.0.0.attn", lambda: AttentionExplorer("nat"), "scale_buttons",
            [("local", "shared")[k % 2] for k in range(n)])
+    for name, layer, side in [("nat_mini", "levels.0.blocks.0.attn", 56),
+                              ("swin_tiny_patch4_window7_224", "layers.0.blocks.1.attn", 56),
+                              ("maxvit_tiny_tf_224", "stages.0.0.grid_attn", 56),
+                              ("deit_tiny_patch16_224", "blocks.11.attn", 14)]:
+        def published(name=name, layer=layer):
+            return AttentionExplorer(checkpoint=name, weights="random", layer=layer)
+
+        label = f"Attention {name.split('_')[0]} {layer} {side}x{side}"
+        yield label, published, "sliders.query_j", [k % side for k in range(n)]
+        yield label, published, "sliders.head", [k % 2 for k in range(n)]
     yield "LaViT stage 0 (N = 64)", lambda: LaViTExplorer(stage=0), "sliders.head", [k % 4 for k in range(n)]
     yield "LaViT", lambda: LaViTExplorer(), "sliders.stage", [k % 2 for k in range(n)]
     for stack in ("NA + DiNAT", "MaxViT block + grid", "global"):

@@ -20,10 +20,10 @@ import torch
 
 from . import mechanisms, receptive
 from .functional import attend
-from .patterns import Block, LocalWindow, LongDistance, Neighborhood
+from .patterns import Block, Grid, LocalWindow, LongDistance, Neighborhood
 
 __all__ = ["Verdict", "na_reach", "sasa_padding", "dilations", "block_share", "lda_groups", "lavit_channels",
-           "na_depth", "break_even"]
+           "na_depth", "break_even", "grid_spacing"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,3 +181,19 @@ def break_even(N) -> Verdict:
     side = math.sqrt(N)
     return _yes(f"N = 2C = {N} tokens (a {side:.1f}x{side:.1f} map); beyond it, global attention is dominated by "
                 "its N^2 term")
+
+
+def grid_spacing(step) -> Verdict:
+    """08: how many tokens apart two neighbouring keys of one query are, along a row, in MaxViT-T's first grid
+    attention (G = 7 on 56x56 tokens)."""
+    wrong = _int(step, "step", "a number of tokens")
+    if wrong:
+        return wrong
+    keys = Grid(7).keys(56, 56)[0]  # query (0, 0): its 7 x 7 keys, row-major
+    row = sorted(int(k) % 56 for k in keys[:7])
+    spacing = row[1] - row[0]
+    if step != spacing:
+        return _not_yet(f"step={step}: a grid query's 7 keys along a row are spread evenly over the whole row "
+                        f"of 56 tokens ({7 * step} tokens would be covered with step={step})")
+    return _yes(f"{step} tokens, 56 / 7; a token is 4 x 4 pixels, so the keys lie {4 * step} pixels apart and the "
+                "7 x 7 keys of one query span the whole 224 x 224 image in the first stage")

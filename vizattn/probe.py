@@ -144,9 +144,10 @@ class AttentionRecord:
     input: torch.Tensor | None = None
 
     # -- geometry --------------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def keys(self) -> torch.Tensor:
-        """``LongTensor [N, K]`` = ``pattern.keys(H, W)`` (rows of the chosen queries: ``[Q, K]``)."""
+        """``LongTensor [N, K]`` = ``pattern.keys(H, W)`` (rows of the chosen queries: ``[Q, K]``); computed
+        once per record (a widget reads it on every move): treat it as read-only."""
         keys = self.pattern.keys(*self.size)
         if self.queries is not None:
             W = self.size[1]

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
 from . import crossformer, files, maxvit, nat, swin, vit
 
-__all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load"]
+__all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load", "cached"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Checkpoint:
     licence: str
     top1: float
     paper: str
+    label: str  # the paper's short name (DeiT-Ti, Swin-T, ...), for titles
 
 
 def _same(state: dict) -> dict:
@@ -57,30 +59,32 @@ DEIT = "Touvron et al., Training data-efficient image transformers & distillatio
 CHECKPOINTS = {c.name: c for c in (
     Checkpoint("deit_tiny_patch16_224", vit.deit(192, 3), _same, "deit_tiny_patch16_224-a1311bcf.pth",
                "https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth",
-               "facebookresearch/deit (timm: deit_tiny_patch16_224)", "Apache-2.0", 72.2, DEIT),
+               "facebookresearch/deit (timm: deit_tiny_patch16_224)", "Apache-2.0", 72.2, DEIT, "DeiT-Ti"),
     Checkpoint("deit_small_patch16_224", vit.deit(384, 6), _same, "deit_small_patch16_224-cd65a155.pth",
                "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
-               "facebookresearch/deit (timm: deit_small_patch16_224)", "Apache-2.0", 79.8, DEIT),
+               "facebookresearch/deit (timm: deit_small_patch16_224)", "Apache-2.0", 79.8, DEIT, "DeiT-S"),
     Checkpoint("nat_mini", nat.nat(), nat.from_reference, "nat_mini.pth",
                "https://shi-labs.com/projects/nat/checkpoints/CLS/nat_mini.pth",
                "SHI-Labs/Neighborhood-Attention-Transformer (classification/nat.py)", "MIT", 81.8,
-               "Hassani et al., Neighborhood Attention Transformer, CVPR 2023"),
+               "Hassani et al., Neighborhood Attention Transformer, CVPR 2023", "NAT-Mini"),
     Checkpoint("dinat_mini", nat.nat(nat.DINAT_MINI_DILATIONS), nat.from_reference, "dinat_mini_in1k_224.pth",
                "https://shi-labs.com/projects/dinat/checkpoints/imagenet1k/dinat_mini_in1k_224.pth",
                "SHI-Labs/Neighborhood-Attention-Transformer (classification/dinat.py)", "MIT", 81.8,
-               "Hassani and Shi, Dilated Neighborhood Attention Transformer, arXiv 2209.15001"),
+               "Hassani and Shi, Dilated Neighborhood Attention Transformer, arXiv 2209.15001", "DiNAT-Mini"),
     Checkpoint("crossformer_tiny", crossformer.crossformer_tiny, crossformer.from_reference, "crossformer-t.pth", None,
                "cheerss/CrossFormer v1 (README: CrossFormer-T, Google Drive "
                "https://drive.google.com/file/d/1YSkU9enn-ITyrbxLH13zNcBYvWSEidfq/view?usp=sharing)", "MIT", 81.5,
-               "Wang et al., CrossFormer: A Versatile Vision Transformer Hinging on Cross-scale Attention, ICLR 2022"),
+               "Wang et al., CrossFormer: A Versatile Vision Transformer Hinging on Cross-scale Attention, ICLR 2022",
+               "CrossFormer-T"),
     Checkpoint("maxvit_tiny_tf_224", maxvit.maxvit_tiny_tf, maxvit.from_reference, "maxvit_tiny_tf_224.in1k.bin",
                "https://huggingface.co/timm/maxvit_tiny_tf_224.in1k/resolve/main/pytorch_model.bin",
                "google-research/maxvit, ported by timm (maxvit_tiny_tf_224.in1k)", "Apache-2.0", 83.62,
-               "Tu et al., MaxViT: Multi-Axis Vision Transformer, ECCV 2022"),
+               "Tu et al., MaxViT: Multi-Axis Vision Transformer, ECCV 2022", "MaxViT-T"),
     Checkpoint("swin_tiny_patch4_window7_224", swin.swin_tiny, swin.from_reference, "swin_tiny_patch4_window7_224.pth",
                "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth",
                "microsoft/Swin-Transformer (timm: swin_tiny_patch4_window7_224)", "MIT", 81.2,
-               "Liu et al., Swin Transformer: Hierarchical Vision Transformer using Shifted Windows, ICCV 2021"),
+               "Liu et al., Swin Transformer: Hierarchical Vision Transformer using Shifted Windows, ICCV 2021",
+               "Swin-T"),
 )}
 
 
@@ -98,6 +102,17 @@ def _spec(name: str) -> Checkpoint:
 def build(name: str) -> nn.Module:
     """The architecture ``name`` with random weights, in eval mode (no checkpoint needed)."""
     return _spec(name).build().eval()
+
+
+def cached(name: str) -> Path | None:
+    """The published weights of ``name`` in the local cache (``files.cache_dir()``), or None if they are
+    not there; nothing is downloaded.
+
+    >>> cached("nat_mini") in (None, files.cache_dir() / "nat_mini.pth")
+    True
+    """
+    path = files.cache_dir() / _spec(name).file
+    return path if path.is_file() else None
 
 
 def load(name: str, weights="imagenet") -> nn.Module:

@@ -8,12 +8,14 @@ token's share and a 14 x 14 picture. State dicts are timm's (= the official DeiT
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from ..layers.common import GlobalAttention, Mlp
 
-__all__ = ["VisionTransformer", "deit", "patch_query"]
+__all__ = ["VisionTransformer", "deit", "patch_query", "patch_records"]
 
 
 class PatchEmbed(nn.Module):
@@ -98,3 +100,31 @@ def patch_query(record, grid, i: int, j: int, head: int | None = None, batch: in
         raise ValueError(f"(i, j) must lie on the {h}x{w} grid (i = -1: the class token); got ({i}, {j})")
     row = record.query_map(0, prefix - 1 if i < 0 else prefix + i * w + j, head=head, batch=batch)[0]  # [N]
     return float(row[:prefix].sum()), row[prefix:].reshape(h, w)
+
+
+def patch_records(records, grid, prefix: int) -> tuple[dict, dict]:
+    """A ViT's records on ``1 x (prefix + h*w)`` tokens as records on the ``h x w`` patch map, and the
+    class tokens' share ``[heads, h, w]`` of each patch query (batch item 0). A patch row of the
+    new record sums to 1 minus that share; other records pass unchanged.
+
+    >>> import torch, vizattn
+    >>> model = VisionTransformer(dim=16, depth=1, heads=2, img_size=32).eval()
+    >>> with vizattn.probe(model) as rec:
+    ...     _ = model(torch.randn(1, 3, 32, 32))
+    >>> patches, share = patch_records(rec, model.grid, 1)
+    >>> r = patches["blocks.0.attn"]
+    >>> r.size, round(float(r.query_map(1, 0, head=0).sum() + share["blocks.0.attn"][0, 1, 0]), 5)
+    ((2, 2), 1.0)
+    """
+    h, w = grid
+    out, share = {}, {}
+    for r in records:
+        if r.size != (1, prefix + h * w) or r.queries is not None:
+            out[r.name] = r
+            continue
+        weights = r.weights[:, :, 0]  # [B, heads, prefix + N, prefix + N]
+        B, heads = weights.shape[:2]
+        patch = weights[:, :, prefix:, prefix:].reshape(B, heads, h, w, h * w)
+        out[r.name] = dataclasses.replace(r, size=(h, w), weights=patch, scores=None)
+        share[r.name] = weights[0, :, prefix:, :prefix].sum(-1).reshape(heads, h, w)
+    return out, share

@@ -77,8 +77,8 @@ def query_map_traces(record, i: int, j: int, head: int | None = None, batch: int
     H, W = m.shape
     sh, sw = (1.0, 1.0) if image_size is None else (image_size / H, image_size / W)
     zmax = _peak(m) if scale == "local" else _peak(_head_maps(record, i, j, batch))
-    weights = go.Heatmap(z=gaps(m), x0=(sw - 1) / 2, dx=sw, y0=(sh - 1) / 2, dy=sh, colorscale="Viridis", zmin=0,
-                         zmax=zmax, name="weights", opacity=0.8 if image_size else 1,
+    weights = go.Heatmap(z=gaps(m, array=True), x0=(sw - 1) / 2, dx=sw, y0=(sh - 1) / 2, dy=sh, colorscale="Viridis",
+                         zmin=0, zmax=zmax, name="weights", opacity=0.8 if image_size else 1,
                          colorbar=dict(title="weight", len=0.8, thickness=14, exponentformat="power"),
                          hovertemplate="weight %{z:.3f}<extra></extra>")
     query = go.Scatter(x=[(j + 0.5) * sw - 0.5], y=[(i + 0.5) * sh - 0.5], mode="markers", name="query",
@@ -221,8 +221,8 @@ def heads_traces(record, i: int, j: int, batch: int = 0, *, scale: str = "local"
         qy.append(r0 + i)
     zmax = 1.0 if scale == "local" else _peak(maps)
     label = "weight ÷ head's largest" if scale == "local" else "weight"
-    mosaic = go.Heatmap(z=gaps(z), customdata=gaps(raw), x=np.arange(cols), y=np.arange(rows), zmin=0, zmax=zmax,
-                        colorscale="Viridis", name="heads",
+    mosaic = go.Heatmap(z=gaps(z, array=True), customdata=gaps(raw, array=True), x=np.arange(cols), y=np.arange(rows),
+                        zmin=0, zmax=zmax, colorscale="Viridis", name="heads",
                         colorbar=dict(title=dict(text=label, side="right"), len=0.8, thickness=12),
                         hovertemplate="weight %{customdata:.3f}<extra></extra>")
     query = go.Scatter(x=qx, y=qy, mode="markers", name="query", hoverinfo="skip",

@@ -35,13 +35,18 @@ DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "solid",
 QUERY_MARKER = dict(symbol="x-thin", size=12, line=dict(width=3, color="white"))
 
 
-def gaps(z: np.ndarray):
+def gaps(z: np.ndarray, *, array: bool = False):
     """z with None where it is NaN (nested lists): a gap in a heatmap, and valid JSON for a widget.
 
     Without NaN, z itself: a numeric array is sent to a widget as a binary buffer, much faster.
+    ``array=True``: the same values as a numpy object array, which plotly checks and sends without
+    visiting every element in Python (the same JSON; what a slider move over a large map needs).
     """
     z = np.asarray(z, dtype=float)
-    return np.where(np.isnan(z), None, z).tolist() if np.isnan(z).any() else z
+    if not np.isnan(z).any():
+        return z
+    z = np.where(np.isnan(z), None, z)
+    return z if array else z.tolist()
 
 
 def pale(colour: str, amount: float = 0.55) -> str:

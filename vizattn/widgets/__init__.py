@@ -21,7 +21,7 @@ the random stacks behind effective fields from ``vizattn.receptive``.
 
 from .. import plotly_startup  # noqa: F401  (first: plotly's widgets then load without nbformat)
 from ..receptive import STACKS, stack_for, stack_model
-from .attention import MODELS, AttentionExplorer, AttentionState
+from .attention import MODELS, AttentionExplorer, AttentionState, published, weights_banner
 from .cost import CostExplorer, CostState, cost_table
 from .lavit import LaViTExplorer, LaViTState
 from .partition import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve
@@ -29,4 +29,5 @@ from .receptive_field import ReceptiveFieldExplorer, ReceptiveState
 
 __all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
            "CostExplorer", "cost_table", "STACKS", "stack_for", "stack_model", "ReceptiveState",
-           "ReceptiveFieldExplorer", "MODELS", "AttentionState", "AttentionExplorer", "LaViTState", "LaViTExplorer"]
+           "ReceptiveFieldExplorer", "MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner",
+           "LaViTState", "LaViTExplorer"]

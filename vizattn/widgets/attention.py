@@ -6,21 +6,73 @@
 
 from __future__ import annotations
 
+import functools
+
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
 import traitlets
 from traitlets import Enum, HasTraits, Int
 
-from .. import plots
-from ..data import PHOTOS, TASKS, photo
+from .. import checkpoints, plots
+from ..checkpoints import files
+from ..checkpoints.vit import patch_records
+from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
 from ..models import list_models
 from ..probe import probe
 from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
 
-__all__ = ["MODELS", "AttentionState", "AttentionExplorer"]
+__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
 MODELS = list_models()
+WEIGHTS = ("imagenet", "random")
+RANDOM_NOTE = "the maps show the architecture, not what the trained model learned."
+
+
+def published(name: str, weights: str = "imagenet"):
+    """``(model, real)``: checkpoint ``name`` with its ImageNet weights if the file is in the local cache
+    (``checkpoints.files.cache_dir()``; nothing is downloaded here), else seeded random weights (``real``
+    False; ``weights="random"`` always). Each model is built once per process and file.
+
+    >>> model, real = published("deit_tiny_patch16_224", "random")
+    >>> real, published("deit_tiny_patch16_224", "random")[0] is model
+    (False, True)
+    """
+    choice("checkpoint", name, checkpoints.list())
+    choice("weights", weights, WEIGHTS)
+    path = checkpoints.cached(name) if weights == "imagenet" else None
+    return _published(name, None if path is None else str(path)), path is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _published(name: str, path: str | None):
+    if path is not None:
+        return checkpoints.load(name, weights=path)
+    with torch.random.fork_rng(devices=[]):  # the same random model in every run; the caller's RNG untouched
+        torch.manual_seed(0)
+        return checkpoints.build(name)
+
+
+def weights_banner(names, weights: str = "imagenet") -> widgets.HTML:
+    """A banner saying which of the published models ``names`` the explorers show with their ImageNet weights
+    (the file is in the cache) and which with RANDOM WEIGHTS (in red), and where the files go.
+
+    >>> "RANDOM WEIGHTS" in weights_banner(["nat_mini"], weights="random").value
+    True
+    """
+    choice("weights", weights, WEIGHTS)
+    for name in names:
+        choice("checkpoint", name, checkpoints.list())
+    real = [n for n in names if weights == "imagenet" and checkpoints.cached(n) is not None]
+    random = [n for n in names if n not in real]
+    parts = []
+    if random:
+        parts.append("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
+            f"for {', '.join(random)}: {RANDOM_NOTE} To see the trained models, put their files into "
+            f"{files.cache_dir()} (or set VIZATTN_CHECKPOINTS to their folder; see README's published models)."))
+    if real:
+        parts.append("<b>ImageNet weights</b> " + note_html(f"for {', '.join(real)} (from {files.cache_dir()})."))
+    return widgets.HTML("<br>".join(parts), layout=widgets.Layout(max_width="960px"))
 
 
 class AttentionState(HasTraits):
@@ -68,6 +120,13 @@ class AttentionExplorer(Explorer):
     ``H x W`` map covers ``64 / H`` pixels) or a thumbnail to pick its head. ``scale``: ``"local"``
     colours each head from 0 to its own largest weight, ``"shared"`` uses one scale for all heads.
 
+    ``checkpoint=name`` (one of ``vizattn.checkpoints.list()``) shows a published ImageNet model
+    instead (``published(name, weights)``: the cached ImageNet file, else random weights) on the
+    photo at 224 x 224, ImageNet-normalised; the model and task menus are hidden. A banner above the
+    controls gives the top-5 ImageNet labels, or says RANDOM WEIGHTS. Hierarchical models show their
+    56 x 56 ... 7 x 7 maps (pixels per cell: ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
+    grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption.
+
     >>> import numpy as np
     >>> ex = AttentionExplorer("maxvit", layer="stages.2.0.grid_attn", head=1)
     >>> ex.state.query_i, ex.state.query_j = 0, 3
@@ -77,13 +136,17 @@ class AttentionExplorer(Explorer):
     """
 
     def __init__(self, model: str = "nat", task: str = "shape", photo: str = "astronaut", layer: str | None = None,
-                 head: int = 0, query=None, scale: str = "local", **kwargs):
+                 head: int = 0, query=None, scale: str = "local", checkpoint: str | None = None,
+                 weights: str = "imagenet", **kwargs):
         for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
-                                     ("scale", scale, plots.SCALES)]:
+                                     ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS)]:
             choice(name, value, options)
+        if checkpoint is not None:
+            choice("checkpoint", checkpoint, checkpoints.list())
+        self.checkpoint, self.weights = checkpoint, weights
         self.state = AttentionState(model=model, task=task, photo=photo, scale=scale)
         s = self.state
-        self.forwards = 0
+        self.forwards, self.real, self.top5, self.share = 0, None, None, {}
         self._captured, self.records, self.image = None, {}, None
         self._syncing, self._scene, self._size = False, None, None
         self._capture()
@@ -118,6 +181,7 @@ class AttentionExplorer(Explorer):
             slider.add_class(f"vizattn-{name.replace('_', '-')}")
             self.sliders[name] = slider
         self.message = widgets.HTML()
+        self.banner = widgets.HTML(self._banner())
         self.figure = go.FigureWidget(self._main_figure())
         self.heads_figure = go.FigureWidget(self._heads_figure())
         self._scene = self._scene_key()
@@ -131,19 +195,25 @@ class AttentionExplorer(Explorer):
             trace.on_click(self._clicked_photo)
         self.heads_figure.data[0].on_click(self._clicked_head)
         s.observe(self._changed, names=[n for n in s.trait_names() if n != "layers"])
-        controls = widgets.VBox([
-            widgets.HBox(list(self.menus.values())),
+        menus = list(self.menus.values()) if checkpoint is None else [self.menus["photo"]]  # a published model
+        controls = widgets.VBox(([] if checkpoint is None else [self.banner]) + [
+            widgets.HBox(menus),
             widgets.HBox([self.layer_menu, self.scale_buttons]),
             widgets.HBox(list(self.sliders.values())),
         ])
         super().__init__([controls, side_by_side([self.figure, self.heads_figure]), self.message], **kwargs)
         self.add_class("vizattn-attention")  # a handle for browser tests and CSS
+        if checkpoint is not None:  # one per published model: several explorers in one notebook
+            self.add_class(f"vizattn-checkpoint-{checkpoint.replace('_', '-')}")
         self._changed()
 
     # -- the model run (the only place that calls the model) ------------------------------------
     @property
     def model(self):
-        """The current model (``vizattn.models.create(..., pretrained=True)``), cached per name and task."""
+        """The current model (``vizattn.models.create(..., pretrained=True)``, or the ``checkpoint``: see
+        ``published``), cached per name and task."""
+        if self.checkpoint is not None:
+            return published(self.checkpoint, self.weights)[0]
         return pretrained(self.state.model, self.state.task)
 
     def _capture(self) -> None:
@@ -153,11 +223,20 @@ class AttentionExplorer(Explorer):
         if key == self._captured:
             return
         model = self.model
-        self.image = photo(s.photo, size=model.config["img_size"])
-        with torch.no_grad(), probe(model) as rec:
-            model(self.image[None])
+        if self.checkpoint is None:
+            self.image = photo(s.photo, size=model.config["img_size"])
+            with torch.no_grad(), probe(model) as rec:
+                model(self.image[None])
+            self.records = {r.name: r for r in rec}
+        else:  # a published model: 224 x 224, ImageNet-normalised; ViT tokens shown on the patch grid
+            self.real = published(self.checkpoint, self.weights)[1]
+            self.image = photo(s.photo, size=224)
+            with torch.no_grad(), probe(model) as rec:
+                logits = model(imagenet_photo(s.photo))
+            self.top5 = imagenet_top(logits)[0] if self.real else None
+            self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
+                model, "prefix_tokens") else ({r.name: r for r in rec}, {})
         self.forwards += 1
-        self.records = {r.name: r for r in rec}
         self._captured = key
 
     @property
@@ -180,7 +259,10 @@ class AttentionExplorer(Explorer):
 
     def _title(self) -> str:
         s = self.state
-        return f"{s.model} on {s.photo}: " + plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        title = plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        if self.checkpoint is not None:  # the photo menu says which photo: a short title fits the figure
+            return f"{checkpoints.CHECKPOINTS[self.checkpoint].label}: {title}"
+        return f"{s.model} on {s.photo}: {title}"
 
     def _update(self) -> None:
         s, before = self.state, tuple(self.records)
@@ -227,8 +309,9 @@ class AttentionExplorer(Explorer):
     def _redraw(self) -> None:
         s, record = self.state, self.record
         scene = self._scene_key()
-        if scene != self._scene:
-            replace(self.figure, self._main_figure())
+        if scene != self._scene:  # another layer of the same run keeps the photo (trace 0) as it is
+            same_photo = self._scene is not None and self._scene[0] == scene[0]
+            replace(self.figure, self._main_figure(), keep=(0,) if same_photo else ())
             replace(self.heads_figure, self._heads_figure())
             self._scene = scene
         else:  # same photo and layer: only what follows the query, head and scale
@@ -244,6 +327,18 @@ class AttentionExplorer(Explorer):
                   layout={"title": {"text": f"{record.name}: every head, query ({s.query_i}, {s.query_j})"}},
                   arrays={"shapes": plots.head_shapes(record, s.head)})
         self.message.value = self._caption()
+        self.banner.value = self._banner()
+
+    def _banner(self) -> str:
+        """For a published model: its top-5 ImageNet labels with real weights, else a random-weights warning."""
+        if self.checkpoint is None:
+            return ""
+        if not self.real:
+            file = checkpoints.CHECKPOINTS[self.checkpoint].file
+            return ("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
+                f"({file} is not in {files.cache_dir()}): {RANDOM_NOTE}"))
+        top = ", ".join(f"{name} {p:.0%}" for name, p in self.top5)
+        return note_html(f"ImageNet weights. Top-5: {top}")
 
     def _caption(self) -> str:
         s, record = self.state, self.record
@@ -255,10 +350,15 @@ class AttentionExplorer(Explorer):
         keys = int((record.keys[s.query_i * W + s.query_j] >= 0).sum())
         scale = ("each head from 0 to its own largest weight" if s.scale == "local"
                  else "one scale for every head of the layer")
+        what = "patches and the class token" if s.layer in self.share else "keys"
         text = (f"{record.name}: {record.kind} attention, {record.pattern!r} on a {H}x{W} map, "
                 f"{len(record.heads)} heads. Query ({s.query_i}, {s.query_j}) covers image rows {rows}, "
-                f"columns {cols}; it attends to {keys} keys (transparent: tokens it cannot see). "
+                f"columns {cols}; it attends to {keys} {what} (transparent: tokens it cannot see). "
                 f"Colour: {scale}. The model ran {self.forwards} time(s).")
+        if s.layer in self.share:
+            share = float(self.share[s.layer][s.head, s.query_i, s.query_j])
+            text += (f" Class token: this query gives it {share:.1%} of its attention, not drawn: the map "
+                     f"shows the other {1 - share:.1%}, over the {H}x{W} patches.")
         return note_html(text)
 
     # -- view -> state ---------------------------------------------------------------------------

@@ -80,17 +80,18 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
                 fig.layout[name] = value
 
 
-def replace(fig: go.FigureWidget, new: go.Figure) -> None:
+def replace(fig: go.FigureWidget, new: go.Figure, keep=()) -> None:
     """Make ``fig`` show ``new`` (same trace types in the same order): every trace and the layout
     sent, ``shapes`` and ``annotations`` replaced rather than merged, axes made visible again (after
-    ``explain``), the widget's own template kept."""
+    ``explain``), the widget's own template kept. Traces whose index is in ``keep`` are not sent
+    (they are known to be unchanged, e.g. a photo)."""
     layout = new.layout.to_plotly_json()
     arrays = {key: layout.pop(key, ()) for key in ("shapes", "annotations")}
     layout.pop("template", None)
     for key, axis in layout.items():
         if key.startswith(("xaxis", "yaxis")):
             axis.setdefault("visible", True)
-    send(fig, {t: {**data.to_plotly_json(), "visible": True} for t, data in enumerate(new.data)},
+    send(fig, {t: {**data.to_plotly_json(), "visible": True} for t, data in enumerate(new.data) if t not in keep},
           layout=layout, arrays=arrays)
 
 

@@ -44,6 +44,7 @@ class TilePlan:
     out_row ``[N]``: the tile row (``tile * Tq + row``) whose result each query takes.
     slot_col ``[N, K]``: the halo column of each slot in that row, -1 if excluded.
     zero_col: column index of the zero key of SASA's zero slots, or None.
+    takes ``[nT * Tq]``: whether the tile row is the one its query takes; owned: all are.
     identity: one tile holding every query in order, whose halo is every token in order (Global):
     no gathering needed.
     """
@@ -54,6 +55,8 @@ class TilePlan:
     out_row: torch.Tensor
     slot_col: torch.Tensor
     zero_col: int | None
+    takes: torch.Tensor
+    owned: bool
     full: bool
     identity: bool
 
@@ -128,7 +131,9 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
     full = bool((tile_slot >= 0).all())
     everything = torch.arange(N)
     identity = q_idx.shape[0] == 1 and torch.equal(q_idx[0], everything) and torch.equal(kv_idx[0], everything)
-    return TilePlan(q_idx, kv_idx, tile_slot, out_row.reshape(N), slot_col, zero_col, full, identity)
+    out_row = out_row.reshape(N)
+    takes = torch.zeros(q_idx.numel(), dtype=torch.bool).index_fill_(0, out_row, True)
+    return TilePlan(q_idx, kv_idx, tile_slot, out_row, slot_col, zero_col, takes, bool(takes.all()), full, identity)
 
 
 def tiled(q, k, v, pattern, terms, scale, return_weights):
@@ -164,35 +169,62 @@ class _HaloAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, terms, pattern, plan, scale):
-        outs, lses = zip(*(_halo_forward(*c, pattern, plan, scale) for c in _chunks(q, k, v, terms, plan)))
-        out_t = torch.cat(outs, 1)  # [1, S, nT * Tq, dv]
+        out = q.new_empty(q.shape[:2] + (q.shape[2] * q.shape[3], v.shape[-1]))  # [1, S, N, dv]
+        lses, start = [], 0
+        for chunk in _chunks(q, k, v, terms, plan):
+            part = slice(start, start + chunk[0].shape[1])
+            out_t, lse = _halo_forward(*chunk, pattern, plan, scale)  # [1, c, nT * Tq, dv], [c, nT, Tq]
+            if plan.identity:
+                out[:, part] = out_t
+            else:
+                _rows(out_t, plan.out_row, out=out[:, part])
+            lses.append(lse)
+            start = part.stop
         lse = None if lses[0] is None else torch.cat(lses, 0)  # [S, nT, Tq]
-        ctx.save_for_backward(q, k, v, terms, out_t, lse)
+        ctx.save_for_backward(q, k, v, terms, out, lse)
         ctx.pattern, ctx.plan, ctx.scale = pattern, plan, scale
-        return out_t.clone() if plan.identity else _rows(out_t, plan.out_row)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):  # grad [1, S, N, dv]
-        q, k, v, terms, out_t, lse = ctx.saved_tensors
+        q, k, v, terms, out, lse = ctx.saved_tensors
         plan, N = ctx.plan, q.shape[2] * q.shape[3]
-        grad_t = grad if plan.identity else grad.new_zeros(out_t.shape).index_copy_(2, plan.out_row, grad)
         dq = q.new_empty(q.shape[:2] + (N, q.shape[-1]))
-        rows = N + (plan.zero_col is not None)  # row N: SASA's zero token
-        dk, dv = (t.new_zeros(1, t.shape[1], rows, t.shape[-1]) for t in (k, v))
+        tokens = N + (plan.zero_col is not None)  # token N: SASA's zero key
+        dk, dv = (t.new_zeros(1, t.shape[1], tokens, t.shape[-1]) for t in (k, v))
         dterms = torch.empty_like(terms) if terms is not None and ctx.needs_input_grad[3] else None
+        nT, Tq = plan.q_idx.shape  # rows of the tile gradients, in tile-major or flash's row-major order:
+        take = {True: plan.out_row, False: plan.out_row % Tq * nT + plan.out_row // Tq}
+        put = {True: plan.kv_idx.flatten(), False: plan.kv_idx.t().flatten()}
         start = 0
         for qc, kc, vc, tc in _chunks(q, k, v, terms, plan):
             part = slice(start, start + qc.shape[1])
-            got = _halo_backward(qc, kc, vc, tc, out_t[:, part], None if lse is None else lse[part],
-                                 grad_t[:, part], dterms is not None, ctx.pattern, plan, ctx.scale)
-            dq[:, part] = got[0] if plan.identity else _rows(got[0], plan.out_row)
+            out_t, grad_t = (t[:, part] if plan.identity else _rows(t[:, part], plan.q_idx) for t in (out, grad))
+            if not plan.owned:  # tile rows hold their query's row; those that their query does not take get no gradient
+                grad_t = grad_t * plan.takes.view(plan.q_idx.shape).to(grad.dtype)[..., None]
+            got = _halo_backward(qc, kc, vc, tc, out_t, None if lse is None else lse[part],
+                                 grad_t, dterms is not None, ctx.pattern, plan, ctx.scale)
+            rows, tile_major = _as_rows(got[0])
+            dq[:, part] = rows if plan.identity else _rows(rows, take[tile_major])
             for whole, g in ((dk, got[1]), (dv, got[2])):
-                whole[:, part].index_add_(2, plan.kv_idx.flatten(), g.flatten(2, 3))
+                rows, tile_major = _as_rows(g)
+                whole[:, part].index_add_(2, put[tile_major], rows)
             if dterms is not None:
                 dterms[:, part] = got[3]
             start = part.stop
         return dq.view_as(q), dk[:, :, :N].reshape(k.shape), dv[:, :, :N].reshape(v.shape), dterms, None, None, None
+
+
+def _as_rows(x):
+    """Tile gradients ``[c, nT, T, d]`` as rows ``[1, c, nT * T, d]`` without a copy, and whether they are tile-major.
+
+    Tile-major: row ``t * T + r`` is tile t's row r. PyTorch's CPU flash backward returns ``[c, T, nT, d]``
+    in memory, whose rows are ``r * nT + t``.
+    """
+    if not x.is_contiguous() and x.transpose(1, 2).is_contiguous():
+        return x.transpose(1, 2).flatten(1, 2)[None], False
+    return x.flatten(1, 2)[None], True
 
 
 def _chunks(q, k, v, terms, plan):
@@ -219,7 +251,7 @@ def _halo_forward(q, k, v, terms, pattern, plan, scale):
 
 
 def _halo_backward(q, k, v, terms, out, lse, grad, terms_grad, pattern, plan, scale):
-    """Gradients of one chunk: tile rows ``dq [1, c, nT * Tq, d]``, halo ``dk, dv [1, c, nT, Tk, d]``, dterms."""
+    """Gradients of one chunk: ``dq [c, nT, Tq, d]``, halo ``dk, dv [c, nT, Tk, d]`` (any memory order), dterms."""
     qt, kt, vt, mask = _chunk_tiles(q, k, v, terms, pattern, plan)
     out, grad = (t.reshape(qt.shape[:3] + (-1,)) for t in (out, grad))  # [c, nT, Tq, dv]
     dterms = None
@@ -238,7 +270,7 @@ def _halo_backward(q, k, v, terms, out, lse, grad, terms_grad, pattern, plan, sc
                 t = terms.detach().requires_grad_()
                 add = _tile_logit_terms(plan, pattern, t, *q.shape[2:4], q.dtype)  # [1, c, nT, Tq, Tk]
                 (dterms,) = torch.autograd.grad(add, t, dlogits[None])
-    return dqt.flatten(1, 2)[None], dkt[None], dvt[None], dterms
+    return dqt, dkt, dvt, dterms
 
 
 def _chunk_tiles(q, k, v, terms, pattern, plan):
@@ -284,12 +316,17 @@ def _tiled_with_weights(q, k, v, pattern, plan, terms, scale):
     return out, weights.reshape(B, heads, H, W, -1)
 
 
-def _rows(x, index):
-    """``x[:, :, index]`` for ``x [B, heads, rows, d]`` and an index of any shape.
+def _rows(x, index, out=None):
+    """``x[:, :, index]`` for ``x [B, heads, rows, d]`` and an index of any shape (into ``out`` if given).
 
-    ``index_select`` backpropagates with ``index_add`` (no expanded index as advanced indexing builds).
+    One ``index_select`` over the flattened rows of every slice (a row copy each, several times
+    faster than selecting on dim 2); it backpropagates with ``index_add``, no expanded index.
     """
-    return x.index_select(2, index.flatten()).unflatten(2, index.shape)
+    B, heads, rows, d = x.shape
+    flat = (torch.arange(B * heads, device=x.device)[:, None] * rows + index.flatten()).flatten()
+    if out is not None:
+        return torch.index_select(x.reshape(-1, d), 0, flat, out=out.view(-1, d))
+    return x.reshape(-1, d).index_select(0, flat).view(B, heads, *index.shape, d)
 
 
 def _tile_logit_terms(plan, pattern, terms, H, W, dtype):

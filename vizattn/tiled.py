@@ -209,7 +209,7 @@ class _HaloAttention(torch.autograd.Function):
             dq[:, part] = rows if plan.identity else _rows(rows, take[tile_major])
             for whole, g in ((dk, got[1]), (dv, got[2])):
                 rows, tile_major = _as_rows(g)
-                whole[:, part].index_add_(2, put[tile_major], rows)
+                _add_rows(whole[:, part], put[tile_major], rows)
             if dterms is not None:
                 dterms[:, part] = got[3]
             start = part.stop
@@ -323,10 +323,21 @@ def _rows(x, index, out=None):
     faster than selecting on dim 2); it backpropagates with ``index_add``, no expanded index.
     """
     B, heads, rows, d = x.shape
-    flat = (torch.arange(B * heads, device=x.device)[:, None] * rows + index.flatten()).flatten()
+    flat = _flat_index(index, B * heads, rows, x.device)
     if out is not None:
         return torch.index_select(x.reshape(-1, d), 0, flat, out=out.view(-1, d))
     return x.reshape(-1, d).index_select(0, flat).view(B, heads, *index.shape, d)
+
+
+def _add_rows(whole, index, rows):
+    """``whole[:, :, index] += rows`` (repeats summed); ``whole [1, c, N, d]`` contiguous, ``rows [1, c, n, d]``."""
+    _, c, N, d = whole.shape
+    whole.view(-1, d).index_add_(0, _flat_index(index, c, N, whole.device), rows.reshape(-1, d))
+
+
+def _flat_index(index, slices, rows, device):
+    """Row ``index`` of every one of ``slices`` slices of ``rows`` rows, as one index into the flattened rows."""
+    return (torch.arange(slices, device=device)[:, None] * rows + index.flatten()).flatten()
 
 
 def _tile_logit_terms(plan, pattern, terms, H, W, dtype):

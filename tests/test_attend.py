@@ -114,6 +114,25 @@ def test_gradcheck(pattern, H, W, backend):
     assert torch.autograd.gradcheck(weights, inputs, fast_mode=True)
 
 
+HALO_GRAD = [
+    (Neighborhood(3), 5, 7),  # odd, rectangular: the last tiles overlap, some tile rows are taken by no query
+    (Neighborhood((5, 3)), 5, 3),  # kernel = map: one tile, the whole map as halo
+    (Neighborhood(2, dilation=3), 6, 7),  # k * d = H: dilation at its limit, uneven groups on the columns
+    (LocalWindow(3), 4, 5),  # SASA's zero key
+    (Block(2, pad=True), 5, 3),
+    (Global(), 3, 4),
+]
+
+
+@pytest.mark.parametrize("halo_bytes", [0, tiled.HALO_BYTES], ids=["one slice per chunk", "default chunks"])
+@pytest.mark.parametrize("pattern, H, W", HALO_GRAD, ids=[f"{p}@{H}x{W}" for p, H, W in HALO_GRAD])
+def test_gradcheck_of_the_halo_kernel(pattern, H, W, halo_bytes, monkeypatch):
+    # no learnt terms: the tiled backend's own autograd Function (CPU flash backward), B and heads > 1
+    monkeypatch.setattr(tiled, "HALO_BYTES", halo_bytes)
+    inputs = tuple(t.requires_grad_() for t in qkv(2, 2, H, W, 4))
+    assert torch.autograd.gradcheck(lambda q, k, v: attend(q, k, v, pattern, backend="tiled"), inputs, fast_mode=True)
+
+
 def test_full_kernel_neighborhood_is_global_attention():
     q, k, v = qkv(2, 2, 7, 9, 8)
     torch.testing.assert_close(attend(q, k, v, Neighborhood((7, 9))), attend(q, k, v, Global()))

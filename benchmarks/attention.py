@@ -1,7 +1,8 @@
 """Speed and memory of ``vizattn.attend`` next to PyTorch's dense masked SDPA, in the same run.
 
-    python benchmarks/attention.py                 # the README table (several minutes on 2 cores)
-    python benchmarks/attention.py --sizes 28 56   # a quicker look
+    python benchmarks/attention.py                          # the README table (about 25 minutes on 2 cores)
+    python benchmarks/attention.py --sizes 28 56            # a quicker look
+    python benchmarks/attention.py --only NA,DiNAT --sizes 56,96 --peer-sizes   # the targets, no peer table
 
 For every pattern and map size it times vizattn's default backend and the obvious baseline,
 ``scaled_dot_product_attention`` over all N tokens with the pattern's ``[N, N]`` boolean mask
@@ -14,6 +15,10 @@ dense in the same run: NATTEN's ``na2d`` (NA, DiNAT) and FlexAttention compiled 
 neighbourhood block mask (patterns without zero slots). Every contender's output is checked
 against ours before it is timed (dense only where the pattern has no zero slots: it has no zero keys).
 B=2, heads=4, head_dim=32, float32 unless overridden.
+
+The contenders of a row run interleaved, round by round, so that load from other jobs on a shared
+machine hits them alike; a cell is the best (``--stat median``: the median) of ``--repeats`` runs,
+and the header prints the load average the run started under.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +40,7 @@ import torch.nn.functional as F
 from vizattn import attend, functional
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
+STATS = {"best": min, "median": statistics.median}
 PATTERNS = {
     "NA k7": Neighborhood(7),
     "DiNAT k7 d2": Neighborhood(7, dilation=2),
@@ -66,14 +74,22 @@ def peak_rss_bytes(fn, tuned=True):
     return (read("VmHWM:") - base) * 1024
 
 
-def seconds(fn, repeats):
-    fn()  # warm-up: caches, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)  # the least disturbed run: interference only ever adds time
+def interleaved(fns, repeats, stat=min):
+    """Seconds per call of each of ``fns`` ({name: (fn, grad)}), their runs interleaved round by round.
+
+    One warm-up round first (caches, allocator). Interleaving makes a burst of load on a shared
+    machine hit every contender alike; ``stat`` (min: the least disturbed run, since interference
+    only ever adds time; or a median) summarises each one's ``repeats`` runs.
+    """
+    times = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, (fn, grad) in fns.items():
+            with torch.set_grad_enabled(grad):
+                start = time.perf_counter()
+                fn()
+                if round_:
+                    times[name].append(time.perf_counter() - start)
+    return {name: stat(t) for name, t in times.items()}
 
 
 def steps(name, size, batch, heads, head_dim):
@@ -126,12 +142,12 @@ def memory_in_child(name, size, method, args, tuned):
 
 
 def measure(name, size, args):
-    row = {}
     contenders = steps(name, size, args.batch, args.heads, args.head_dim)
+    fns = {}
     for method, fn in contenders.items():
-        with torch.no_grad():
-            row[f"{method} fwd"] = seconds(fn, args.repeats)
-        row[f"{method} f+b"] = seconds(lambda fn=fn: fn().sum().backward(), args.repeats)
+        fns[f"{method} fwd"] = (fn, False)
+        fns[f"{method} f+b"] = (lambda fn=fn: fn().sum().backward(), True)
+    row = interleaved(fns, args.repeats, STATS[args.stat])
     if not PATTERNS[name].zero_slots:  # dense SDPA has no zero keys: for SASA it is a timing baseline only
         with torch.no_grad():
             want = contenders["ours"]().flatten(2, 3)
@@ -143,32 +159,58 @@ def measure(name, size, args):
 
 
 def measure_peers(name, size, args):
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NATTEN's CPU path: unfused FlexAttention
-        return {peer: seconds(fn, args.repeats) for peer, fn in peers(name, size, args.batch, args.heads,
-                                                                        args.head_dim).items()}
+        fns = peers(name, size, args.batch, args.heads, args.head_dim)
+        return interleaved({peer: (fn, False) for peer, fn in fns.items()}, args.repeats, STATS[args.stat])
+
+
+def sizes(text):
+    """``56,96`` or ``56`` -> a list of map sizes."""
+    return [int(x) for x in text.split(",") if x]
+
+
+def chosen(args):
+    """The patterns named by ``--patterns`` and ``--only`` (comma-separated first words: ``NA,DiNAT``)."""
+    names = args.patterns
+    if args.only:
+        wanted = {w.strip().lower() for w in args.only.split(",")}
+        unknown = wanted - {n.split()[0].lower() for n in PATTERNS}
+        if unknown:
+            raise SystemExit(f"--only takes the first words of {list(PATTERNS)}; got {sorted(unknown)}")
+        names = [n for n in names if n.split()[0].lower() in wanted]
+    return names
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[28, 56, 96, 128])
+    parser.add_argument("--sizes", type=sizes, nargs="+", default=[[28, 56, 96, 128]],
+                        help="map sizes, e.g. --sizes 56 96 or --sizes 56,96")
     parser.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
+    parser.add_argument("--only", help="comma-separated first words of the patterns, e.g. --only NA,DiNAT")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--peer-sizes", type=int, nargs="*", default=[28, 56, 96],
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of each contender, interleaved")
+    parser.add_argument("--stat", choices=list(STATS), default="best", help="summary of the repeats (best: minimum)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--peer-sizes", type=sizes, nargs="*", default=[[28, 56, 96]],
                         help="map sizes of the forward-only peer table (NATTEN's CPU path is slow); none to skip it")
     parser.add_argument("--memory", nargs=3, metavar=("PATTERN", "SIZE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.sizes, args.peer_sizes = (sum(x, []) for x in (args.sizes, args.peer_sizes))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory:  # child process: print the peak of one forward + backward
         name, size, method = args.memory
         fn = steps(name, int(size), args.batch, args.heads, args.head_dim)[method]
         print(peak_rss_bytes(lambda: fn().sum().backward(), tuned=not args.plain))
         return 0
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, heads={args.heads}, "
-          f"head_dim={args.head_dim}, float32; times in ms (best of {args.repeats}), memory in MiB\n")
+          f"head_dim={args.head_dim}, float32; times in ms ({args.stat} of {args.repeats}, interleaved), "
+          f"memory in MiB; load average {load} (1, 5, 15 min) on {os.cpu_count()} CPUs\n")
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
     mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f}"  # noqa: E731
     ratio = lambda a, b: "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"  # noqa: E731
@@ -177,7 +219,7 @@ def main(argv=None):
               "| mem/dense | plain: ours | dense | mem/dense |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for name in args.patterns:
+    for name in chosen(args):
         for size in args.sizes:
             r = measure(name, size, args)
             cells = [name, f"{size}x{size}"]
@@ -194,7 +236,7 @@ def main(argv=None):
         f"{n}/dense" for n in names[:3]) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for name in args.patterns:
+    for name in chosen(args):
         if not isinstance(PATTERNS[name], Neighborhood):  # the only patterns with a peer here
             continue
         for size in args.peer_sizes:

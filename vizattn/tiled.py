@@ -45,6 +45,9 @@ class TilePlan:
     slot_col ``[N, K]``: the halo column of each slot in that row, -1 if excluded.
     zero_col: column index of the zero key of SASA's zero slots, or None.
     takes ``[nT * Tq]``: whether the tile row is the one its query takes; owned: all are.
+    kv_source ``[M]``: the halo columns (``tile * Tk + column``) that hold a token in some window of
+    their tile, grouped by token in ascending order; kv_start ``[N]``: where each token's group starts
+    (how backward sums a token's key gradients).
     identity: one tile holding every query in order, whose halo is every token in order (Global):
     no gathering needed.
     """
@@ -57,6 +60,8 @@ class TilePlan:
     zero_col: int | None
     takes: torch.Tensor
     owned: bool
+    kv_source: torch.Tensor
+    kv_start: torch.Tensor
     full: bool
     identity: bool
 
@@ -133,7 +138,12 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
     identity = q_idx.shape[0] == 1 and torch.equal(q_idx[0], everything) and torch.equal(kv_idx[0], everything)
     out_row = out_row.reshape(N)
     takes = torch.zeros(q_idx.numel(), dtype=torch.bool).index_fill_(0, out_row, True)
-    return TilePlan(q_idx, kv_idx, tile_slot, out_row, slot_col, zero_col, takes, bool(takes.all()), full, identity)
+    token = kv_idx.flatten()
+    used = ((tile_slot >= 0).any(1).flatten() & (token < N)).nonzero().squeeze(1)  # others get no gradient
+    kv_source = used[token[used].argsort(stable=True)]
+    count = torch.bincount(token[used], minlength=N)
+    return TilePlan(q_idx, kv_idx, tile_slot, out_row, slot_col, zero_col, takes, bool(takes.all()), kv_source,
+                    count.cumsum(0) - count, full, identity)
 
 
 def tiled(q, k, v, pattern, terms, scale, return_weights):
@@ -191,12 +201,11 @@ class _HaloAttention(torch.autograd.Function):
         q, k, v, terms, out, lse = ctx.saved_tensors
         plan, N = ctx.plan, q.shape[2] * q.shape[3]
         dq = q.new_empty(q.shape[:2] + (N, q.shape[-1]))
-        tokens = N + (plan.zero_col is not None)  # token N: SASA's zero key
-        dk, dv = (t.new_zeros(1, t.shape[1], tokens, t.shape[-1]) for t in (k, v))
+        dk, dv = [], []
         dterms = torch.empty_like(terms) if terms is not None and ctx.needs_input_grad[3] else None
-        nT, Tq = plan.q_idx.shape  # rows of the tile gradients, in tile-major or flash's row-major order:
+        (nT, Tq), Tk = plan.q_idx.shape, plan.kv_idx.shape[1]  # rows of the tile gradients, tile-major or not:
         take = {True: plan.out_row, False: plan.out_row % Tq * nT + plan.out_row // Tq}
-        put = {True: plan.kv_idx.flatten(), False: plan.kv_idx.t().flatten()}
+        source = {True: plan.kv_source, False: plan.kv_source % Tk * nT + plan.kv_source // Tk}
         start = 0
         for qc, kc, vc, tc in _chunks(q, k, v, terms, plan):
             part = slice(start, start + qc.shape[1])
@@ -207,13 +216,14 @@ class _HaloAttention(torch.autograd.Function):
                                  grad_t, dterms is not None, ctx.pattern, plan, ctx.scale)
             rows, tile_major = _as_rows(got[0])
             dq[:, part] = rows if plan.identity else _rows(rows, take[tile_major])
-            for whole, g in ((dk, got[1]), (dv, got[2])):
+            for parts, g in ((dk, got[1]), (dv, got[2])):
                 rows, tile_major = _as_rows(g)
-                _add_rows(whole[:, part], put[tile_major], rows)
+                parts.append(_sum_rows(rows, source[tile_major], plan.kv_start))
             if dterms is not None:
                 dterms[:, part] = got[3]
             start = part.stop
-        return dq.view_as(q), dk[:, :, :N].reshape(k.shape), dv[:, :, :N].reshape(v.shape), dterms, None, None, None
+        dk, dv = (torch.cat(parts, 1) for parts in (dk, dv))
+        return dq.view_as(q), dk.view_as(k), dv.view_as(v), dterms, None, None, None
 
 
 def _as_rows(x):
@@ -329,10 +339,15 @@ def _rows(x, index, out=None):
     return x.reshape(-1, d).index_select(0, flat).view(B, heads, *index.shape, d)
 
 
-def _add_rows(whole, index, rows):
-    """``whole[:, :, index] += rows`` (repeats summed); ``whole [1, c, N, d]`` contiguous, ``rows [1, c, n, d]``."""
-    _, c, N, d = whole.shape
-    whole.view(-1, d).index_add_(0, _flat_index(index, c, N, whole.device), rows.reshape(-1, d))
+def _sum_rows(rows, source, start):
+    """Each token t's sum of its rows ``rows[source[start[t]:start[t + 1]]]``: ``[1, c, n, d]`` -> ``[1, c, N, d]``.
+
+    One ``embedding_bag`` (sum) over every slice: several times faster than ``index_add``, and no zeroed copy.
+    """
+    _, c, n, d = rows.shape
+    sources = _flat_index(source, c, n, rows.device)
+    offsets = _flat_index(start, c, source.numel(), rows.device)
+    return F.embedding_bag(sources, rows.reshape(-1, d), offsets, mode="sum").view(1, c, start.numel(), d)
 
 
 def _flat_index(index, slices, rows, device):

@@ -115,7 +115,9 @@ def test_gradcheck(pattern, H, W, backend):
 
 
 HALO_GRAD = [
-    (Neighborhood(3), 5, 7),  # odd, rectangular: the last tiles overlap, some tile rows are taken by no query
+    (Neighborhood(3), 11, 10),  # two tiles per axis, overlapping: some tile rows are taken by no query
+    (Neighborhood(3, dilation=2), 13, 9),  # uneven groups: the short group's tile repeats its last query
+    (Neighborhood(3), 5, 7),  # odd, rectangular
     (Neighborhood((5, 3)), 5, 3),  # kernel = map: one tile, the whole map as halo
     (Neighborhood(2, dilation=3), 6, 7),  # k * d = H: dilation at its limit, uneven groups on the columns
     (LocalWindow(3), 4, 5),  # SASA's zero key

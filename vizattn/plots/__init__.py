@@ -37,7 +37,7 @@ from .attention import (
                         query_maps_figure,
 )
 from .charts import curves_figure, maps_figure, photo_figure
-from .costs import COST_MECHANISMS, cost_figure
+from .costs import COST_MECHANISMS, cost_curves, cost_figure, cost_title, side_marks
 from .lavit import (
                         chain_axes,
                         layer_measures_figure,
@@ -52,7 +52,8 @@ from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR
 from .swin import roll, rolled_figure, rolled_overlay, rolled_size
 
 __all__ = ["OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "TRACES", "COST_MECHANISMS", "query_slots", "cells",
-           "partition_figure", "query_overlay", "animate_queries", "cost", "cost_figure", "SCALES",
+           "partition_figure", "query_overlay", "animate_queries", "cost", "cost_curves", "cost_title", "side_marks",
+           "cost_figure", "SCALES",
            "rolled_figure", "rolled_overlay", "rolled_size", "roll",
            "ATTENTION_TRACES", "HEADS_TRACES", "grey", "query_map_traces", "query_map_title", "query_map_figure",
            "query_maps_figure", "animate_query_maps", "heads_traces", "head_of_cell", "head_shapes", "heads_figure",

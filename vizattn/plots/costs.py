@@ -12,9 +12,31 @@ from plotly.subplots import make_subplots
 from ..mechanisms import LAYERS, cost
 from .style import DASHES, OKABE_ITO
 
-__all__ = ["COST_MECHANISMS", "cost_figure"]
+__all__ = ["COST_MECHANISMS", "SIDES", "cost_curves", "cost_title", "side_marks", "cost_figure"]
 
 COST_MECHANISMS = tuple(LAYERS)  # every layer kind of the mechanisms table
+SIDES = tuple(range(8, 257, 8))  # the map sides of a cost figure
+
+
+def cost_curves(sides=SIDES, mechanisms=COST_MECHANISMS, **params) -> dict[str, tuple[tuple, tuple]]:
+    """``{mechanism: (MACs, attention entries)}`` at every side: what ``cost_figure`` draws.
+
+    >>> cost_curves([8], ("global",), channels=16)
+    {'global': ((196608.0,), (4096.0,))}
+    """
+    return {name: tuple(zip(*(cost(name, s, **params) for s in sides))) for name in mechanisms}
+
+
+def cost_title(**params) -> str:
+    """The title of ``cost_figure`` for these parameters."""
+    p = {"channels": 64, "heads": 4, **params}
+    return f"Cost per attention layer (C={p['channels']}, heads={p['heads']})"
+
+
+def side_marks(mark: int) -> list[dict]:
+    """The layout shapes that mark map side ``mark`` on both panels of ``cost_figure`` (dotted vertical lines)."""
+    return [dict(type="line", xref=x, yref=f"{y} domain", x0=mark, x1=mark, y0=0, y1=1,
+                 line=dict(color="#7F7F7F", dash="dot")) for x, y in (("x", "y"), ("x2", "y2"))]
 
 
 def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = None, **params) -> go.Figure:
@@ -28,10 +50,9 @@ def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = No
     >>> len(fig.data), fig.layout.xaxis.type, fig.layout.yaxis.type
     (4, 'log', 'log')
     """
-    sides = list(range(8, 257, 8)) if sides is None else list(sides)
+    sides = list(SIDES if sides is None else sides)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("MACs per layer", "attention entries per head"))
-    for n, name in enumerate(mechanisms):
-        macs, mem = zip(*(cost(name, s, **params) for s in sides))
+    for n, (name, (macs, mem)) in enumerate(cost_curves(sides, mechanisms, **params).items()):
         style = dict(color=(OKABE_ITO + ("#000000",))[n % 8], dash=DASHES[(n + n // 8) % len(DASHES)], width=2)
         fig.add_trace(go.Scatter(x=sides, y=macs, name=name, legendgroup=name, line=style,
                                  hovertemplate=name + ": side %{x}, %{y:.3s} MACs<extra></extra>"), 1, 1)
@@ -39,10 +60,6 @@ def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = No
                                  hovertemplate=name + ": side %{x}, %{y:.3s} entries<extra></extra>"), 1, 2)
     fig.update_xaxes(type="log", title="map side (H = W)")
     fig.update_yaxes(type="log", exponentformat="power")  # 10^6 ... 10^16 throughout (SI stops at T)
-    if mark is not None:
-        for col in (1, 2):
-            fig.add_vline(x=mark, line=dict(color="#7F7F7F", dash="dot"), row=1, col=col)
-    p = {"channels": 64, "heads": 4, **params}
-    fig.update_layout(title=dict(text=f"Cost per attention layer (C={p['channels']}, heads={p['heads']})", x=0.5),
+    fig.update_layout(title=dict(text=cost_title(**params), x=0.5), shapes=() if mark is None else side_marks(mark),
                       height=420, width=900, plot_bgcolor="white", margin=dict(l=50, r=20, t=70, b=50))
     return fig

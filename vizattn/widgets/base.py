@@ -8,16 +8,19 @@ the helpers that edit a ``FigureWidget`` in place, and the shared cache of pretr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 
 import ipywidgets as widgets
+import numpy as np
 import plotly.graph_objects as go
+import torch
 
 from ..models import create
 
 __all__ = ["Explorer", "set_range", "side_by_side", "send", "replace", "explain", "blank_figure", "note_html",
-           "choice", "pretrained"]
+           "choice", "one_thread", "pretrained"]
 
 
 def set_range(slider, lo: int, hi: int) -> None:
@@ -60,24 +63,59 @@ def side_by_side(panels) -> widgets.HBox:
     return widgets.HBox(list(panels), layout=widgets.Layout(flex_flow="row wrap"))
 
 
+def _paths(properties: dict, prefix: str = "") -> dict:
+    """Nested properties as plotly key paths, ``{"marker": {"size": 3}}`` -> ``{"marker.size": 3}``:
+    what ``.update`` sets (lists and arrays are values)."""
+    flat = {}
+    for key, value in properties.items():
+        if hasattr(value, "to_plotly_json"):
+            value = value.to_plotly_json()
+        if isinstance(value, dict) and value:
+            flat.update(_paths(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _same(old, new) -> bool:
+    """Whether a trace property already holds ``new`` (then plotly would not send it)."""
+    if old is None or new is None:
+        return old is new
+    if isinstance(old, str) or isinstance(new, str):
+        return isinstance(old, str) and isinstance(new, str) and old == new
+    try:
+        a, b = np.asarray(old), np.asarray(new)
+        return a.shape == b.shape and bool(np.array_equal(a, b))
+    except (TypeError, ValueError):
+        return False
+
+
 def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = None, arrays: dict | None = None):
     """Apply edits to a FigureWidget: ``traces`` ``{index: properties}``, ``layout`` properties
     (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
 
-    One ``batch_update`` per trace, one for the layout: plotly pads a batch's properties that a
-    trace leaves unchanged with ``undefined``, and its anywidget front end (plotly 6/7) stores those
-    as null, which erases them (a marker's x and y, say). A batch that touches one trace has no
-    padding.
+    As few messages (browser redraws) as it safely takes: properties a trace already holds are
+    dropped, traces that change the same properties share one ``batch_update``, and the layout
+    rides with the first. Traces that change different properties never share one: plotly pads a
+    batch's properties that a trace leaves unchanged with ``undefined``, and its anywidget front
+    end (plotly 6/7) stores those as null, which erases them (a marker's x and y, say).
     """
+    groups: dict[tuple, dict] = {}
     for index, properties in traces.items():
+        trace = fig.data[index]
+        changed = {k: v for k, v in _paths(properties).items() if not _same(trace[k], v)}
+        if changed:
+            groups.setdefault(tuple(sorted(changed)), {})[index] = changed
+    batches = list(groups.values()) or [{}]
+    for n, batch in enumerate(batches):
         with fig.batch_update():
-            fig.data[index].update(properties)
-    if layout or arrays:
-        with fig.batch_update():
-            if layout:
-                fig.layout.update(layout)
-            for name, value in (arrays or {}).items():
-                fig.layout[name] = value
+            for index, changed in batch.items():
+                fig.data[index].update(changed)
+            if n == 0:
+                if layout:
+                    fig.layout.update(layout)
+                for name, value in (arrays or {}).items():
+                    fig.layout[name] = value
 
 
 def replace(fig: go.FigureWidget, new: go.Figure, keep=()) -> None:
@@ -122,6 +160,23 @@ def choice(name: str, value, options) -> None:
     """ValueError unless ``value`` is one of ``options``."""
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(str, options))}; got {name}={value!r}")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch on one thread inside: the explorers' forward passes are small, and two threads
+    contending for a shared CPU (a notebook server, other jobs) are several times slower.
+
+    >>> with one_thread():
+    ...     torch.get_num_threads()
+    1
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=None)

@@ -82,6 +82,7 @@ class CostExplorer(Explorer):
                                               rows=len(plots.COST_MECHANISMS),
                                               description="mechanisms", style={"description_width": "110px"})
         self.table = widgets.HTML()
+        self._cache = {}  # cost parameters -> plots.cost_curves
         self.figure = go.FigureWidget(plots.cost_figure(mark=s.side, **s.params()))
         self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
         self._links.append(widgets.link((self.toggles, "value"), (s, "mechanisms")))
@@ -105,10 +106,19 @@ class CostExplorer(Explorer):
         for name, slider in self.sliders.items():
             if name != "side":
                 slider.layout.display = None if self._reads(name) else "none"
-        new = plots.cost_figure(mechanisms=plots.COST_MECHANISMS, mark=s.side, **s.params())
-        send(self.figure, {t: {"y": data.y, "visible": data.name in s.mechanisms} for t, data in enumerate(new.data)},
-              layout={"title": new.layout.title.to_plotly_json()}, arrays={"shapes": new.layout.shapes})
+        curves = self._curves()
+        ys = [y for name in plots.COST_MECHANISMS for y in curves[name]]  # the figure's traces: MACs, entries
+        send(self.figure, {t: {"y": y, "visible": self.figure.data[t].name in s.mechanisms} for t, y in enumerate(ys)},
+             layout={"title": {"text": plots.cost_title(**s.params())}}, arrays={"shapes": plots.side_marks(s.side)})
         self.table.value = cost_table(s)
+
+    def _curves(self) -> dict:
+        """``plots.cost_curves`` of every mechanism for the current parameters (cached: the side and the
+        mechanisms shown do not change them)."""
+        key = tuple(self.state.params().items())
+        if key not in self._cache:
+            self._cache[key] = plots.cost_curves(mechanisms=plots.COST_MECHANISMS, **self.state.params())
+        return self._cache[key]
 
     def to_figure(self) -> go.Figure:
         """A static figure of the shown mechanisms, the map side marked.

@@ -16,7 +16,7 @@ from traitlets import Enum, HasTraits, Int
 from .. import metrics, plots
 from ..data import PHOTOS, TASKS, photo
 from ..probe import probe
-from .base import Explorer, choice, note_html, pretrained, replace, send, side_by_side
+from .base import Explorer, choice, note_html, one_thread, pretrained, replace, send, side_by_side
 
 __all__ = ["LaViTState", "VANILLA_HERE", "LaViTExplorer"]
 
@@ -67,7 +67,7 @@ class LaViTExplorer(Explorer):
         choice("photo", photo, PHOTOS)
         self.state = LaViTState(task=task, photo=photo, head=head)
         s = self.state
-        self.forwards, self._captured = 0, None
+        self.forwards, self._captured, self._captures = 0, None, {}  # (task, photo) -> what the models gave
         config = self._model("lavit").config  # checked before any forward pass
         stages, heads = len(config["depths"]), min(config["heads"])
         stage = 0 if stage is None else stage
@@ -105,27 +105,33 @@ class LaViTExplorer(Explorer):
 
     def _capture(self) -> None:
         """Run LaViT (every layer with its input: ``metrics.reuse_chains``) and ViT on the photo, once per task
-        and photo."""
+        and photo (kept: going back to a task or photo runs nothing)."""
         s = self.state
-        if (s.task, s.photo) == self._captured:
+        key = (s.task, s.photo)
+        if key == self._captured:
             return
-        lavit, vit = self._model("lavit"), self._model("vit")
-        image = photo(s.photo, size=lavit.config["img_size"])[None]
-        with torch.no_grad(), probe(lavit, inputs=True) as rec:
-            lavit(image)
-        with torch.no_grad(), probe(vit) as rec_vit:
-            vit(image)
-        self.forwards += 2
-        chains = metrics.reuse_chains(lavit, rec)  # each stage: VA, LA, LA, ...
-        self.heads = rec[0].weights.shape[1]
-        self.measures = [{k: v for k, v in row.items() if k not in ("used", "vanilla", "distance")}
-                         for chain in chains for row in chain]
-        self.columns = [[dict(label=f"{'VA' if row['kind'] == 'vanilla' else 'LA'} {row['name']}",
-                              **{k: row[k].numpy() for k in ("used", "vanilla", "distance") if k in row})
-                         for row in chain] for chain in chains]
-        self.saturation = {"LaViT": metrics.saturation(list(rec)).tolist(),
-                           "ViT": metrics.saturation(list(rec_vit)).tolist()}
-        self._captured = (s.task, s.photo)
+        if key not in self._captures:
+            lavit, vit = self._model("lavit"), self._model("vit")
+            image = photo(s.photo, size=lavit.config["img_size"])[None]
+            with one_thread(), torch.no_grad(), probe(lavit, inputs=True) as rec:
+                lavit(image)
+            with one_thread(), torch.no_grad(), probe(vit) as rec_vit:
+                vit(image)
+            self.forwards += 2
+            chains = metrics.reuse_chains(lavit, rec)  # each stage: VA, LA, LA, ...
+            self._captures[key] = dict(
+                heads=rec[0].weights.shape[1],
+                measures=[{k: v for k, v in row.items() if k not in ("used", "vanilla", "distance")}
+                          for chain in chains for row in chain],
+                columns=[[dict(label=f"{'VA' if row['kind'] == 'vanilla' else 'LA'} {row['name']}",
+                               **{k: row[k].numpy() for k in ("used", "vanilla", "distance") if k in row})
+                          for row in chain] for chain in chains],
+                saturation={"LaViT": metrics.saturation(list(rec)).tolist(),
+                            "ViT": metrics.saturation(list(rec_vit)).tolist()})
+        run = self._captures[key]
+        self.heads, self.measures, self.columns, self.saturation = (run[k] for k in ("heads", "measures", "columns",
+                                                                                  "saturation"))
+        self._captured = key
 
     # -- state -> view ---------------------------------------------------------------------------
     def _chain_title(self) -> str:
@@ -145,21 +151,22 @@ class LaViTExplorer(Explorer):
         self._capture()
         columns = self.columns[s.stage]
         zs, cmax, titles = plots.reuse_chain_maps(columns, s.head)
-        if len(zs) != len(self.chain_figure.data) or self._captured != self._shown[0]:
+        if len(zs) != len(self.chain_figure.data):  # a stage with another number of layers
             replace(self.chain_figure, self._chain_figure())
-        else:  # the same layout: new maps, colour top, titles (and axes, for another stage)
+        else:  # the same layout (also for another task or photo: the models keep their shapes): new numbers
             fig, N = self.chain_figure, columns[0]["used"].shape[-1]
             layout = {"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax}}
             if s.stage != self._shown[1]:
                 layout.update(plots.chain_axes(N, len(columns)))
             send(fig, {t: {"z": z} for t, z in enumerate(zs)}, layout=layout,
-                  arrays={"annotations": [dict(a.to_plotly_json(), text=t)
-                                          for a, t in zip(fig.layout.annotations, titles)]})
+                 arrays={"annotations": [dict(a.to_plotly_json(), text=t)
+                                         for a, t in zip(fig.layout.annotations, titles)]})
+        measures = plots.layer_measures_figure(self.measures, highlight=s.stage).data
+        send(self.measures_figure, {t: {"y": trace.y} for t, trace in enumerate(measures)},
+             arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
         if self._captured != self._shown[0]:
-            replace(self.measures_figure, plots.layer_measures_figure(self.measures, highlight=s.stage))
-            replace(self.saturation_figure, plots.saturation_figure(self.saturation))
-        else:
-            send(self.measures_figure, {}, arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
+            send(self.saturation_figure, {t: {"y": trace.y}
+                                          for t, trace in enumerate(plots.saturation_figure(self.saturation).data)})
         self._shown = (self._captured, s.stage)
         self.message.value = self._caption()
 

@@ -17,7 +17,7 @@ import traitlets
 from traitlets import Enum, HasTraits, Int
 
 from .. import plots, receptive
-from .base import Explorer, choice, explain, send, side_by_side
+from .base import Explorer, choice, explain, one_thread, send, side_by_side
 
 __all__ = ["DEPTH_MAX", "RF_SIZE_RANGE", "ReceptiveState", "ReceptiveFieldExplorer"]
 
@@ -131,7 +131,8 @@ class ReceptiveFieldExplorer(Explorer):
         if key not in self._effective:
             model = receptive.stack_model(s.stack, DEPTH_MAX, s.size, **s.params())
             images = torch.randn(2, 3, s.size, s.size, generator=torch.Generator().manual_seed(0))
-            self._effective[key] = receptive.effective(model, images, layer=f"attns.{key[-1] - 1}")
+            with one_thread():
+                self._effective[key] = receptive.effective(model, images, layer=f"attns.{key[-1] - 1}")
         return self._effective[key]
 
     def _blank_field(self):

@@ -146,10 +146,47 @@ def open_tabs(page) -> dict:
                 dirty: tabs.filter(t => t.classList.contains('jp-mod-dirty')).map(label)}; }""")
 
 
+IDLE_JS = (f"() => {{ const e = document.querySelector('{PANEL} .jp-Notebook-ExecutionIndicator');"
+           " return !!e && e.dataset.status === 'idle'; }")
+
+
 def wait_kernel_idle(page, timeout: int = WAIT_MS) -> None:
-    page.wait_for_function(
-        f"() => {{ const e = document.querySelector('{PANEL} .jp-Notebook-ExecutionIndicator');"
-        " return e && e.dataset.status === 'idle'; }", timeout=timeout)
+    page.wait_for_function(IDLE_JS, timeout=timeout)
+
+
+def accept_kernel_dialog(page) -> bool:
+    """Accept JupyterLab's "Select Kernel" dialog if it is on show (the notebook's own kernel is
+    preselected): JupyterLab asks when the server answered its kernel requests slowly (a loaded
+    machine), which blocks every click. Returns whether there was one."""
+    dialog = page.locator(".jp-Dialog").filter(has_text="Select Kernel")
+    if not dialog.count():
+        return False
+    dialog.locator(".jp-mod-accept").first.click()
+    dialog.wait_for(state="detached")
+    return True
+
+
+def settled_tabs(page, still_ms: int = 1500, limit_ms: int = WAIT_MS) -> dict:
+    """``open_tabs`` once the open notebook has settled: its kernel idle and the tabs' modified dots
+    unchanged for ``still_ms`` (JupyterLab writes the kernel's record into the notebook's metadata
+    when the kernel connects, which marks it modified if the record differs from the file's). A
+    notebook that turns modified at any point of the wait is reported modified, never waited out;
+    ``kernel_dialogs`` counts the "Select Kernel" dialogs accepted on the way."""
+    seen, since, start = None, 0, time.monotonic()
+    dirty, dialogs = set(), 0
+    while (time.monotonic() - start) * 1000 < limit_ms:
+        dialogs += accept_kernel_dialog(page)
+        tabs = open_tabs(page)
+        dirty |= set(tabs["dirty"])
+        now = (tabs["current"], tuple(tabs["dirty"]), page.evaluate(IDLE_JS))
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif now[2] and (time.monotonic() - since) * 1000 >= still_ms:
+            break
+        page.wait_for_timeout(100)
+    else:
+        raise AssertionError(f"the notebook did not settle (kernel idle, tabs still) within {limit_ms} ms: {seen}")
+    return dict(tabs, dirty=sorted(dirty), kernel_dialogs=dialogs)
 
 
 def open_notebook(page, url: str, name: str) -> None:
@@ -159,9 +196,7 @@ def open_notebook(page, url: str, name: str) -> None:
     page.wait_for_function("(name) => { const t = document.querySelector('#jp-main-dock-panel .lm-TabBar-tab.jp-mod-current');"
                            " return t && t.textContent.includes(name); }", arg=name.split("/")[-1], timeout=WAIT_MS)
     page.locator(f"{PANEL} .jp-Cell").first.wait_for(state="visible")
-    wait_kernel_idle(page)
-    page.wait_for_timeout(500)  # JupyterLab writes the kernel's language_info into the notebook on connecting
-    tabs = open_tabs(page)
+    tabs = settled_tabs(page)
     assert tabs["current"] == name.split("/")[-1], tabs
     assert name.split("/")[-1] not in tabs["dirty"], f"{name} is marked modified right after opening: {tabs}"
     width = page.evaluate("() => { const f = document.querySelector('#filebrowser');"
@@ -174,6 +209,7 @@ def run_all(page) -> None:
     cells = page.locator(f"{PANEL} .jp-CodeCell").count()
     prompt = f"{PANEL} .jp-CodeCell .jp-InputPrompt"
     for attempt in range(3):  # a Run All sent while the kernel is still settling can be dropped: retry
+        accept_kernel_dialog(page)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         try:

@@ -51,7 +51,7 @@ def test_both_views_draw_the_patterns_key_sets(P, s, H, W):
             assert (rolled.data[4].y[0], rolled.data[4].x[0]) == ((i - sh) % Hp, (j - sw) % Wp)
     # the group colours: the original map's, rolled by -s (padding: not a group)
     colours = np.full((Hp, Wp), np.nan)
-    colours[:H, :W] = np.asarray(plots.partition_figure(pattern, H, W).data[1].z, dtype=float)
+    colours[:H, :W] = np.asarray(plots.partition_figure(pattern, H, W, query=(H - 1, W - 1)).data[1].z, dtype=float)
     got = np.asarray(rolled.data[1].z, dtype=float)
     np.testing.assert_array_equal(got, np.roll(colours, (-sh, -sw), axis=(0, 1)))
 

@@ -195,6 +195,62 @@ def test_groups_are_coloured_from_the_axis_rules():
     assert z[0, 0] == z[3, 3] == z[0, 3] != z[0, 1]
 
 
+# (pattern, H, W, whether touching groups can all differ in seven colours): Grid(3) on 9 rows and LDA(3) on 9
+# columns make three groups per axis that wrap round: then the nine classes all touch each other
+GROUPED = [(Block(3), 9, 12, True), (Block(4, shift=2), 12, 12, True), (Block(3, pad=True), 10, 11, True),
+           (Grid(3), 9, 12, True), (Grid(4, pad=True), 10, 14, True), (LongDistance(4), 12, 8, True),
+           (Neighborhood(3, dilation=2), 11, 10, True), (Neighborhood(3, dilation=3), 11, 10, False),
+           (Grid(3), 9, 9, False), (LongDistance(3), 12, 9, False)]
+
+
+def group_of(pattern, H, W):
+    """``group(r, c)`` -> a label shared exactly by the tokens of one group, from the definitions: a
+    partition group is a key set (its tokens attend among themselves); NA's dilation groups are the
+    sub-grids of equal (r mod d, c mod d)."""
+    if isinstance(pattern, Neighborhood):
+        d = pattern.dilation
+        return lambda r, c: (r % d[0], c % d[1])
+    return lambda r, c: frozenset(expected_cells(pattern, H, W, r, c))
+
+
+def shown_colours(trace):
+    """The colour of every cell of a heatmap on a stepped colour scale: ``{(row, col): colour}``."""
+    scale, z = trace.colorscale, np.asarray(trace.z, dtype=float)
+    out = {}
+    for (a, b), v in np.ndenumerate(z):
+        x = (v - trace.zmin) / (trace.zmax - trace.zmin)
+        out[int(trace.y[a]), int(trace.x[b])] = next(c0 for (lo, c0), (hi, c1) in zip(scale, scale[1:])
+                                                     if lo <= x <= hi and c0 == c1)
+    return out
+
+
+@pytest.mark.parametrize("pattern, H, W, distinct", GROUPED)
+def test_touching_groups_differ_and_the_querys_group_has_a_colour_of_its_own(pattern, H, W, distinct):
+    group = group_of(pattern, H, W)
+    for i, j in [(0, 0), (H - 1, W // 2), (H // 2, W - 1)]:
+        colour = shown_colours(plots.partition_figure(pattern, H, W, query=(i, j)).data[plots.TRACES.index("groups")])
+        own = {cell for cell in colour if group(*cell) == group(i, j)}
+        assert (i, j) in own and len(own) < H * W
+        # the query's group is told apart by its colour alone: no cell outside it has one of its colours
+        assert {colour[c] for c in own}.isdisjoint(colour[c] for c in colour if c not in own)
+        shared = [((r, c), (r + dr, c + dc)) for (r, c), (dr, dc) in itertools.product(colour, [(0, 1), (1, 0),
+                                                                                                 (1, 1), (1, -1)])
+                  if (r + dr, c + dc) in colour and group(r, c) != group(r + dr, c + dc)
+                  and colour[r, c] == colour[r + dr, c + dc]]  # touching cells of different groups, one colour
+        assert not shared if distinct else shared, shared[:3]
+
+
+def test_a_query_move_moves_the_strong_group():
+    ex = PartitionExplorer("MaxViT block", size=8, block=4, query=(0, 0))
+    first = shown_colours(ex.figures[0].data[plots.TRACES.index("groups")])
+    for i, j in [(7, 7), (0, 5), (6, 1), (0, 0)]:
+        ex.set_query(i, j)
+        colour = shown_colours(ex.figures[0].data[plots.TRACES.index("groups")])
+        own = expected_cells(Block(4), 8, 8, i, j)
+        assert {colour[c] for c in own}.isdisjoint(colour[c] for c in colour if c not in own)
+    assert colour == first  # back at the start: the same picture
+
+
 # ---------------------------------------------------------------------------------------------
 # the view: sliders, bounds, clicks, play, compare, export
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +391,8 @@ def test_to_figure_has_a_query_sweep_that_matches_the_keys():
     assert len(fig.frames) == 36 and fig.layout.updatemenus and fig.layout.sliders
     for frame in fig.frames[::7]:
         i, j = (int(v) for v in frame.name.strip("()").split(","))
-        assert plots.cells(frame.data[0]) == expected_cells(LongDistance(2), 6, 6, i, j)
+        keys = frame.data[list(frame.traces).index(KEYS)]
+        assert plots.cells(keys) == expected_cells(LongDistance(2), 6, 6, i, j)
     big = PartitionExplorer("NA", size=64, kernel=7).to_figure()
     assert 0 < len(big.frames) <= 256
     ex.state.mechanism = "SASA"

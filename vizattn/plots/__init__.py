@@ -46,15 +46,27 @@ from .lavit import (
                         saturation_figure,
                         stage_shade,
 )
-from .partition import TRACES, animate_queries, cells, partition_figure, query_overlay, query_slots
+from .partition import (
+                        GROUP_SCALE,
+                        TRACES,
+                        animate_queries,
+                        cell_boxes,
+                        cells,
+                        group_colours,
+                        group_z,
+                        partition_figure,
+                        query_overlay,
+                        query_slots,
+)
 from .receptive import effective_figure, effective_parts, field_z, receptive_depths_figure, receptive_figure
 from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR
-from .swin import roll, rolled_figure, rolled_overlay, rolled_size
+from .swin import roll, rolled_figure, rolled_groups, rolled_overlay, rolled_size
 
 __all__ = ["OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "TRACES", "COST_MECHANISMS", "query_slots", "cells",
            "partition_figure", "query_overlay", "animate_queries", "cost", "cost_curves", "cost_title", "side_marks",
            "cost_figure", "SCALES",
-           "rolled_figure", "rolled_overlay", "rolled_size", "roll",
+           "rolled_figure", "rolled_groups", "rolled_overlay", "rolled_size", "roll", "GROUP_SCALE", "group_colours",
+           "group_z", "cell_boxes",
            "ATTENTION_TRACES", "HEADS_TRACES", "grey", "query_map_traces", "query_map_title", "query_map_figure",
            "query_maps_figure", "animate_query_maps", "heads_traces", "head_of_cell", "head_shapes", "heads_figure",
            "field_z", "receptive_figure", "effective_parts", "effective_figure", "receptive_depths_figure",

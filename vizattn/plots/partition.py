@@ -19,7 +19,8 @@ import plotly.graph_objects as go
 from ..patterns import Pattern
 from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, PALE_CIVIDIS, QUERY_MARKER, gaps, pale, player, rect, stepped
 
-__all__ = ["TRACES", "query_slots", "cells", "partition_figure", "query_overlay", "animate_queries"]
+__all__ = ["TRACES", "GROUP_SCALE", "group_colours", "group_z", "query_slots", "cell_boxes", "cells",
+           "partition_figure", "query_overlay", "animate_queries"]
 
 TRACES = ("outside", "groups", "keys", "slots", "query")  # trace order of partition_figure
 
@@ -56,13 +57,54 @@ def _axis_area(pattern: Pattern, rule, L: int, axis: int) -> tuple[int, int]:
     return lo, hi
 
 
-def group_colours(rule_r, rule_c) -> np.ndarray:
-    """``[H, W]`` colour index of each token's group: (3 g_row + g_col) mod 7.
+def _axis_classes(group: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(class of each position, number of classes)`` for one axis: groups on neighbouring rows (or
+    columns) get different classes, greedily in order of first appearance: 2 classes for blocks,
+    2 or 3 for groups that wrap round (grid lines, dilation groups: 3 when their number is odd)."""
+    touching: dict[int, set] = {}
+    for a, b in zip(group[:-1].tolist(), group[1:].tolist()):
+        if a != b:
+            touching.setdefault(a, set()).add(b)
+            touching.setdefault(b, set()).add(a)
+    classes: dict[int, int] = {}
+    for g in dict.fromkeys(group.tolist()):
+        taken = {classes[n] for n in touching.get(g, ()) if n in classes}
+        classes[g] = min(set(range(len(taken) + 1)) - taken)
+    return np.array([classes[g] for g in group.tolist()]), max(classes.values()) + 1
 
-    Groups that touch (row, column or diagonal neighbours, ids differing by 1, 2, 3 or 4) never
-    share a colour.
+
+def group_colours(rule_r, rule_c) -> np.ndarray:
+    """``[H, W]`` colour index (0 to 6) of each token's group, from its row and column classes
+    (``_axis_classes``): row class * (column classes) + column class, modulo 7.
+
+    Groups that touch (row, column or diagonal neighbours) never share a colour, except when both
+    axes need three classes (an odd number of wrapping groups on both axes, as Grid(3) on 9x9):
+    then nine classes of groups that all touch share seven colours, and only the query's own group
+    keeps a shade of its own (``group_z``).
+
+    >>> from vizattn.patterns import Block
+    >>> group_colours(*Block(2).axes(4, 6)).tolist()
+    [[0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0], [2, 2, 3, 3, 2, 2], [2, 2, 3, 3, 2, 2]]
     """
-    return (3 * rule_r.group.numpy()[:, None] + rule_c.group.numpy()[None, :]) % len(OKABE_ITO)
+    (row, _), (col, n_col) = _axis_classes(rule_r.group.numpy()), _axis_classes(rule_c.group.numpy())
+    return (row[:, None] * n_col + col[None, :]) % len(OKABE_ITO)
+
+
+# the groups trace's colours: every group muted, the query's own group in its strong shade (no other group has it)
+GROUP_SCALE = stepped([pale(c, 0.22) for c in OKABE_ITO] + [pale(c) for c in OKABE_ITO])
+
+
+def group_z(rule_r, rule_c, query) -> np.ndarray:
+    """``[H, W]`` values of the ``groups`` trace on ``GROUP_SCALE`` (0 to 14): the group's colour index
+    (``group_colours``) + 0.5, plus 7 for the tokens of the query's own group.
+
+    >>> from vizattn.patterns import Block
+    >>> group_z(*Block(2).axes(4, 4), query=(0, 3)).tolist()[0]
+    [0.5, 0.5, 8.5, 8.5]
+    """
+    i, j = query
+    own = (rule_r.group.numpy() == int(rule_r.group[i]))[:, None] & (rule_c.group.numpy() == int(rule_c.group[j]))
+    return group_colours(rule_r, rule_c) + 0.5 + len(OKABE_ITO) * own
 
 
 def cell_boxes(rows: np.ndarray, cols: np.ndarray):
@@ -108,7 +150,9 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
 
     Traces, in order (``TRACES``): ``outside`` (the drawn area beyond the map, as far as any
     query's slots reach), ``groups`` (each token coloured by its group from the axis rules:
-    blocks, grid lines, dilation groups; SASA: colour = number of real keys), ``keys`` (1 on the query's real keys,
+    blocks, grid lines, dilation groups, touching groups in different colours, every group muted
+    but the query's own, which has a strong shade of its own: ``group_z``; SASA: colour = number
+    of real keys), ``keys`` (1 on the query's real keys,
     NaN elsewhere, over their bounding box; ``cells(trace)`` lists them), ``slots`` (the query's
     ``-1`` slots, off the map: ``0`` = SASA zero padding, still in the softmax; ``x`` = padded
     position, excluded) and ``query`` (a marker). For
@@ -139,9 +183,9 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                                  colorbar=dict(title="real keys", len=0.6, thickness=12),
                                  hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
     else:
-        group_trace = go.Heatmap(z=group_colours(rule_r, rule_c) + 0.5, x=np.arange(W), y=np.arange(H),
-                                 colorscale=stepped([pale(c) for c in OKABE_ITO]), zmin=0,
-                                 zmax=len(OKABE_ITO), showscale=False, name="groups",
+        group_trace = go.Heatmap(z=group_z(rule_r, rule_c, query), x=np.arange(W), y=np.arange(H),
+                                 colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(OKABE_ITO), showscale=False,
+                                 name="groups",
                                  hovertemplate="row %{y}, col %{x}<extra></extra>")
     outside_trace = go.Heatmap(z=np.ones(shape), x=cols, y=rows, showscale=False, name="outside",
                                colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
@@ -234,7 +278,7 @@ def animate_queries(pattern: Pattern, H: int, W: int | None = None, queries=None
         queries = [(i, j) for i in range(0, H, step) for j in range(0, W, step)]
     queries = [tuple(q) for q in queries]
     figs = [partition_figure(pattern, H, W, query=q) for q in queries]
-    moving = [TRACES.index(n) for n in ("keys", "slots", "query")]
+    moving = [TRACES.index(n) for n in ("groups", "keys", "slots", "query")]  # the query's group too
     frames = [go.Frame(data=[f.data[k] for k in moving], traces=moving, name=str(q),
                        layout=dict(shapes=f.layout.shapes, annotations=f.layout.annotations))
               for q, f in zip(queries, figs)]

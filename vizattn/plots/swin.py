@@ -23,10 +23,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..patterns import Block
-from .partition import cell_boxes, group_colours, query_slots
-from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, QUERY_MARKER, gaps, pale, rect, stepped
+from .partition import GROUP_SCALE, cell_boxes, group_z, query_slots
+from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, QUERY_MARKER, gaps, rect
 
-__all__ = ["rolled_size", "roll", "rolled_figure", "rolled_overlay"]
+__all__ = ["rolled_size", "roll", "rolled_groups", "rolled_figure", "rolled_overlay"]
 
 
 def rolled_size(pattern: Block, H: int, W: int) -> tuple[int, int]:
@@ -99,6 +99,19 @@ def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -
     return fig
 
 
+def rolled_groups(pattern: Block, H: int, W: int, query) -> np.ndarray:
+    """``[Hp, Wp]`` values of ``rolled_figure``'s ``groups`` trace: ``partition.group_z`` (the query's own
+    group strong, the others muted) at every token's rolled position; NaN on padded positions.
+
+    >>> rolled_groups(Block(2, shift=1), 4, 4, query=(0, 0))[3].tolist()     # the corner group, rolled
+    [1.5, 1.5, 0.5, 7.5]
+    """
+    Hp, Wp = rolled_size(pattern, H, W)
+    colour = np.full((Hp, Wp), np.nan)
+    colour[:H, :W] = group_z(*pattern.axes(H, W), query)
+    return np.roll(colour, (-pattern.shift[0], -pattern.shift[1]), axis=(0, 1))  # token r -> (r - s) mod L
+
+
 def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *, title: str | None = None,
                   cell_px: int | None = None, area_px: int = 448) -> go.Figure:
     """Swin's rolled map: the traces of ``partition_figure`` (``TRACES``), every one moved by the roll.
@@ -116,13 +129,11 @@ def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *,
     W = H if W is None else W
     Hp, Wp = rolled_size(pattern, H, W)
     overlay = rolled_overlay(pattern, H, W, query)
-    colour = np.full((Hp, Wp), np.nan)
-    colour[:H, :W] = group_colours(*pattern.axes(H, W)) + 0.5
-    colour = np.roll(colour, (-pattern.shift[0], -pattern.shift[1]), axis=(0, 1))  # token r -> (r - s) mod L
+    colour = rolled_groups(pattern, H, W, query)
     outside = go.Heatmap(z=np.ones((Hp, Wp)), x=np.arange(Wp), y=np.arange(Hp), showscale=False, name="outside",
                          colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
-    groups = go.Heatmap(z=colour, x=np.arange(Wp), y=np.arange(Hp), colorscale=stepped([pale(c) for c in OKABE_ITO]),
-                        zmin=0, zmax=len(OKABE_ITO), showscale=False, name="groups",
+    groups = go.Heatmap(z=colour, x=np.arange(Wp), y=np.arange(Hp), colorscale=GROUP_SCALE,
+                        zmin=0, zmax=2 * len(OKABE_ITO), showscale=False, name="groups",
                         hovertemplate="rolled map: row %{y}, col %{x}<extra></extra>")
     fig = go.Figure([outside, groups, *overlay.data])
     side = cell_px or max(4, min(32, area_px // max(Hp, Wp)))

@@ -324,6 +324,9 @@ class PartitionExplorer(Explorer):
                 new = overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
                 moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if p in data and data[p] is not None}
                          for t, data in enumerate(new.data)}  # only the properties that follow the query
+                if pattern.grouped:  # the query's own group is the strong one
+                    moved[1] = {"z": plots.rolled_groups(pattern, s.size, s.size, (s.query_i, s.query_j)) if rolled
+                                else plots.group_z(*pattern.axes(s.size, s.size), (s.query_i, s.query_j))}
                 send(fig, moved, arrays={"shapes": new.layout.shapes, "annotations": new.layout.annotations})
             else:
                 replace(fig, self.panel_figure(k))

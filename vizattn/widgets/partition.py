@@ -258,9 +258,10 @@ class PartitionExplorer(Explorer):
     def _apply_bounds(self) -> None:
         step = steps(self.state)
         for name, (lo, hi) in bounds(self.state).items():
-            set_range(self.sliders[name], lo, hi)
-            self.sliders[name].step = step[name]
-            self.sliders[name].value = getattr(self.state, name)  # a value restored past the old bounds
+            with self.sliders[name].hold_sync():  # one message per slider
+                set_range(self.sliders[name], lo, hi)
+                self.sliders[name].step = step[name]
+                self.sliders[name].value = getattr(self.state, name)  # a value restored past the old bounds
         self.play.max = self.state.size ** 2 - 1
         used = {p for m in self.state.mechanisms() for p in PARAMETERS[m]}
         for name in mechanisms.PARAMETERS:

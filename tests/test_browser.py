@@ -12,8 +12,11 @@ labelled Play buttons). The tour's explorers follow the keyboard.
 is run, checked against the same rules, and every control of every explorer is moved through every
 position it reaches (``browser.sweep``): each move must change the picture, show no error and keep
 the layout. The latency of each move (input event -> first change of a plot -> its last change,
-measured in the page, kernel round trip included) is printed per control, with the targets; it is
-not asserted (speed targets live in benchmarks/). Screenshots go to ``screenshots/`` (gitignored).
+measured in the page, kernel round trip included) is printed per control against the issue's targets
+(median <= 100 ms to the first change, <= 250 ms to the finished plot; model, photo and task switches
+<= 400 ms), with the controls that miss; asserted only with ``VIZATTN_LATENCY=1`` (a quiet machine: on
+a shared CPU the medians move by tens of ms from run to run). Screenshots go to ``screenshots/``
+(gitignored).
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
 ``playwright`` Python package; without them the test is skipped, except under CI (``CI`` set),
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 import statistics
 import sys
@@ -37,6 +41,7 @@ from browser import (
     WAIT_MS,
     in_browser,
     jupyterlab,
+    latency_misses,
     latency_report,
     layout_problems,
     need,
@@ -54,7 +59,10 @@ NOTEBOOK = ROOT / "notebooks" / "_widget_smoke.ipynb"
 EXPLORERS = {"partition": ".vizattn-partition", "attention": ".vizattn-attention", "lavit": ".vizattn-lavit",
              "receptive": ".vizattn-receptive", "cost": ".vizattn-cost"}
 TARGETS_MS = {"first": 100, "finished": 250, "switch": 400}  # the targets (model/photo switches: "switch")
-SWITCHES = ("model", "photo")
+SWITCHES = ("model", "photo", "task")  # each loads other trained weights or runs the models on another photo
+# the targets are asserted only when asked (VIZATTN_LATENCY=1, a quiet machine): on a shared CPU a sweep's
+# medians move by tens of ms from run to run, so by default they are printed, with the controls that miss
+ASSERT_LATENCY = os.environ.get("VIZATTN_LATENCY") == "1"
 
 
 def _plot_digest(page, scope: str, index: int = 0) -> str:
@@ -155,17 +163,20 @@ def test_every_control_of_every_explorer(tmp_path, capsys):
             page.screenshot(path=str(SHOTS / "explorers_after.png"), full_page=True)
 
         in_browser(drive, "explorers_failure.png")
+    misses = latency_misses(latencies, TARGETS_MS, SWITCHES)
     with capsys.disabled():
         print(f"\nbrowser sweep: {sum(moves.values())} moves {moves} in {time.monotonic() - start:.0f} s; "
               "latency (ms), "
               f"targets: median first change <= {TARGETS_MS['first']}, finished <= {TARGETS_MS['finished']} "
-              f"(model/photo switches <= {TARGETS_MS['switch']})\n" + latency_report(latencies))
+              f"(switches: {', '.join(SWITCHES)} <= {TARGETS_MS['switch']})\n" + latency_report(latencies, misses))
         first = [v[0] for (_, c), vs in latencies.items() if c not in SWITCHES for v in vs]
         finished = [v[1] for (_, c), vs in latencies.items() if c not in SWITCHES for v in vs]
         print(f"all controls but switches: median first {statistics.median(first):.0f} ms, "
-              f"finished {statistics.median(finished):.0f} ms")
+              f"finished {statistics.median(finished):.0f} ms; {len(misses)} of {len(latencies)} controls miss "
+              f"a target{'' if ASSERT_LATENCY else ' (not asserted: set VIZATTN_LATENCY=1 on a quiet machine)'}")
     assert all(moves.values()), f"an explorer had no control to move: {moves}"
     assert not failures, "\n".join(failures.values())
+    assert not (ASSERT_LATENCY and misses), f"latency targets missed: {misses}"
 
 
 def _click_the_photo(page) -> None:
@@ -194,3 +205,11 @@ def test_missing_tooling_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, out
         monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="chromium"):
         need("/usr/bin/chromium is missing")
+
+
+def test_latency_misses_names_the_controls_over_their_targets():
+    latencies = {("cost", "channels C"): [(90, 120), (110, 300), (95, 260)],  # medians 95 / 260
+                 ("lavit", "task"): [(300, 390)], ("lavit", "head"): [(99, 250)]}
+    misses = latency_misses(latencies, TARGETS_MS, SWITCHES)
+    assert misses == {("cost", "channels C"): "finished 260 > 250 ms"}
+    assert "ok" in latency_report(latencies, misses).splitlines()[2]

@@ -161,6 +161,7 @@ def test_every_control_of_every_explorer(tmp_path, capsys):
                 moves[explorer] = sweep(page, f"{PANEL} {scope}", explorer, latencies, failures)
                 page.locator(f"{PANEL} {scope}").screenshot(path=str(SHOTS / f"explorer_{explorer}.png"))
             page.screenshot(path=str(SHOTS / "explorers_after.png"), full_page=True)
+            _shoot_groups(page)
 
         in_browser(drive, "explorers_failure.png")
     misses = latency_misses(latencies, TARGETS_MS, SWITCHES)
@@ -177,6 +178,28 @@ def test_every_control_of_every_explorer(tmp_path, capsys):
     assert all(moves.values()), f"an explorer had no control to move: {moves}"
     assert not failures, "\n".join(failures.values())
     assert not (ASSERT_LATENCY and misses), f"latency targets missed: {misses}"
+
+
+def _shoot_groups(page) -> None:
+    """Screenshots of the partition explorer's group colours: MaxViT block beside grid, then Swin's
+    shifted windows on the original and the rolled map (``explorer_groups_*.png``)."""
+    scope = f"{PANEL} .vizattn-partition"
+    menus = page.locator(f"{scope} select")
+    for slider, value in [("query-i", "4"), ("query-j", "6")]:  # a query away from the corner
+        readout = page.locator(f"{scope} .vizattn-{slider} .widget-readout")
+        readout.fill(value)
+        readout.press("Enter")
+    for shot, mechanism, compare, title in [("block_grid", "MaxViT block", "MaxViT grid", "Grid("),
+                                            ("swin", "Swin SW", "(none)", "Block(")]:
+        menus.nth(0).select_option(mechanism)
+        menus.nth(1).select_option(compare)
+        _wait_title(page, ".vizattn-partition", 1 if compare != "(none)" else 0, title)
+        page.wait_for_timeout(500)
+        page.locator(scope).screenshot(path=str(SHOTS / f"explorer_groups_{shot}.png"))
+    page.locator(f"{scope} .vizattn-rolled button").nth(1).click()
+    _wait_title(page, ".vizattn-partition", 0, "rolled map")
+    page.wait_for_timeout(500)
+    page.locator(scope).screenshot(path=str(SHOTS / "explorer_groups_swin_rolled.png"))
 
 
 def _click_the_photo(page) -> None:

@@ -144,7 +144,8 @@ class ReceptiveFieldExplorer(Explorer):
         """The widget's starting figure: ``receptive_figure`` without frames and play buttons."""
         fig = plots.receptive_figure(self.field(1))
         fig.frames, fig.layout.updatemenus, fig.layout.sliders = (), (), ()
-        fig.update_layout(width=440, height=520, margin=dict(b=50))
+        fig.update_layout(width=440, height=520, margin=dict(l=40, r=20, t=50, b=70),  # as the effective panel
+                          title_font_size=13)
         return fig
 
     def _update(self) -> None:

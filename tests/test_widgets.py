@@ -307,6 +307,29 @@ def test_sasa_kernels_are_odd_and_clamping_comes_back_when_the_map_grows():
     assert ex.sliders["kernel"].value == 7 and len(plots.cells(ex.figures[0].data[KEYS])) == 6 * 7  # row 12 is off
 
 
+def test_send_shares_a_message_only_between_traces_that_change_the_same_properties():
+    from plotly.basedatatypes import Undefined
+
+    from vizattn.widgets.base import send
+    fig = go.FigureWidget([go.Scatter(x=[0], y=[0]), go.Scatter(x=[1], y=[1]), go.Scatter(x=[2], y=[2]),
+                           go.Heatmap(z=[[1]])])
+    sent = []
+    fig._send_update_msg = lambda restyle_data, relayout_data, trace_indexes=None, **_: sent.append(
+        (restyle_data, relayout_data, trace_indexes))
+    # trace 0 asks for its own y again: dropped, so 0 and 2 change x only, 1 changes x and y, 3 changes z
+    send(fig, {0: {"x": [5], "y": [0]}, 1: {"x": [6], "y": [7]}, 2: {"x": [8]}, 3: {"z": [[2]]}},
+         layout={"title": {"text": "t"}}, arrays={"shapes": [dict(type="line", x0=0, x1=1, y0=0, y1=1)]})
+    assert sorted(tuple(indexes) for _, _, indexes in sent) == [(0, 2), (1,), (3,)]
+    for restyle, _, indexes in sent:  # nothing padded: every trace of a message sets every property sent
+        assert all(len(v) == len(indexes) and not any(x is Undefined for x in v) for v in restyle.values())
+    assert sum(bool(layout) for _, layout, _ in sent) == 1  # the layout rides with one of them
+    assert (fig.data[0].x, fig.data[0].y, fig.data[1].y) == ((5,), (0,), (7,)) and np.asarray(fig.data[3].z) == 2
+    assert fig.layout.title.text == "t" and fig.layout.shapes[0].x1 == 1
+    sent.clear()
+    send(fig, {0: {"x": [5]}}, layout={"title": {"text": "t"}})  # nothing new: nothing sent
+    assert sent == []
+
+
 def test_an_invalid_choice_shows_its_explanation_not_a_traceback():
     ex = PartitionExplorer("SASA", size=10, kernel=3)
     pattern, note = resolve(PartitionState(mechanism="SASA", kernel=4))  # even: only reachable by hand
@@ -806,6 +829,15 @@ def test_lavit_stage_and_head_never_run_the_models():
     assert hooks == [[1], [1]] and ex.forwards == 4 and "rocket" in ex.chain_figure.layout.title.text
     ex.state.head = 11  # clamped to the 4 heads
     assert ex.state.head == 3 and ex.sliders["head"].value == 3
+    ex.menus["photo"].value = "astronaut"  # seen before: kept, so nothing runs
+    assert hooks == [[1], [1]] and ex.forwards == 4 and "astronaut" in ex.chain_figure.layout.title.text
+    fresh = LaViTExplorer(stage=ex.state.stage, head=ex.state.head)  # the same pictures as a new explorer's
+    for mine, new in [(ex.chain_figure, fresh.chain_figure), (ex.measures_figure, fresh.measures_figure),
+                      (ex.saturation_figure, fresh.saturation_figure)]:
+        for a, b in zip(mine.data, new.data):
+            np.testing.assert_array_equal(as_float(a.z if a.type == "heatmap" else a.y),
+                                          as_float(b.z if b.type == "heatmap" else b.y))
+        assert mine.layout.title.text == new.layout.title.text
     def no_forward(self):
         raise AssertionError("a bad argument ran the models")
 

@@ -195,12 +195,11 @@ def test_groups_are_coloured_from_the_axis_rules():
     assert z[0, 0] == z[3, 3] == z[0, 3] != z[0, 1]
 
 
-# (pattern, H, W, whether touching groups can all differ in seven colours): Grid(3) on 9 rows and LDA(3) on 9
-# columns make three groups per axis that wrap round: then the nine classes all touch each other
-GROUPED = [(Block(3), 9, 12, True), (Block(4, shift=2), 12, 12, True), (Block(3, pad=True), 10, 11, True),
-           (Grid(3), 9, 12, True), (Grid(4, pad=True), 10, 14, True), (LongDistance(4), 12, 8, True),
-           (Neighborhood(3, dilation=2), 11, 10, True), (Neighborhood(3, dilation=3), 11, 10, False),
-           (Grid(3), 9, 9, False), (LongDistance(3), 12, 9, False)]
+# (pattern, H, W): blocks, shifted and padded ones, grid lines, LDA and dilation groups, odd and even numbers of
+# groups per axis (three grid lines or dilation groups on both axes: nine classes that all touch each other)
+GROUPED = [(Block(3), 9, 12), (Block(4, shift=2), 12, 12), (Block(3, pad=True), 10, 11), (Grid(3), 9, 12),
+           (Grid(4, pad=True), 10, 14), (LongDistance(4), 12, 8), (Neighborhood(3, dilation=2), 11, 10),
+           (Neighborhood(3, dilation=3), 11, 10), (Grid(3), 9, 9), (LongDistance(3), 12, 9)]
 
 
 def group_of(pattern, H, W):
@@ -224,8 +223,8 @@ def shown_colours(trace):
     return out
 
 
-@pytest.mark.parametrize("pattern, H, W, distinct", GROUPED)
-def test_touching_groups_differ_and_the_querys_group_has_a_colour_of_its_own(pattern, H, W, distinct):
+@pytest.mark.parametrize("pattern, H, W", GROUPED)
+def test_touching_groups_differ_and_the_querys_group_has_a_colour_of_its_own(pattern, H, W):
     group = group_of(pattern, H, W)
     for i, j in [(0, 0), (H - 1, W // 2), (H // 2, W - 1)]:
         colour = shown_colours(plots.partition_figure(pattern, H, W, query=(i, j)).data[plots.TRACES.index("groups")])
@@ -237,7 +236,22 @@ def test_touching_groups_differ_and_the_querys_group_has_a_colour_of_its_own(pat
                                                                                                  (1, 1), (1, -1)])
                   if (r + dr, c + dc) in colour and group(r, c) != group(r + dr, c + dc)
                   and colour[r, c] == colour[r + dr, c + dc]]  # touching cells of different groups, one colour
-        assert not shared if distinct else shared, shared[:3]
+        assert not shared, shared[:3]
+
+
+@pytest.mark.parametrize("P, s, L", [(5, 2, 10), (4, 1, 12), (3, 1, 9)])
+def test_swins_rolled_map_shows_the_regions_it_brings_together_in_different_colours(P, s, L):
+    pattern = Block(P, shift=s)
+    group = group_of(pattern, L, L)
+    for i, j in [(0, 0), (L // 2, L - 1)]:
+        colour = shown_colours(plots.rolled_figure(pattern, L, L, query=(i, j)).data[plots.TRACES.index("groups")])
+        token = {(a, b): ((a + s) % L, (b + s) % L) for a, b in colour}  # rolled cell -> the token it holds
+        shared = [(c, d) for c in colour for d in [(c[0] + 1, c[1]), (c[0], c[1] + 1), (c[0] + 1, c[1] + 1),
+                                                  (c[0] + 1, c[1] - 1)]
+                  if d in colour and group(*token[c]) != group(*token[d]) and colour[c] == colour[d]]
+        assert not shared, shared[:3]  # Swin's masked sub-regions of one window are told apart
+        own = {c for c in colour if group(*token[c]) == group(i, j)}
+        assert {colour[c] for c in own}.isdisjoint(colour[c] for c in colour if c not in own)
 
 
 def test_a_query_move_moves_the_strong_group():

@@ -17,7 +17,18 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..patterns import Pattern
-from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, PALE_CIVIDIS, QUERY_MARKER, gaps, pale, player, rect, stepped
+from .style import (
+    GROUP_PALETTE,
+    KEY_COLOUR,
+    OUTSIDE_COLOUR,
+    PALE_CIVIDIS,
+    QUERY_MARKER,
+    gaps,
+    pale,
+    player,
+    rect,
+    stepped,
+)
 
 __all__ = ["TRACES", "GROUP_SCALE", "group_colours", "group_z", "query_slots", "cell_boxes", "cells",
            "partition_figure", "query_overlay", "animate_queries"]
@@ -57,54 +68,58 @@ def _axis_area(pattern: Pattern, rule, L: int, axis: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _axis_classes(group: np.ndarray) -> tuple[np.ndarray, int]:
+def _axis_classes(group: np.ndarray, wrap: bool = False) -> tuple[np.ndarray, int]:
     """``(class of each position, number of classes)`` for one axis: groups on neighbouring rows (or
-    columns) get different classes, greedily in order of first appearance: 2 classes for blocks,
-    2 or 3 for groups that wrap round (grid lines, dilation groups: 3 when their number is odd)."""
+    columns) get different classes, greedily in order of first appearance. ``wrap``: the first and
+    last groups touch too (Swin's roll brings them together). At most 3 classes: 2 for blocks, 3
+    for an odd number of groups that wrap round (grid lines, dilation groups, Swin's regions)."""
+    group = group.tolist()
+    pairs = list(zip(group[:-1], group[1:])) + ([(group[-1], group[0])] if wrap else [])
     touching: dict[int, set] = {}
-    for a, b in zip(group[:-1].tolist(), group[1:].tolist()):
+    for a, b in pairs:
         if a != b:
             touching.setdefault(a, set()).add(b)
             touching.setdefault(b, set()).add(a)
     classes: dict[int, int] = {}
-    for g in dict.fromkeys(group.tolist()):
+    for g in dict.fromkeys(group):
         taken = {classes[n] for n in touching.get(g, ()) if n in classes}
         classes[g] = min(set(range(len(taken) + 1)) - taken)
-    return np.array([classes[g] for g in group.tolist()]), max(classes.values()) + 1
+    return np.array([classes[g] for g in group]), max(classes.values()) + 1
 
 
-def group_colours(rule_r, rule_c) -> np.ndarray:
-    """``[H, W]`` colour index (0 to 6) of each token's group, from its row and column classes
-    (``_axis_classes``): row class * (column classes) + column class, modulo 7.
-
-    Groups that touch (row, column or diagonal neighbours) never share a colour, except when both
-    axes need three classes (an odd number of wrapping groups on both axes, as Grid(3) on 9x9):
-    then nine classes of groups that all touch share seven colours, and only the query's own group
-    keeps a shade of its own (``group_z``).
+def group_colours(rule_r, rule_c, wrap=(False, False)) -> np.ndarray:
+    """``[H, W]`` colour index (into ``GROUP_PALETTE``) of each token's group: row class * (column
+    classes) + column class (``_axis_classes``; ``wrap``: per axis). Nine colours for at most 3 x 3
+    classes, so groups that touch (row, column or diagonal neighbours; also across the roll of a
+    shifted window) never share a colour.
 
     >>> from vizattn.patterns import Block
     >>> group_colours(*Block(2).axes(4, 6)).tolist()
     [[0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0], [2, 2, 3, 3, 2, 2], [2, 2, 3, 3, 2, 2]]
     """
-    (row, _), (col, n_col) = _axis_classes(rule_r.group.numpy()), _axis_classes(rule_c.group.numpy())
-    return (row[:, None] * n_col + col[None, :]) % len(OKABE_ITO)
+    (row, _), (col, n_col) = _axis_classes(rule_r.group.numpy(), wrap[0]), _axis_classes(rule_c.group.numpy(),
+                                                                                          wrap[1])
+    return row[:, None] * n_col + col[None, :]
 
 
 # the groups trace's colours: every group muted, the query's own group in its strong shade (no other group has it)
-GROUP_SCALE = stepped([pale(c, 0.22) for c in OKABE_ITO] + [pale(c) for c in OKABE_ITO])
+GROUP_SCALE = stepped([pale(c, 0.3) for c in GROUP_PALETTE] + [pale(c) for c in GROUP_PALETTE])
 
 
-def group_z(rule_r, rule_c, query) -> np.ndarray:
-    """``[H, W]`` values of the ``groups`` trace on ``GROUP_SCALE`` (0 to 14): the group's colour index
-    (``group_colours``) + 0.5, plus 7 for the tokens of the query's own group.
+def group_z(pattern: Pattern, H: int, W: int, query) -> np.ndarray:
+    """``[H, W]`` values of the ``groups`` trace on ``GROUP_SCALE`` (0 to 18): the group's colour index
+    (``group_colours``, across the roll for a shifted window) + 0.5, plus 9 for the tokens of the
+    query's own group.
 
     >>> from vizattn.patterns import Block
-    >>> group_z(*Block(2).axes(4, 4), query=(0, 3)).tolist()[0]
-    [0.5, 0.5, 8.5, 8.5]
+    >>> group_z(Block(2), 4, 4, query=(0, 3)).tolist()[0]
+    [0.5, 0.5, 10.5, 10.5]
     """
+    rule_r, rule_c = pattern.axes(H, W)
     i, j = query
     own = (rule_r.group.numpy() == int(rule_r.group[i]))[:, None] & (rule_c.group.numpy() == int(rule_c.group[j]))
-    return group_colours(rule_r, rule_c) + 0.5 + len(OKABE_ITO) * own
+    wrap = tuple(bool(s) for s in getattr(pattern, "shift", (0, 0)))  # Swin's shifted windows: rolled_figure
+    return group_colours(rule_r, rule_c, wrap) + 0.5 + len(GROUP_PALETTE) * own
 
 
 def cell_boxes(rows: np.ndarray, cols: np.ndarray):
@@ -183,8 +198,8 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                                  colorbar=dict(title="real keys", len=0.6, thickness=12),
                                  hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
     else:
-        group_trace = go.Heatmap(z=group_z(rule_r, rule_c, query), x=np.arange(W), y=np.arange(H),
-                                 colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(OKABE_ITO), showscale=False,
+        group_trace = go.Heatmap(z=group_z(pattern, H, W, query), x=np.arange(W), y=np.arange(H),
+                                 colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False,
                                  name="groups",
                                  hovertemplate="row %{y}, col %{x}<extra></extra>")
     outside_trace = go.Heatmap(z=np.ones(shape), x=cols, y=rows, showscale=False, name="outside",

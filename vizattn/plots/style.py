@@ -1,7 +1,8 @@
 """What every figure of ``vizattn.plots`` shares: colours, line styles, the query marker, the
 animation player, and small helpers for heatmap data and rectangles.
 
-Colours are colour-blind safe: Okabe-Ito for categories, Cividis for quantities.
+Colours are colour-blind safe: Okabe-Ito for categories, Tol's muted scheme for partition groups,
+Cividis for quantities.
 
 >>> pale("#000000", 0.5), gaps([[1.0, float("nan")]])
 ('#808080', [[1.0, None]])
@@ -13,9 +14,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["PAGE_PX", "OKABE_ITO", "KEY_COLOUR", "OUTSIDE_COLOUR", "PALE_CIVIDIS", "DASHES", "QUERY_MARKER",
-           "gaps", "pale",
-           "stepped", "rect", "player"]
+__all__ = ["PAGE_PX", "OKABE_ITO", "GROUP_PALETTE", "KEY_COLOUR", "OUTSIDE_COLOUR", "PALE_CIVIDIS", "DASHES",
+           "QUERY_MARKER", "gaps", "pale", "stepped", "rect", "player"]
 
 # the widest a figure may be: a notebook's output area in a 1400 px window with JupyterLab's file browser open
 PAGE_PX = 960
@@ -27,6 +27,9 @@ pio.templates["vizattn"] = pio.templates.merge_templates("plotly", go.layout.Tem
 pio.templates.default = "vizattn"
 # Okabe & Ito (2008), black left out: neighbouring groups get different colours (plots.partition)
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+# Paul Tol's muted scheme (colour-blind safe), for the groups of a partition picture: nine colours, one for each
+# pair of row and column classes (plots.partition), so that touching groups never share one
+GROUP_PALETTE = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499")
 KEY_COLOUR = "#000000"
 OUTSIDE_COLOUR = "#E8E8E8"
 # plotly's Cividis, each colour 55 % mixed with white (pale), so that black keys stay readable on it

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 
 from ..patterns import Block
 from .partition import GROUP_SCALE, cell_boxes, group_z, query_slots
-from .style import KEY_COLOUR, OKABE_ITO, OUTSIDE_COLOUR, QUERY_MARKER, gaps, rect
+from .style import GROUP_PALETTE, KEY_COLOUR, OUTSIDE_COLOUR, QUERY_MARKER, gaps, rect
 
 __all__ = ["rolled_size", "roll", "rolled_groups", "rolled_figure", "rolled_overlay"]
 
@@ -104,11 +104,11 @@ def rolled_groups(pattern: Block, H: int, W: int, query) -> np.ndarray:
     group strong, the others muted) at every token's rolled position; NaN on padded positions.
 
     >>> rolled_groups(Block(2, shift=1), 4, 4, query=(0, 0))[3].tolist()     # the corner group, rolled
-    [1.5, 1.5, 0.5, 7.5]
+    [1.5, 1.5, 2.5, 9.5]
     """
     Hp, Wp = rolled_size(pattern, H, W)
     colour = np.full((Hp, Wp), np.nan)
-    colour[:H, :W] = group_z(*pattern.axes(H, W), query)
+    colour[:H, :W] = group_z(pattern, H, W, query)
     return np.roll(colour, (-pattern.shift[0], -pattern.shift[1]), axis=(0, 1))  # token r -> (r - s) mod L
 
 
@@ -133,7 +133,7 @@ def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *,
     outside = go.Heatmap(z=np.ones((Hp, Wp)), x=np.arange(Wp), y=np.arange(Hp), showscale=False, name="outside",
                          colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
     groups = go.Heatmap(z=colour, x=np.arange(Wp), y=np.arange(Hp), colorscale=GROUP_SCALE,
-                        zmin=0, zmax=2 * len(OKABE_ITO), showscale=False, name="groups",
+                        zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False, name="groups",
                         hovertemplate="rolled map: row %{y}, col %{x}<extra></extra>")
     fig = go.Figure([outside, groups, *overlay.data])
     side = cell_px or max(4, min(32, area_px // max(Hp, Wp)))

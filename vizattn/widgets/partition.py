@@ -327,7 +327,7 @@ class PartitionExplorer(Explorer):
                          for t, data in enumerate(new.data)}  # only the properties that follow the query
                 if pattern.grouped:  # the query's own group is the strong one
                     moved[1] = {"z": plots.rolled_groups(pattern, s.size, s.size, (s.query_i, s.query_j)) if rolled
-                                else plots.group_z(*pattern.axes(s.size, s.size), (s.query_i, s.query_j))}
+                                else plots.group_z(pattern, s.size, s.size, (s.query_i, s.query_j))}
                 send(fig, moved, arrays={"shapes": new.layout.shapes, "annotations": new.layout.annotations})
             else:
                 replace(fig, self.panel_figure(k))

@@ -25,7 +25,7 @@ PAGE_PX = 960
 pio.templates["vizattn"] = pio.templates.merge_templates("plotly", go.layout.Template(layout=dict(
     title=dict(yref="container", y=1, yanchor="top", pad=dict(t=28)))))
 pio.templates.default = "vizattn"
-# Okabe & Ito (2008), black left out: neighbouring groups get different colours (plots.partition)
+# Okabe & Ito (2008), black left out: categories (lines, boxes, heads)
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
 # Paul Tol's muted scheme (colour-blind safe), for the groups of a partition picture: nine colours, one for each
 # pair of row and column classes (plots.partition), so that touching groups never share one

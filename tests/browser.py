@@ -211,8 +211,21 @@ def open_notebook(page, url: str, name: str) -> None:
     assert width > 100, "the file browser is not open beside the notebook"
 
 
+def wait_kernel_ready(page, timeout: int = WAIT_MS) -> None:
+    """Wait until the open notebook's kernel has started and is idle (the server's sessions say so;
+    the page's indicator reads idle before), accepting a "Select Kernel" dialog on the way."""
+    name, start = open_tabs(page)["current"], time.monotonic()
+    while not (page.evaluate(IDLE_JS) and page.evaluate(KERNEL_READY_JS, name)):
+        if (time.monotonic() - start) * 1000 > timeout:
+            raise AssertionError(f"the kernel of {name} did not start within {timeout} ms")
+        accept_kernel_dialog(page)
+        page.wait_for_timeout(100)
+
+
 def run_all(page) -> None:
-    """Run All Cells and wait until every code cell has a run number and none shows an error."""
+    """Run All Cells once the kernel is ready, and wait until every code cell has a run number and
+    none shows an error."""
+    wait_kernel_ready(page)
     cells = page.locator(f"{PANEL} .jp-CodeCell").count()
     prompt = f"{PANEL} .jp-CodeCell .jp-InputPrompt"
     for attempt in range(3):  # a Run All sent while the kernel is still settling can be dropped: retry

@@ -26,6 +26,7 @@ __all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weight
 
 MODELS = list_models()
 WEIGHTS = ("imagenet", "random")
+RANDOM_HTML = "<b style='color:#b00'>RANDOM WEIGHTS</b> "  # the warning every random-weights banner starts with
 RANDOM_NOTE = "the maps show the architecture, not what the trained model learned."
 
 
@@ -67,7 +68,7 @@ def weights_banner(names, weights: str = "imagenet") -> widgets.HTML:
     random = [n for n in names if n not in real]
     parts = []
     if random:
-        parts.append("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
+        parts.append(RANDOM_HTML + note_html(
             f"for {', '.join(random)}: {RANDOM_NOTE} To see the trained models, put their files into "
             f"{files.cache_dir()} (or set VIZATTN_CHECKPOINTS to their folder; see README's published models)."))
     if real:
@@ -335,7 +336,7 @@ class AttentionExplorer(Explorer):
             return ""
         if not self.real:
             file = checkpoints.CHECKPOINTS[self.checkpoint].file
-            return ("<b style='color:#b00'>RANDOM WEIGHTS</b> " + note_html(
+            return (RANDOM_HTML + note_html(
                 f"({file} is not in {files.cache_dir()}): {RANDOM_NOTE}"))
         top = ", ".join(f"{name} {p:.0%}" for name, p in self.top5)
         return note_html(f"ImageNet weights. Top-5: {top}")

@@ -2,13 +2,17 @@
 
 The slow references written from docs/semantics.md live in ``brute.py``, the awkward maps every
 pattern is checked on in ``cases.py``; this file holds the small helpers that several test files
-need: float64, seeded noise, seeded builds, randomised parameters, hook counts, the repository root.
+need: float64, seeded noise, seeded builds, randomised parameters, hook counts, the repository root,
+the pixels of a drawn photo.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,3 +49,11 @@ def all_hooks(model: nn.Module) -> int:
     """How many forward hooks and pre-hooks are registered anywhere in ``model``."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_with_kwargs", {}))
                for m in model.modules())
+
+
+def pixels(trace) -> np.ndarray:
+    """The ``uint8 [S, S, 3]`` picture a ``go.Image`` trace shows, decoded from its PNG ``source``."""
+    import PIL.Image  # scikit-image's dependency, as the photos are
+
+    data = base64.b64decode(trace.source.split(",", 1)[1])
+    return np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))

@@ -28,6 +28,8 @@ from vizattn.data import imagenet_photo, imagenet_top, photo  # noqa: E402
 from vizattn.widgets import AttentionExplorer  # noqa: E402
 from vizattn.widgets.attention import _published, published  # noqa: E402
 
+from conftest import pixels  # noqa: E402
+
 HIERARCHICAL = {(56, 56), (28, 28), (14, 14), (7, 7)}
 SIZES = {name: {(14, 14)} if name.startswith("deit") else HIERARCHICAL for name in checkpoints.list()}
 PHOTO = "chelsea"
@@ -72,7 +74,7 @@ def test_every_checkpoint_in_the_explorer_with_random_weights(name):
             ex.layer_menu.value = layer
             record = ex.record
             H, W = record.size
-            assert ex.figure.data[1].dx == 224 / W and ex.figure.data[0].z.shape == (224, 224, 3)
+            assert ex.figure.data[1].dx == 224 / W and pixels(ex.figure.data[0]).shape == (224, 224, 3)
             assert (ex.sliders["query_i"].max, ex.sliders["query_j"].max, ex.sliders["head"].max) == (
                 H - 1, W - 1, len(record.heads) - 1)
             for head, (i, j) in [(0, (0, 0)), (len(record.heads) - 1, (H - 1, W // 2)), (1, (H // 2, W - 1))]:
@@ -185,4 +187,4 @@ def test_a_layer_switch_keeps_the_photo_and_a_photo_switch_resends_it():
     sent.clear()
     ex.menus["photo"].value = "coffee"
     assert 0 in {t for indexes in sent if indexes is not None for t in indexes}
-    np.testing.assert_array_equal(ex.figure.data[0].z, plots.grey(photo("coffee", size=224)))
+    np.testing.assert_array_equal(pixels(ex.figure.data[0]), plots.grey(photo("coffee", size=224)))

@@ -25,6 +25,7 @@ from vizattn.receptive import theoretical  # noqa: E402
 from vizattn.widgets import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve  # noqa: E402
 
 from brute import vanilla_attention  # noqa: E402
+from conftest import pixels  # noqa: E402
 
 KEYS, SLOTS, QUERY = (plots.TRACES.index(n) for n in ("keys", "slots", "query"))
 
@@ -481,7 +482,7 @@ def test_query_maps_figure_draws_each_panels_query_map_over_its_photo():
     for n, (record, (i, j), picture) in enumerate([(rec["na"], (7, 0), other), (rec["block"], (1, 2), photo)]):
         image, weights, query = fig.data[3 * n: 3 * n + 3]
         np.testing.assert_array_equal(np.asarray(weights.z, dtype=float), record.query_map(i, j).numpy())
-        assert np.asarray(image.z).shape == (picture.shape[1], picture.shape[2], 3)
+        np.testing.assert_array_equal(pixels(image), plots.grey(picture))
         cell = picture.shape[1] / record.size[0]  # pixels per token
         assert (weights.dx, query.x[0], query.y[0]) == (cell, (j + 0.5) * cell - 0.5, (i + 0.5) * cell - 0.5)
 
@@ -593,7 +594,7 @@ def test_attention_heatmap_is_the_probes_query_map(model):
             # the marker sits on the query's cell, in image pixels
             cell = 64 / H
             assert (ex.figure.data[2].x[0], ex.figure.data[2].y[0]) == ((j + 0.5) * cell - 0.5, (i + 0.5) * cell - 0.5)
-            assert ex.figure.data[1].dx == cell and ex.figure.data[0].z.shape == (64, 64, 3)
+            assert ex.figure.data[1].dx == cell and pixels(ex.figure.data[0]).shape == (64, 64, 3)
 
 
 def test_head_thumbnails_show_every_head_and_the_scales(nat_explorer):

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .attention import grey
+from .attention import grey, photo_trace
 from .style import DASHES, OKABE_ITO, OUTSIDE_COLOUR, PAGE_PX, QUERY_MARKER, gaps, rect
 
 __all__ = ["curves_figure", "maps_figure", "photo_figure"]
@@ -100,7 +100,7 @@ def photo_figure(image, *, title: str, query=None, boxes=None, grey_out: bool = 
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"image must be [3, H, W] with values in [0, 1]; got shape {x.shape}")
     rgb = grey(x) if grey_out else np.clip(np.round(x.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
-    traces = [go.Image(z=rgb, hoverinfo="skip", name="photo")]
+    traces = [photo_trace(rgb)]
     if query is not None:
         traces.append(go.Scatter(x=[query[1]], y=[query[0]], mode="markers", hoverinfo="skip", name="query",
                                  marker=dict(QUERY_MARKER, size=14)))

@@ -95,10 +95,13 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
     (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
 
     As few messages (browser redraws) as it safely takes: properties a trace already holds are
-    dropped, traces that change the same properties share one ``batch_update``, and the layout
-    rides with the first. Traces that change different properties never share one: plotly pads a
-    batch's properties that a trace leaves unchanged with ``undefined``, and its anywidget front
+    dropped, traces that change the same properties share one ``plotly_update``, the layout rides
+    with the first, and ``arrays`` follow in one more. Traces that change different properties never share one: plotly pads an
+    update's properties that a trace leaves unchanged with ``undefined``, and its anywidget front
     end (plotly 6/7) stores those as null, which erases them (a marker's x and y, say).
+    ``plotly_update`` takes the values as plotly.js would: the explorers' values come from figures
+    plotly has validated once (``tests/test_widgets.py`` checks every figure they send), so they
+    are not validated again on every move, which took most of a move's time in the kernel.
     """
     groups: dict[tuple, dict] = {}
     for index, properties in traces.items():
@@ -106,16 +109,16 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
         changed = {k: v for k, v in _paths(properties).items() if not _same(trace[k], v)}
         if changed:
             groups.setdefault(tuple(sorted(changed)), {})[index] = changed
-    batches = list(groups.values()) or [{}]
-    for n, batch in enumerate(batches):
+    relayout = _paths(layout or {})
+    for n, (keys, batch) in enumerate(groups.items() or [((), {})]):
+        if batch or (relayout and n == 0):
+            indexes = list(batch)
+            fig.plotly_update(restyle_data={k: [batch[i][k] for i in indexes] for k in keys},
+                              relayout_data=relayout if n == 0 else None, trace_indexes=indexes)
+    if arrays:  # through plotly's setters: they keep fig.layout.shapes (its cached objects) in step
         with fig.batch_update():
-            for index, changed in batch.items():
-                fig.data[index].update(changed)
-            if n == 0:
-                if layout:
-                    fig.layout.update(layout)
-                for name, value in (arrays or {}).items():
-                    fig.layout[name] = value
+            for name, value in arrays.items():
+                fig.layout[name] = value
 
 
 def replace(fig: go.FigureWidget, new: go.Figure, keep=()) -> None:

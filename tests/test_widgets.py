@@ -6,6 +6,7 @@ drawing code's own helpers.
 """
 
 import itertools
+import json
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ pytest.importorskip("plotly")
 pytest.importorskip("ipywidgets")
 
 import plotly.graph_objects as go  # noqa: E402
+import plotly.io as pio  # noqa: E402
 import traitlets  # noqa: E402
 from plotly.callbacks import Points  # noqa: E402
 
@@ -169,6 +171,25 @@ def test_the_query_keys_are_outlined():
     assert path.count("M") == 16 and "M-0.5,3.5L-0.5,4.5" in path and "M3.5,6.5L3.5,7.5" in path
     fig = plots.partition_figure(Grid(2), 4, 4, query=(0, 0))  # keys (0, 0), (0, 2), (2, 0), (2, 2): apart
     assert {s.name: s for s in fig.layout.shapes}["keys"].path.count("M") == 16
+
+
+SPECS = [
+    (plots.partition_spec, Neighborhood(3, dilation=2), (7, 9), (0, 8)),
+    (plots.partition_spec, LocalWindow(3), (5, 5), (0, 0)),  # SASA: the colour bar of real keys
+    (plots.partition_spec, Grid(2, pad=True), (5, 7), (4, 6)),
+    (plots.overlay_spec, Neighborhood(5), (6, 6), (0, 1)),
+    (plots.rolled_spec, Block(4, shift=2, pad=True), (7, 9), (6, 0)),
+    (plots.rolled_overlay_spec, Block(4, shift=2), (8, 8), (1, 7)),
+]
+
+
+@pytest.mark.parametrize("spec, pattern, size, query", SPECS, ids=lambda v: getattr(v, "__name__", None))
+def test_the_plain_data_figures_are_in_the_form_plotlys_checks_give_them(spec, pattern, size, query):
+    """The explorers send these unchecked (``widgets.base.send``): plotly must have nothing to change."""
+    plain = json.loads(pio.to_json(spec(pattern, *size, query), validate=False))
+    checked = json.loads(go.Figure(plain).to_json())
+    checked["layout"].pop("template", None)
+    assert checked == plain
 
 
 def test_padded_partition_draws_padded_cells_beyond_the_map():
@@ -334,10 +355,13 @@ def test_send_shares_a_message_only_between_traces_that_change_the_same_properti
     # trace 0 asks for its own y again: dropped, so 0 and 2 change x only, 1 changes x and y, 3 changes z
     send(fig, {0: {"x": [5], "y": [0]}, 1: {"x": [6], "y": [7]}, 2: {"x": [8]}, 3: {"z": [[2]]}},
          layout={"title": {"text": "t"}}, arrays={"shapes": [dict(type="line", x0=0, x1=1, y0=0, y1=1)]})
-    assert sorted(tuple(indexes) for _, _, indexes in sent) == [(0, 2), (1,), (3,)]
-    for restyle, _, indexes in sent:  # nothing padded: every trace of a message sets every property sent
+    traces, arrays = [m for m in sent if m[0]], [m for m in sent if not m[0]]
+    assert sorted(tuple(indexes) for _, _, indexes in traces) == [(0, 2), (1,), (3,)]
+    for restyle, _, indexes in traces:  # nothing padded: every trace of a message sets every property sent
         assert all(len(v) == len(indexes) and not any(x is Undefined for x in v) for v in restyle.values())
-    assert sum(bool(layout) for _, layout, _ in sent) == 1  # the layout rides with one of them
+    assert [layout for _, layout, _ in traces if layout] == [{"title.text": "t"}]  # rides with one of them
+    assert [set(layout) for _, layout, _ in arrays] == [{"shapes"}]  # the arrays follow in one more
+    assert [s.type for s in fig.layout.shapes] == ["line"]
     assert (fig.data[0].x, fig.data[0].y, fig.data[1].y) == ((5,), (0,), (7,)) and np.asarray(fig.data[3].z) == 2
     assert fig.layout.title.text == "t" and fig.layout.shapes[0].x1 == 1
     sent.clear()

@@ -31,7 +31,7 @@ from .style import (
 )
 
 __all__ = ["TRACES", "GROUP_SCALE", "group_colours", "group_z", "query_slots", "cell_boxes", "cells",
-           "partition_figure", "query_overlay", "animate_queries"]
+           "partition_figure", "partition_spec", "query_overlay", "overlay_spec", "animate_queries"]
 
 TRACES = ("outside", "groups", "keys", "slots", "query")  # trace order of partition_figure
 
@@ -176,60 +176,91 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
     the centred window that the border forces it to shift away from.
     Raises ``ValueError`` (the pattern's) if the pattern does not fit the map. Cells are
     ``cell_px`` pixels, or as many as fit the drawn area's longer side into ``area_px`` (4 to 32).
+    ``partition_spec`` gives the same figure as plain data.
 
     >>> from vizattn.patterns import LocalWindow
     >>> fig = partition_figure(LocalWindow(3), 4, 4, query=(0, 0))
     >>> len(cells(fig.data[2])), len(cells(fig.data[3])), fig.data[3].text[0]   # 4 keys, 5 zero slots
     (4, 5, ['0', '0', '0'])
     """
+    return go.Figure(partition_spec(pattern, H, W, query, title=title, cell_px=cell_px, area_px=area_px))
+
+
+def partition_spec(pattern: Pattern, H: int, W: int | None = None, query=(0, 0), *,
+                   title: str | None = None, cell_px: int | None = None, area_px: int = 448) -> dict:
+    """``partition_figure`` as plain data, ``{"data": [trace dicts], "layout": {...}}``, in the
+    form plotly's checks give it (tested): what an explorer sends on a move, without building
+    and checking plotly objects again (most of a move's time).
+
+    >>> from vizattn.patterns import Block
+    >>> [t["name"] for t in partition_spec(Block(2), 4, 4)["data"]] == list(TRACES)
+    True
+    """
     W = H if W is None else W
     rule_r, rule_c = pattern.axes(H, W)  # validates the pattern on this map
     r_lo, r_hi = _axis_area(pattern, rule_r, H, 0)
     c_lo, c_hi = _axis_area(pattern, rule_c, W, 1)
-    rows, cols = np.arange(r_lo, r_hi + 1), np.arange(c_lo, c_hi + 1)
-    shape = (len(rows), len(cols))
-    overlay = query_overlay(pattern, H, W, query)  # validates the query
+    overlay = overlay_spec(pattern, H, W, query)  # validates the query
 
     # opaque pale colours and no gaps: the full-size traces stay plain numeric arrays (fast to send)
     if not pattern.grouped:  # no groups (SASA): colour by how many real keys each query has
         real = ((rule_r.keys >= 0).sum(1)[:, None] * (rule_c.keys >= 0).sum(1)[None, :]).numpy()
-        group_trace = go.Heatmap(z=real.astype(float), x=np.arange(W), y=np.arange(H), colorscale=PALE_CIVIDIS,
-                                 zmin=0, zmax=max(1, int(real.max())), name="groups", showscale=True,
-                                 colorbar=dict(title="real keys", len=0.6, thickness=12),
-                                 hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
+        groups = dict(type="heatmap", z=real.astype(float), x=np.arange(W), y=np.arange(H), colorscale=PALE_CIVIDIS,
+                      zmin=0, zmax=max(1, int(real.max())), name="groups", showscale=True,
+                      colorbar=dict(title=dict(text="real keys"), len=0.6, thickness=12),
+                      hovertemplate="row %{y}, col %{x}<br>%{z} real keys<extra></extra>")
     else:
-        group_trace = go.Heatmap(z=group_z(pattern, H, W, query), x=np.arange(W), y=np.arange(H),
-                                 colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False,
-                                 name="groups",
-                                 hovertemplate="row %{y}, col %{x}<extra></extra>")
-    outside_trace = go.Heatmap(z=np.ones(shape), x=cols, y=rows, showscale=False, name="outside",
-                               colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
+        groups = dict(type="heatmap", z=group_z(pattern, H, W, query), x=np.arange(W), y=np.arange(H),
+                      colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False, name="groups",
+                      hovertemplate="row %{y}, col %{x}<extra></extra>")
+    return map_spec([outside_trace(range(r_lo, r_hi + 1), range(c_lo, c_hi + 1)), groups, *overlay["data"]],
+                    overlay["layout"], (r_lo, r_hi), (c_lo, c_hi), title=title or f"{pattern!r} on {H}x{W}",
+                    cell_px=cell_px, area_px=area_px)
 
-    fig = go.Figure([outside_trace, group_trace, *overlay.data])
-    side = cell_px or max(4, min(32, area_px // max(len(rows), len(cols))))  # cell pixels: the map in area_px
-    fig.update_layout(
-        title=dict(text=title or f"{pattern!r} on {H}x{W}", x=0.5),
-        shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
+
+def outside_trace(rows, cols) -> dict:
+    """The ``outside`` trace: the drawn area, pale, under everything else."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    return dict(type="heatmap", z=np.ones((len(rows), len(cols))), x=cols, y=rows, showscale=False, name="outside",
+                colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
+
+
+def map_spec(traces: list, overlay_layout: dict, rows: tuple, cols: tuple, *, title: str, cell_px=None,
+             area_px: int = 448, axis_note: str = "") -> dict:
+    """The layout shared by the map figures (``partition_spec``, ``swin.rolled_spec``) around
+    ``traces``: rows ``rows[0]..rows[1]`` top down, columns ``cols[0]..cols[1]``, square cells of
+    ``cell_px`` pixels (or what fits the longer side into ``area_px``), the overlay's shapes and caption."""
+    (r_lo, r_hi), (c_lo, c_hi) = rows, cols
+    n_rows, n_cols = r_hi - r_lo + 1, c_hi - c_lo + 1
+    side = cell_px or max(4, min(32, area_px // max(n_rows, n_cols)))  # cell pixels: the map in area_px
+    layout = dict(
+        title=dict(text=title, x=0.5), **overlay_layout,
         showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
-        width=max(420, side * len(cols) + 140), height=side * len(rows) + 150,
+        width=max(420, side * n_cols + 140), height=side * n_rows + 150,
         xaxis=dict(range=[c_lo - 0.5, c_hi + 0.5], constrain="domain", showgrid=False, zeroline=False,
-                   title="column", dtick=max(1, len(cols) // 8)),
+                   title=dict(text=f"column{axis_note}"), dtick=max(1, n_cols // 8)),
         yaxis=dict(range=[r_hi + 0.5, r_lo - 0.5], scaleanchor="x", constrain="domain", showgrid=False,
-                   zeroline=False, title="row", dtick=max(1, len(rows) // 8)),
+                   zeroline=False, title=dict(text=f"row{axis_note}"), dtick=max(1, n_rows // 8)),
     )
-    return fig
+    return dict(data=traces, layout=layout)
 
 
 def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) -> go.Figure:
     """The part of ``partition_figure`` that follows the query: traces ``keys``, ``slots``,
     ``query``, and the layout's ``shapes`` (map border, NA windows) and caption ``annotations``.
 
-    A widget moving only the query sends just this (the map's geometry stays).
+    A widget moving only the query sends just this (the map's geometry stays); ``overlay_spec``
+    gives it as plain data.
 
     >>> from vizattn.patterns import Neighborhood
     >>> [t.name for t in query_overlay(Neighborhood(3), 5, 5, query=(0, 0)).data]
     ['keys', 'slots', 'query']
     """
+    return go.Figure(overlay_spec(pattern, H, W, query))
+
+
+def overlay_spec(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) -> dict:
+    """``query_overlay`` as plain data (see ``partition_spec``)."""
     W = H if W is None else W
     i, j = query
     if not (0 <= i < H and 0 <= j < W):
@@ -237,22 +268,11 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
     rule_r, rule_c = pattern.axes(H, W)
     keys, krow, kcol = query_slots(pattern, H, W, i, j)
     real = keys >= 0
-    key_x, key_y, key_z = cell_boxes(krow[real], kcol[real])
-    key_trace = go.Heatmap(z=gaps(key_z), x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
-                           opacity=0.5, showscale=False, name="keys", zmin=0, zmax=1,
-                           hovertemplate="key: row %{y}, col %{x}<extra></extra>")
-
     mark = "0" if pattern.zero_slots else "x"
-    slot_x, slot_y, slot_z = cell_boxes(krow[~real], kcol[~real])
-    slot_text = np.where(slot_z == 1, mark, "")
     what = "zero padding: a zero key and value, in the softmax" if pattern.zero_slots else "padded slot, excluded"
-    slot_trace = go.Heatmap(z=gaps(slot_z), x=slot_x, y=slot_y, text=slot_text.tolist(), zmin=0, zmax=1,
-                            texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]],
-                            showscale=False, name="slots", textfont=dict(color="white"),
-                            hovertemplate=f"row %{{y}}, col %{{x}}<br>{what}<extra></extra>")
-
-    query_trace = go.Scatter(x=[j], y=[i], mode="markers", name="query", hoverinfo="skip",
-                             marker=QUERY_MARKER)
+    traces = slot_traces(krow, kcol, real, mark, key_hover="key: row %{y}, col %{x}",
+                         slot_hover=f"row %{{y}}, col %{{x}}<br>{what}")
+    traces.append(query_trace(i, j))
 
     shapes = [rect(0, H - 1, 0, W - 1, color="black", width=2)]
     shifting = pattern.centred(i, 0) is not None  # a window that shifts inward at borders (NA)
@@ -271,11 +291,34 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
     if shifting and len(shapes) == 3:
         caption += "<br>dashed: the centred window; solid: the window, shifted inward"
     shapes.append(_outline(krow[real], kcol[real]))  # the query's keys stand out whatever their colours
-    fig = go.Figure([key_trace, slot_trace, query_trace])
-    fig.update_layout(shapes=shapes, annotations=[
-        dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top",
-             yshift=-42, font=dict(size=12))])
-    return fig
+    return dict(data=traces, layout=dict(shapes=shapes, annotations=[caption_note(caption)]))
+
+
+def slot_traces(rows: np.ndarray, cols: np.ndarray, real: np.ndarray, mark: str, *, key_hover: str,
+                slot_hover: str) -> list:
+    """The ``keys`` and ``slots`` traces of a query's slots at cells ``(rows, cols)``: ``real`` ones
+    shaded, the others marked ``mark`` on grey."""
+    key_x, key_y, key_z = cell_boxes(rows[real], cols[real])
+    keys = dict(type="heatmap", z=gaps(key_z), x=key_x, y=key_y, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]],
+                opacity=0.5, showscale=False, name="keys", zmin=0, zmax=1,
+                hovertemplate=f"{key_hover}<extra></extra>")
+    slot_x, slot_y, slot_z = cell_boxes(rows[~real], cols[~real])
+    slots = dict(type="heatmap", z=gaps(slot_z), x=slot_x, y=slot_y, text=np.where(slot_z == 1, mark, "").tolist(),
+                 zmin=0, zmax=1, texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]],
+                 showscale=False, name="slots", textfont=dict(color="white"),
+                 hovertemplate=f"{slot_hover}<extra></extra>")
+    return [keys, slots]
+
+
+def query_trace(i: int, j: int) -> dict:
+    """The ``query`` marker at row ``i``, column ``j``."""
+    return dict(type="scatter", x=[j], y=[i], mode="markers", name="query", hoverinfo="skip", marker=QUERY_MARKER)
+
+
+def caption_note(text: str) -> dict:
+    """A map figure's caption: an annotation under the plot."""
+    return dict(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top", yshift=-42,
+                font=dict(size=12))
 
 
 def animate_queries(pattern: Pattern, H: int, W: int | None = None, queries=None, duration: int = 300) -> go.Figure:

@@ -23,10 +23,20 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..patterns import Block
-from .partition import GROUP_SCALE, cell_boxes, group_z, query_slots
-from .style import GROUP_PALETTE, KEY_COLOUR, OUTSIDE_COLOUR, QUERY_MARKER, gaps, rect
+from .partition import (
+    GROUP_SCALE,
+    caption_note,
+    group_z,
+    map_spec,
+    outside_trace,
+    query_slots,
+    query_trace,
+    slot_traces,
+)
+from .style import GROUP_PALETTE, rect
 
-__all__ = ["rolled_size", "roll", "rolled_groups", "rolled_figure", "rolled_overlay"]
+__all__ = ["rolled_size", "roll", "rolled_groups", "rolled_figure", "rolled_spec", "rolled_overlay",
+           "rolled_overlay_spec"]
 
 
 def rolled_size(pattern: Block, H: int, W: int) -> tuple[int, int]:
@@ -56,11 +66,17 @@ def roll(pattern: Block, H: int, W: int, rows, cols):
 def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -> go.Figure:
     """The part of ``rolled_figure`` that follows the query: traces ``keys``, ``slots`` (``x``: masked,
     another region or padding), ``query``; shapes (the rolled map, its windows, the query's window)
-    and a caption. The query's slots are its ``P x P`` window in the rolled map.
+    and a caption. The query's slots are its ``P x P`` window in the rolled map. As plain data:
+    ``rolled_overlay_spec``.
 
     >>> [t.name for t in rolled_overlay(Block(4, shift=2), 8, 8).data]
     ['keys', 'slots', 'query']
     """
+    return go.Figure(rolled_overlay_spec(pattern, H, W, query))
+
+
+def rolled_overlay_spec(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -> dict:
+    """``rolled_overlay`` as plain data (see ``partition.partition_spec``)."""
     W = H if W is None else W
     i, j = query
     if not (0 <= i < H and 0 <= j < W):
@@ -69,18 +85,10 @@ def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -
     keys, rows, cols = query_slots(pattern, H, W, i, j)  # slot positions in original coordinates
     rows, cols = roll(pattern, H, W, rows, cols)
     real = keys >= 0
-    kx, ky, kz = cell_boxes(rows[real], cols[real])
-    key_trace = go.Heatmap(z=gaps(kz), x=kx, y=ky, colorscale=[[0, KEY_COLOUR], [1, KEY_COLOUR]], opacity=0.5,
-                           showscale=False, name="keys", zmin=0, zmax=1,
-                           hovertemplate="key (rolled map): row %{y}, col %{x}<extra></extra>")
-    sx, sy, sz = cell_boxes(rows[~real], cols[~real])
-    slot_trace = go.Heatmap(z=gaps(sz), x=sx, y=sy, text=np.where(sz == 1, "x", "").tolist(), zmin=0, zmax=1,
-                            texttemplate="%{text}", colorscale=[[0, "#7F7F7F"], [1, "#7F7F7F"]], showscale=False,
-                            name="slots", textfont=dict(color="white"),
-                            hovertemplate="row %{y}, col %{x}<br>masked: another region<extra></extra>")
+    traces = slot_traces(rows, cols, real, "x", key_hover="key (rolled map): row %{y}, col %{x}",
+                         slot_hover="row %{y}, col %{x}<br>masked: another region")
     qi, qj = roll(pattern, H, W, [i], [j])
-    query_trace = go.Scatter(x=[int(qj[0])], y=[int(qi[0])], mode="markers", name="query", hoverinfo="skip",
-                             marker=QUERY_MARKER)
+    traces.append(query_trace(int(qi[0]), int(qj[0])))
     (P, Q) = pattern.size
     shapes = [rect(0, Hp - 1, 0, Wp - 1, color="black", width=2)]
     shapes += [rect(a, a + P - 1, b, b + Q - 1, color="#555555", width=1, name="window")
@@ -92,11 +100,7 @@ def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -
                f"{n_real} keys of its {len(keys)}-token window")
     if n_real < len(keys):
         caption += f"<br>{len(keys) - n_real} masked (x): tokens the roll brought from another region"
-    fig = go.Figure([key_trace, slot_trace, query_trace])
-    fig.update_layout(shapes=shapes, annotations=[
-        dict(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=0, yanchor="top", yshift=-42,
-             font=dict(size=12))])
-    return fig
+    return dict(data=traces, layout=dict(shapes=shapes, annotations=[caption_note(caption)]))
 
 
 def rolled_groups(pattern: Block, H: int, W: int, query) -> np.ndarray:
@@ -126,25 +130,18 @@ def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *,
     >>> [t.name for t in fig.data], len(cells(fig.data[3]))      # 12 of the 16 slots are masked
     (['outside', 'groups', 'keys', 'slots', 'query'], 12)
     """
+    return go.Figure(rolled_spec(pattern, H, W, query, title=title, cell_px=cell_px, area_px=area_px))
+
+
+def rolled_spec(pattern: Block, H: int, W: int | None = None, query=(0, 0), *, title: str | None = None,
+                cell_px: int | None = None, area_px: int = 448) -> dict:
+    """``rolled_figure`` as plain data (see ``partition.partition_spec``)."""
     W = H if W is None else W
     Hp, Wp = rolled_size(pattern, H, W)
-    overlay = rolled_overlay(pattern, H, W, query)
-    colour = rolled_groups(pattern, H, W, query)
-    outside = go.Heatmap(z=np.ones((Hp, Wp)), x=np.arange(Wp), y=np.arange(Hp), showscale=False, name="outside",
-                         colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
-    groups = go.Heatmap(z=colour, x=np.arange(Wp), y=np.arange(Hp), colorscale=GROUP_SCALE,
-                        zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False, name="groups",
-                        hovertemplate="rolled map: row %{y}, col %{x}<extra></extra>")
-    fig = go.Figure([outside, groups, *overlay.data])
-    side = cell_px or max(4, min(32, area_px // max(Hp, Wp)))
-    fig.update_layout(
-        title=dict(text=title or f"{pattern!r} on {H}x{W}, rolled by -{pattern.shift}", x=0.5),
-        shapes=overlay.layout.shapes, annotations=overlay.layout.annotations,
-        showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
-        width=max(420, side * Wp + 140), height=side * Hp + 150,
-        xaxis=dict(range=[-0.5, Wp - 0.5], constrain="domain", showgrid=False, zeroline=False,
-                   title="column (rolled map)", dtick=max(1, Wp // 8)),
-        yaxis=dict(range=[Hp - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False,
-                   title="row (rolled map)", dtick=max(1, Hp // 8)),
-    )
-    return fig
+    overlay = rolled_overlay_spec(pattern, H, W, query)
+    groups = dict(type="heatmap", z=rolled_groups(pattern, H, W, query), x=np.arange(Wp), y=np.arange(Hp),
+                  colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False, name="groups",
+                  hovertemplate="rolled map: row %{y}, col %{x}<extra></extra>")
+    return map_spec([outside_trace(range(Hp), range(Wp)), groups, *overlay["data"]], overlay["layout"],
+                    (0, Hp - 1), (0, Wp - 1), title=title or f"{pattern!r} on {H}x{W}, rolled by -{pattern.shift}",
+                    cell_px=cell_px, area_px=area_px, axis_note=" (rolled map)")

@@ -96,12 +96,13 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
 
     As few messages (browser redraws) as it safely takes: properties a trace already holds are
     dropped, traces that change the same properties share one ``plotly_update``, the layout rides
-    with the first, and ``arrays`` follow in one more. Traces that change different properties never share one: plotly pads an
-    update's properties that a trace leaves unchanged with ``undefined``, and its anywidget front
-    end (plotly 6/7) stores those as null, which erases them (a marker's x and y, say).
-    ``plotly_update`` takes the values as plotly.js would: the explorers' values come from figures
-    plotly has validated once (``tests/test_widgets.py`` checks every figure they send), so they
-    are not validated again on every move, which took most of a move's time in the kernel.
+    with the first, and ``arrays`` follow in one more. Traces that change different properties
+    never share one: plotly pads an update's properties that a trace leaves unchanged with
+    ``undefined``, and its anywidget front end (plotly 6/7) stores those as null, which erases
+    them (a marker's x and y, say). ``plotly_update`` takes values as plotly.js would, unchecked:
+    the explorers send figures plotly checked once, or their plain data in the same form
+    (``plots.partition_spec``; tests compare the two), so a move does not build and check plotly
+    objects again, which was most of its time in the kernel.
     """
     groups: dict[tuple, dict] = {}
     for index, properties in traces.items():
@@ -121,19 +122,22 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
                 fig.layout[name] = value
 
 
-def replace(fig: go.FigureWidget, new: go.Figure, keep=()) -> None:
-    """Make ``fig`` show ``new`` (same trace types in the same order): every trace and the layout
-    sent, ``shapes`` and ``annotations`` replaced rather than merged, axes made visible again (after
-    ``explain``), the widget's own template kept. Traces whose index is in ``keep`` are not sent
-    (they are known to be unchanged, e.g. a photo)."""
-    layout = new.layout.to_plotly_json()
+def replace(fig: go.FigureWidget, new: go.Figure | dict, keep=()) -> None:
+    """Make ``fig`` show ``new``, a figure or its plain data ``{"data": [...], "layout": {...}}``
+    (same trace types in the same order): every trace and the layout sent, ``shapes`` and
+    ``annotations`` replaced rather than merged, axes made visible again (after ``explain``), the
+    widget's own template kept. Traces whose index is in ``keep`` are not sent (they are known to
+    be unchanged, e.g. a photo)."""
+    if isinstance(new, go.Figure):  # per part: the figure's own to_plotly_json packs arrays as base64
+        new = {"data": [t.to_plotly_json() for t in new.data], "layout": new.layout.to_plotly_json()}
+    layout = dict(new.get("layout", {}))
     arrays = {key: layout.pop(key, ()) for key in ("shapes", "annotations")}
     layout.pop("template", None)
     for key, axis in layout.items():
         if key.startswith(("xaxis", "yaxis")):
-            axis.setdefault("visible", True)
-    send(fig, {t: {**data.to_plotly_json(), "visible": True} for t, data in enumerate(new.data) if t not in keep},
-          layout=layout, arrays=arrays)
+            layout[key] = {"visible": True, **axis}
+    send(fig, {t: {**data, "visible": True} for t, data in enumerate(new["data"]) if t not in keep},
+         layout=layout, arrays=arrays)
 
 
 def explain(fig, text: str) -> None:

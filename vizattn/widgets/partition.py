@@ -291,17 +291,19 @@ class PartitionExplorer(Explorer):
 
     def panel_figure(self, which: int = 0) -> go.Figure:
         """The static figure panel ``which`` shows now (0: mechanism, 1: compare)."""
+        return go.Figure(self._panel_spec(which))
+
+    def _panel_spec(self, which: int) -> dict | go.Figure:
+        """``panel_figure`` as plain data (a blank figure when there is nothing to draw): what a redraw sends."""
         s = self.state
         mech = s.mechanisms()[which]
         pattern, note = resolve(s, mech)
         if pattern is None:
             return blank_figure(note)
-        if rolled_here(s, mech):
-            return plots.rolled_figure(pattern, s.size, s.size, query=(s.query_i, s.query_j),
-                                       title=f"{mech}: {pattern!r} on {s.size}x{s.size}, Swin's rolled map",
-                                       area_px=self._area())
-        return plots.partition_figure(pattern, s.size, s.size, query=(s.query_i, s.query_j),
-                                      title=f"{mech}: {pattern!r} on {s.size}x{s.size}", area_px=self._area())
+        spec = plots.rolled_spec if rolled_here(s, mech) else plots.partition_spec
+        where = ", Swin's rolled map" if rolled_here(s, mech) else ""
+        return spec(pattern, s.size, s.size, query=(s.query_i, s.query_j),
+                    title=f"{mech}: {pattern!r} on {s.size}x{s.size}{where}", area_px=self._area())
 
     def _area(self) -> int:
         """Pixels for the map: two panels side by side fit a 1000 px notebook."""
@@ -321,16 +323,16 @@ class PartitionExplorer(Explorer):
             if pattern is None:
                 explain(fig, note)
             elif scene == self._scenes[k]:
-                overlay = plots.rolled_overlay if rolled else plots.query_overlay
+                overlay = plots.rolled_overlay_spec if rolled else plots.overlay_spec
                 new = overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
-                moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if p in data and data[p] is not None}
-                         for t, data in enumerate(new.data)}  # only the properties that follow the query
+                moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if data.get(p) is not None}
+                         for t, data in enumerate(new["data"])}  # only the properties that follow the query
                 if pattern.grouped:  # the query's own group is the strong one
                     moved[1] = {"z": plots.rolled_groups(pattern, s.size, s.size, (s.query_i, s.query_j)) if rolled
                                 else plots.group_z(pattern, s.size, s.size, (s.query_i, s.query_j))}
-                send(fig, moved, arrays={"shapes": new.layout.shapes, "annotations": new.layout.annotations})
+                send(fig, moved, arrays=new["layout"])
             else:
-                replace(fig, self.panel_figure(k))
+                replace(fig, self._panel_spec(k))
             self._scenes[k] = scene
             message.value = note_html(note) if note else ""
 

@@ -37,22 +37,22 @@ def test_both_views_draw_the_patterns_key_sets(P, s, H, W):
         for j in range(W):
             mine = {(int(k) // W, int(k) % W) for k in keys[i * W + j] if k >= 0}
             original = plots.partition_figure(pattern, H, W, query=(i, j))
-            assert plots.cells(original.data[2]) == mine
+            assert plots.cells(original.data[1]) == mine
             rolled = plots.rolled_figure(pattern, H, W, query=(i, j))
-            shown = plots.cells(rolled.data[2])
+            shown = plots.cells(rolled.data[1])
             assert shown == {((r - sh) % Hp, (c - sw) % Wp) for r, c in mine}  # the groups rolled by -s
             # Swin: the keys are the tokens of the query's rolled window and region
             a, b = where[i * W + j]
             same = (window == window[a, b]) & (region == region[a, b]) & (token >= 0)
             assert shown == {tuple(map(int, c)) for c in same.nonzero()}
             # the masked slots fill the rest of its P x P window
-            slots = shown | plots.cells(rolled.data[3])
+            slots = shown | plots.cells(rolled.data[2])
             assert slots == {tuple(map(int, c)) for c in (window == window[a, b]).nonzero()}
-            assert (rolled.data[4].y[0], rolled.data[4].x[0]) == ((i - sh) % Hp, (j - sw) % Wp)
+            assert (rolled.data[3].y[0], rolled.data[3].x[0]) == ((i - sh) % Hp, (j - sw) % Wp)
     # the group colours: the original map's, rolled by -s (padding: not a group)
     colours = np.full((Hp, Wp), np.nan)
-    colours[:H, :W] = np.asarray(plots.partition_figure(pattern, H, W, query=(H - 1, W - 1)).data[1].z, dtype=float)
-    got = np.asarray(rolled.data[1].z, dtype=float)
+    colours[:H, :W] = np.asarray(plots.partition_figure(pattern, H, W, query=(H - 1, W - 1)).data[0].z, dtype=float)
+    got = np.asarray(rolled.data[0].z, dtype=float)
     np.testing.assert_array_equal(got, np.roll(colours, (-sh, -sw), axis=(0, 1)))
 
 
@@ -67,21 +67,21 @@ def test_the_rolled_view_is_only_for_block_patterns():
 def test_partition_explorer_toggles_swins_rolled_map_beside_na():
     ex = PartitionExplorer("Swin SW", size=14, block=7, kernel=7, query=(0, 0), compare="NA")
     assert ex.roll_toggle.layout.display is None
-    assert len(plots.cells(ex.figures[0].data[2])) == 9  # SW-MSA's corner group: 3 x 3
-    assert len(plots.cells(ex.figures[1].data[2])) == 49  # NA: a full 7 x 7 window, shifted inward
+    assert len(plots.cells(ex.figures[0].data[1])) == 9  # SW-MSA's corner group: 3 x 3
+    assert len(plots.cells(ex.figures[1].data[1])) == 49  # NA: a full 7 x 7 window, shifted inward
     ex.roll_toggle.value = True
     assert "rolled map" in ex.figures[0].layout.title.text and "rolled map" not in ex.figures[1].layout.title.text
-    assert plots.cells(ex.figures[0].data[2]) == {(r, c) for r in range(11, 14) for c in range(11, 14)}
+    assert plots.cells(ex.figures[0].data[1]) == {(r, c) for r in range(11, 14) for c in range(11, 14)}
     ex.set_query(5, 12)  # a query move on the rolled map: the overlay follows
     want = plots.rolled_figure(Block(7, shift=3), 14, 14, query=(5, 12))
-    assert plots.cells(ex.figures[0].data[2]) == plots.cells(want.data[2])
+    assert plots.cells(ex.figures[0].data[1]) == plots.cells(want.data[1])
     assert ex.figures[0].layout.annotations[0].text == want.layout.annotations[0].text
     # a click on the rolled map selects the token drawn there
-    ex._clicked(ex.figures[0].data[1], type("Points", (), dict(point_inds=[0], xs=[0], ys=[13]))())
+    ex._clicked(ex.figures[0].data[0], type("Points", (), dict(point_inds=[0], xs=[0], ys=[13]))())
     assert (ex.state.query_i, ex.state.query_j) == ((13 + 3) % 14, 3)
     ex.roll_toggle.value = False
-    assert plots.cells(ex.figures[0].data[2]) == plots.cells(plots.partition_figure(
-        Block(7, shift=3), 14, 14, query=(2, 3)).data[2])
+    assert plots.cells(ex.figures[0].data[1]) == plots.cells(plots.partition_figure(
+        Block(7, shift=3), 14, 14, query=(2, 3)).data[1])
     ex.state.mechanism, ex.state.compare = "NA", None
     assert ex.roll_toggle.layout.display == "none"
 
@@ -91,7 +91,7 @@ def test_partition_explorer_explains_a_map_no_larger_than_the_window():
     assert "shifted axis needs a map larger than the window" in ex.messages[0].value or not ex.figures[0].data[0].z
     ex.state.rolled = True  # still explained, no traceback
     ex.state.block = 4
-    assert len(plots.cells(ex.figures[0].data[2])) == 4
+    assert len(plots.cells(ex.figures[0].data[1])) == 4
 
 
 def test_swin_and_na_cost_the_same_for_the_same_window():

@@ -411,14 +411,15 @@ def test_widget_messages_never_pad_a_trace_with_undefined():
 
 def test_clicking_a_cell_picks_the_query():
     ex = PartitionExplorer("NA", size=10, kernel=3, query=(5, 5))
-    trace = ex.figures[0].data[1]
-    ex._clicked(trace, Points(point_inds=[[2, 3]], xs=[3], ys=[2], trace_name="groups", trace_index=1))
+    trace = ex.figures[0].data[0]
+    ex._clicked(trace, Points(point_inds=[[2, 3]], xs=[3], ys=[2], trace_name="groups", trace_index=0))
     assert (ex.state.query_i, ex.state.query_j) == (2, 3)
     assert (ex.sliders["query_i"].value, ex.sliders["query_j"].value) == (2, 3)
     assert plots.cells(ex.figures[0].data[KEYS]) == expected_cells(Neighborhood(3), 10, 10, 2, 3)
-    ex._clicked(trace, Points(point_inds=[[0, 0]], xs=[-1], ys=[0], trace_name="outside", trace_index=0))
+    slots = ex.figures[0].data[SLOTS]
+    ex._clicked(slots, Points(point_inds=[[0, 0]], xs=[-1], ys=[0], trace_name="slots", trace_index=SLOTS))
     assert (ex.state.query_i, ex.state.query_j) == (2, 3)  # off the map: ignored
-    assert all(t._click_callbacks for t in ex.figures[0].data[:4])
+    assert all(t._click_callbacks for t in ex.figures[0].data)
 
 
 def test_play_sweeps_the_query_row_by_row():

@@ -19,7 +19,7 @@ Colours are colour-blind safe: Okabe-Ito for categories, Cividis for quantities.
 
 >>> from vizattn.patterns import Neighborhood
 >>> [t.name for t in partition_figure(Neighborhood(3), 6, 6, query=(0, 0)).data]
-['outside', 'groups', 'keys', 'slots', 'query']
+['groups', 'keys', 'slots', 'query']
 """
 
 from ..mechanisms import cost

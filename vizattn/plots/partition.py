@@ -6,7 +6,7 @@ row ``h`` (row 0 on top); a cell is one token.
 
 >>> from vizattn.patterns import Neighborhood
 >>> [t.name for t in partition_figure(Neighborhood(3), 6, 6, query=(0, 0)).data]
-['outside', 'groups', 'keys', 'slots', 'query']
+['groups', 'keys', 'slots', 'query']
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .style import (
 __all__ = ["TRACES", "GROUP_SCALE", "group_colours", "group_z", "query_slots", "cell_boxes", "cells",
            "partition_figure", "partition_spec", "query_overlay", "overlay_spec", "animate_queries"]
 
-TRACES = ("outside", "groups", "keys", "slots", "query")  # trace order of partition_figure
+TRACES = ("groups", "keys", "slots", "query")  # trace order of partition_figure
 
 
 def query_slots(pattern: Pattern, H: int, W: int, i: int, j: int):
@@ -152,7 +152,7 @@ def cells(trace) -> set:
     """The ``(row, col)`` cells a heatmap trace of ``partition_figure`` marks (z == 1).
 
     >>> from vizattn.patterns import Block
-    >>> sorted(cells(partition_figure(Block(2), 4, 4, query=(3, 0)).data[2]))
+    >>> sorted(cells(partition_figure(Block(2), 4, 4, query=(3, 0)).data[1]))
     [(2, 0), (2, 1), (3, 0), (3, 1)]
     """
     z = np.asarray(trace.z, dtype=float)
@@ -163,24 +163,23 @@ def partition_figure(pattern: Pattern, H: int, W: int | None = None, query=(0, 0
                      title: str | None = None, cell_px: int | None = None, area_px: int = 448) -> go.Figure:
     """Where one query looks under ``pattern`` on an ``H x W`` map, and how the map is grouped.
 
-    Traces, in order (``TRACES``): ``outside`` (the drawn area beyond the map, as far as any
-    query's slots reach), ``groups`` (each token coloured by its group from the axis rules:
-    blocks, grid lines, dilation groups, touching groups in different colours, every group muted
-    but the query's own, which has a strong shade of its own: ``group_z``; SASA: colour = number
-    of real keys), ``keys`` (1 on the query's real keys,
-    NaN elsewhere, over their bounding box; ``cells(trace)`` lists them), ``slots`` (the query's
-    ``-1`` slots, off the map: ``0`` = SASA zero padding, still in the softmax; ``x`` = padded
-    position, excluded) and ``query`` (a marker). For
-    a window that shifts inward at borders (``pattern.centred``: NA) a solid outline marks the
-    actual window and, when it differs, a dashed one
-    the centred window that the border forces it to shift away from.
+    The drawn area reaches as far as any query's slots do; beyond the map it shows the
+    background (``OUTSIDE_COLOUR``). Traces, in order (``TRACES``): ``groups`` (each token
+    coloured by its group from the axis rules: blocks, grid lines, dilation groups, touching
+    groups in different colours, every group muted but the query's own, which has a strong shade
+    of its own: ``group_z``; SASA: colour = number of real keys), ``keys`` (1 on the query's real
+    keys, NaN elsewhere, over their bounding box; ``cells(trace)`` lists them), ``slots`` (the
+    query's ``-1`` slots, off the map: ``0`` = SASA zero padding, still in the softmax; ``x`` =
+    padded position, excluded) and ``query`` (a marker). For a window that shifts inward at
+    borders (``pattern.centred``: NA) a solid outline marks the actual window and, when it
+    differs, a dashed one the centred window that the border forces it to shift away from.
     Raises ``ValueError`` (the pattern's) if the pattern does not fit the map. Cells are
     ``cell_px`` pixels, or as many as fit the drawn area's longer side into ``area_px`` (4 to 32).
     ``partition_spec`` gives the same figure as plain data.
 
     >>> from vizattn.patterns import LocalWindow
     >>> fig = partition_figure(LocalWindow(3), 4, 4, query=(0, 0))
-    >>> len(cells(fig.data[2])), len(cells(fig.data[3])), fig.data[3].text[0]   # 4 keys, 5 zero slots
+    >>> len(cells(fig.data[1])), len(cells(fig.data[2])), fig.data[2].text[0]   # 4 keys, 5 zero slots
     (4, 5, ['0', '0', '0'])
     """
     return go.Figure(partition_spec(pattern, H, W, query, title=title, cell_px=cell_px, area_px=area_px))
@@ -213,29 +212,24 @@ def partition_spec(pattern: Pattern, H: int, W: int | None = None, query=(0, 0),
         groups = dict(type="heatmap", z=group_z(pattern, H, W, query), x=np.arange(W), y=np.arange(H),
                       colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False, name="groups",
                       hovertemplate="row %{y}, col %{x}<extra></extra>")
-    return map_spec([outside_trace(range(r_lo, r_hi + 1), range(c_lo, c_hi + 1)), groups, *overlay["data"]],
-                    overlay["layout"], (r_lo, r_hi), (c_lo, c_hi), title=title or f"{pattern!r} on {H}x{W}",
+    return map_spec([groups, *overlay["data"]], overlay["layout"], (r_lo, r_hi), (c_lo, c_hi),
+                    title=title or f"{pattern!r} on {H}x{W}",
                     cell_px=cell_px, area_px=area_px)
-
-
-def outside_trace(rows, cols) -> dict:
-    """The ``outside`` trace: the drawn area, pale, under everything else."""
-    rows, cols = np.asarray(rows), np.asarray(cols)
-    return dict(type="heatmap", z=np.ones((len(rows), len(cols))), x=cols, y=rows, showscale=False, name="outside",
-                colorscale=[[0, OUTSIDE_COLOUR], [1, OUTSIDE_COLOUR]], hoverinfo="skip")
 
 
 def map_spec(traces: list, overlay_layout: dict, rows: tuple, cols: tuple, *, title: str, cell_px=None,
              area_px: int = 448, axis_note: str = "") -> dict:
     """The layout shared by the map figures (``partition_spec``, ``swin.rolled_spec``) around
     ``traces``: rows ``rows[0]..rows[1]`` top down, columns ``cols[0]..cols[1]``, square cells of
-    ``cell_px`` pixels (or what fits the longer side into ``area_px``), the overlay's shapes and caption."""
+    ``cell_px`` pixels (or what fits the longer side into ``area_px``), the overlay's shapes and caption.
+    The background is ``OUTSIDE_COLOUR``: the axes span the drawn area exactly, so it shows where no
+    token is (cheaper for the browser to redraw than a heatmap of its own)."""
     (r_lo, r_hi), (c_lo, c_hi) = rows, cols
     n_rows, n_cols = r_hi - r_lo + 1, c_hi - c_lo + 1
     side = cell_px or max(4, min(32, area_px // max(n_rows, n_cols)))  # cell pixels: the map in area_px
     layout = dict(
         title=dict(text=title, x=0.5), **overlay_layout,
-        showlegend=False, plot_bgcolor="white", margin=dict(l=40, r=20, t=50, b=80),
+        showlegend=False, plot_bgcolor=OUTSIDE_COLOUR, margin=dict(l=40, r=20, t=50, b=80),
         width=max(420, side * n_cols + 140), height=side * n_rows + 150,
         xaxis=dict(range=[c_lo - 0.5, c_hi + 0.5], constrain="domain", showgrid=False, zeroline=False,
                    title=dict(text=f"column{axis_note}"), dtick=max(1, n_cols // 8)),

@@ -11,7 +11,7 @@ and slot comes from the pattern's axis rules (``query_slots``, the group colours
 >>> from vizattn.patterns import Block
 >>> from vizattn.plots import cells
 >>> fig = rolled_figure(Block(4, shift=2), 8, 8, query=(0, 0))
->>> sorted(cells(fig.data[2]))          # the corner group, 2 x 2, sits in the last window
+>>> sorted(cells(fig.data[1]))          # the corner group, 2 x 2, sits in the last window
 [(6, 6), (6, 7), (7, 6), (7, 7)]
 """
 
@@ -28,7 +28,6 @@ from .partition import (
     caption_note,
     group_z,
     map_spec,
-    outside_trace,
     query_slots,
     query_trace,
     slot_traces,
@@ -122,13 +121,14 @@ def rolled_figure(pattern: Block, H: int, W: int | None = None, query=(0, 0), *,
 
     ``groups``: each token's group colour (as in ``partition_figure``) at its rolled position, so a
     window holding parts of several groups shows Swin's masked sub-regions; padded positions
-    (``pad=True``) are ``outside``. Then ``rolled_overlay``'s keys, slots and query. ``cell_px``,
-    ``area_px``: cell size as in ``partition_figure``.
+    (``pad=True``) show the background, as beyond the map in ``partition_figure``. Then
+    ``rolled_overlay``'s keys, slots and query. ``cell_px``, ``area_px``: cell size as in
+    ``partition_figure``.
 
     >>> from vizattn.plots import cells
     >>> fig = rolled_figure(Block(4, shift=2), 8, 8, query=(0, 0))
-    >>> [t.name for t in fig.data], len(cells(fig.data[3]))      # 12 of the 16 slots are masked
-    (['outside', 'groups', 'keys', 'slots', 'query'], 12)
+    >>> [t.name for t in fig.data], len(cells(fig.data[2]))      # 12 of the 16 slots are masked
+    (['groups', 'keys', 'slots', 'query'], 12)
     """
     return go.Figure(rolled_spec(pattern, H, W, query, title=title, cell_px=cell_px, area_px=area_px))
 
@@ -142,6 +142,6 @@ def rolled_spec(pattern: Block, H: int, W: int | None = None, query=(0, 0), *, t
     groups = dict(type="heatmap", z=rolled_groups(pattern, H, W, query), x=np.arange(Wp), y=np.arange(Hp),
                   colorscale=GROUP_SCALE, zmin=0, zmax=2 * len(GROUP_PALETTE), showscale=False, name="groups",
                   hovertemplate="rolled map: row %{y}, col %{x}<extra></extra>")
-    return map_spec([outside_trace(range(Hp), range(Wp)), groups, *overlay["data"]], overlay["layout"],
+    return map_spec([groups, *overlay["data"]], overlay["layout"],
                     (0, Hp - 1), (0, Wp - 1), title=title or f"{pattern!r} on {H}x{W}, rolled by -{pattern.shift}",
                     cell_px=cell_px, area_px=area_px, axis_note=" (rolled map)")

@@ -41,6 +41,7 @@ MECHANISMS = tuple(mechanisms.LAYERS)
 PARAMETERS = {name: tuple(lay.parameters) for name, lay in mechanisms.LAYERS.items()}  # the sliders each one reads
 SIZE_RANGE = (4, 64)
 NO_COMPARE = "(none)"  # the compare menu's entry for compare=None
+GROUPS, KEYS = plots.TRACES.index("groups"), plots.TRACES.index("keys")  # the query's overlay follows the keys
 
 
 class PartitionState(HasTraits):
@@ -181,7 +182,7 @@ class PartitionExplorer(Explorer):
 
     >>> ex = PartitionExplorer("NA", size=8, kernel=3, query=(0, 0))
     >>> ex.state.kernel = 5
-    >>> len(plots.cells(ex.figures[0].data[2]))      # the 5 x 5 keys of the corner query
+    >>> len(plots.cells(ex.figures[0].data[1]))      # the 5 x 5 keys of the corner query
     25
     """
 
@@ -229,7 +230,7 @@ class PartitionExplorer(Explorer):
                         widgets.link((s, "rolled"), (self.roll_toggle, "value"))]
         self.play.observe(self._played, "value")
         for fig in self.figures:
-            for trace in fig.data[:4]:
+            for trace in fig.data:
                 trace.on_click(self._clicked)
         s.observe(self._changed, names=list(s.trait_names()))
 
@@ -325,10 +326,10 @@ class PartitionExplorer(Explorer):
             elif scene == self._scenes[k]:
                 overlay = plots.rolled_overlay_spec if rolled else plots.overlay_spec
                 new = overlay(pattern, s.size, s.size, query=(s.query_i, s.query_j))
-                moved = {2 + t: {p: data[p] for p in ("x", "y", "z", "text") if data.get(p) is not None}
+                moved = {KEYS + t: {p: data[p] for p in ("x", "y", "z", "text") if data.get(p) is not None}
                          for t, data in enumerate(new["data"])}  # only the properties that follow the query
                 if pattern.grouped:  # the query's own group is the strong one
-                    moved[1] = {"z": plots.rolled_groups(pattern, s.size, s.size, (s.query_i, s.query_j)) if rolled
+                    moved[GROUPS] = {"z": plots.rolled_groups(pattern, s.size, s.size, (s.query_i, s.query_j)) if rolled
                                 else plots.group_z(pattern, s.size, s.size, (s.query_i, s.query_j))}
                 send(fig, moved, arrays=new["layout"])
             else:

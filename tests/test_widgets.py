@@ -474,6 +474,16 @@ def test_cost_figure_is_log_log_with_one_line_per_mechanism():
     assert list(glob[1].y) == [float(s ** 4) for s in (8, 16, 32, 64)]
 
 
+def test_every_cost_curve_has_a_style_of_its_own_that_stays_whatever_else_is_shown():
+    styles = {(t.line.color, t.line.dash) for t in plots.cost_figure([8, 16]).data}
+    assert len(styles) == len(plots.COST_MECHANISMS)  # no two mechanisms look alike
+    alone = plots.cost_figure([8, 16], mechanisms=("LaViT LA", "NA")).data
+    full = {t.name: (t.line.color, t.line.dash) for t in plots.cost_figure([8, 16]).data}
+    assert {t.name: (t.line.color, t.line.dash) for t in alone} == {n: full[n] for n in ("LaViT LA", "NA")}
+    assert full["MaxViT block"][0] == full["MaxViT grid"][0] != full["NA"][0]  # a colour per paper
+    assert plots.cost_figure([8]).layout.legend.orientation == "h"  # all entries below the plots, none hidden
+
+
 def test_query_map_figure_is_transparent_where_the_query_cannot_look():
     import torch
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..mechanisms import LAYERS, cost
-from .style import DASHES, OKABE_ITO
+from ..mechanisms import LAYERS, TABLE, cost
+from .style import OKABE_ITO
 
-__all__ = ["COST_MECHANISMS", "SIDES", "cost_curves", "cost_title", "side_marks", "cost_figure"]
+__all__ = ["COST_MECHANISMS", "SIDES", "STYLES", "cost_curves", "cost_title", "side_marks", "cost_figure"]
 
 COST_MECHANISMS = tuple(LAYERS)  # every layer kind of the mechanisms table
 SIDES = tuple(range(8, 257, 8))  # the map sides of a cost figure
+# a colour per paper (row of the mechanisms table: global, SASA, NAT, DiNAT, MaxViT, CrossFormer, Swin,
+# LaViT; Okabe-Ito without its yellow, which is faint on white, plus grey and black) and a dash per layer
+# of it: a curve keeps its style whichever others are shown, and MaxViT's block and grid share a colour
+PAPER_COLOURS = ("#7F7F7F", *OKABE_ITO[:3], *OKABE_ITO[4:], "#000000")
+STYLES = {lay.name: dict(color=colour, dash=("solid", "dash")[n], width=2)
+          for row, colour in zip(TABLE, PAPER_COLOURS, strict=True) for n, lay in enumerate(row.layers)}
 
 
 def cost_curves(sides=SIDES, mechanisms=COST_MECHANISMS, **params) -> dict[str, tuple[tuple, tuple]]:
@@ -52,8 +58,8 @@ def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = No
     """
     sides = list(SIDES if sides is None else sides)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("MACs per layer", "attention entries per head"))
-    for n, (name, (macs, mem)) in enumerate(cost_curves(sides, mechanisms, **params).items()):
-        style = dict(color=(OKABE_ITO + ("#000000",))[n % 8], dash=DASHES[(n + n // 8) % len(DASHES)], width=2)
+    for name, (macs, mem) in cost_curves(sides, mechanisms, **params).items():
+        style = STYLES[name]
         fig.add_trace(go.Scatter(x=sides, y=macs, name=name, legendgroup=name, line=style,
                                  hovertemplate=name + ": side %{x}, %{y:.3s} MACs<extra></extra>"), 1, 1)
         fig.add_trace(go.Scatter(x=sides, y=mem, name=name, legendgroup=name, line=style, showlegend=False,
@@ -61,5 +67,6 @@ def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = No
     fig.update_xaxes(type="log", title="map side (H = W)")
     fig.update_yaxes(type="log", exponentformat="power")  # 10^6 ... 10^16 throughout (SI stops at T)
     fig.update_layout(title=dict(text=cost_title(**params), x=0.5), shapes=() if mark is None else side_marks(mark),
-                      height=420, width=900, plot_bgcolor="white", margin=dict(l=50, r=20, t=70, b=50))
+                      height=500, width=900, plot_bgcolor="white", margin=dict(l=50, r=20, t=70, b=50),
+                      legend=dict(orientation="h", x=0, y=-0.16, yanchor="top"))  # all 11 below: none scrolls
     return fig

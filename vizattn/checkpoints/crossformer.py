@@ -20,8 +20,8 @@ import re
 import torch
 from torch import nn
 
+from ..blocks import TransformerBlock
 from ..layers.crossformer import CrossScaleEmbedding, LongShortDistanceAttention
-from ..models import TransformerBlock
 
 __all__ = ["CrossFormer", "crossformer_tiny", "from_reference"]
 

@@ -95,8 +95,8 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
     (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
 
     As few messages (browser redraws) as it safely takes: properties a trace already holds are
-    dropped, traces that change the same properties share one ``plotly_update``, the layout rides
-    with the first, and ``arrays`` follow in one more. Traces that change different properties
+    dropped (also arrays equal to the figure's), traces that change the same properties share one
+    ``plotly_update``, the layout rides with the first, and ``arrays`` follow in one more. Traces that change different properties
     never share one: plotly pads an update's properties that a trace leaves unchanged with
     ``undefined``, and its anywidget front end (plotly 6/7) stores those as null, which erases
     them (a marker's x and y, say). ``plotly_update`` takes values as plotly.js would, unchecked:
@@ -116,6 +116,8 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
             indexes = list(batch)
             fig.plotly_update(restyle_data={k: [batch[i][k] for i in indexes] for k in keys},
                               relayout_data=relayout if n == 0 else None, trace_indexes=indexes)
+    arrays = {name: list(value) for name, value in (arrays or {}).items()
+              if [item.to_plotly_json() for item in fig.layout[name]] != list(value)}
     if arrays:  # through plotly's setters: they keep fig.layout.shapes (its cached objects) in step
         with fig.batch_update():
             for name, value in arrays.items():

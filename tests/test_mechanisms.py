@@ -148,5 +148,5 @@ def test_the_partition_explorer_draws_each_layer_with_its_own_sliders(name):
     shown = {n for n, s in ex.sliders.items() if s.layout.display != "none"}
     assert shown & set(PARAMETERS) == set(LAYERS[name].parameters)
     keys = pattern_for(ex.state).keys(12, 12)[0]
-    assert len(plots.cells(ex.figures[0].data[2])) == int((keys >= 0).sum())
+    assert len(plots.cells(ex.figures[0].data[plots.TRACES.index("keys")])) == int((keys >= 0).sum())
     assert not math.isnan(mechanisms.cost(name, 12)[0])

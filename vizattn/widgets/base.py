@@ -96,13 +96,15 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
 
     As few messages (browser redraws) as it safely takes: properties a trace already holds are
     dropped (also arrays equal to the figure's), traces that change the same properties share one
-    ``plotly_update``, the layout rides with the first, and ``arrays`` follow in one more. Traces that change different properties
-    never share one: plotly pads an update's properties that a trace leaves unchanged with
-    ``undefined``, and its anywidget front end (plotly 6/7) stores those as null, which erases
-    them (a marker's x and y, say). ``plotly_update`` takes values as plotly.js would, unchecked:
-    the explorers send figures plotly checked once, or their plain data in the same form
-    (``plots.partition_spec``; tests compare the two), so a move does not build and check plotly
-    objects again, which was most of its time in the kernel.
+    ``plotly_update``, the layout rides with the first, and ``arrays`` follow in one more. Traces
+    that change different properties never share one: plotly pads an update's properties that a
+    trace leaves unchanged with ``undefined``, and its anywidget front end (plotly 6/7) stores
+    those as null, which erases them (a marker's x and y, say).
+
+    ``plotly_update`` takes values as plotly.js would, unchecked: the explorers send figures plotly
+    checked once, or their plain data in the same form (``plots.partition_spec``; tests compare
+    the two), so a move does not build and check plotly objects again, which was most of its time
+    in the kernel.
     """
     groups: dict[tuple, dict] = {}
     for index, properties in traces.items():

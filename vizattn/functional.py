@@ -20,6 +20,9 @@ Backends, all exact:
   run as one batched ``scaled_dot_product_attention``. Partition patterns (block, grid, LDA)
   have tile = group and need no mask, which is the classic reshape + SDPA. Memory grows with
   ``N * halo``, never ``N^2`` (except for ``Global``, where the halo is the whole map).
+- ``"native"``: a C++ kernel (``vizattn.native``, compiled on first use) that runs over the key
+  table itself: exactly ``K`` logits per query, weights kept for backward (memory ``N * K``). The
+  CPU default for float32/float64 where it can be built, except for ``Global`` (plain SDPA).
 - ``"flex"``: PyTorch FlexAttention with a cached block mask (compiled on CUDA); sliding windows
   without SASA's zero slots or relative embeddings. Forward-only on CPU (cross-checks).
 """
@@ -28,10 +31,12 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .checks import check_attention, check_choice, check_instance
 from .patterns import Global, Pattern, axis_mask
 from .slots import geometry_on, slot_terms
@@ -39,7 +44,7 @@ from .tiled import tiled
 
 __all__ = ["attend", "slot_logits", "combine"]
 
-BACKENDS = ("auto", "reference", "tiled", "flex")
+BACKENDS = ("auto", "reference", "tiled", "native", "flex")
 
 
 def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
@@ -54,7 +59,7 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
             ``pattern.keys(H, W)`` (zero at excluded slots).
         rel_emb: optional SASA relative embeddings ``(row, col)``: ``row [heads, 2*kh-1, head_dim // 2]``
             and ``col [heads, 2*kw-1, head_dim - head_dim // 2]``, indexed like ``bias``.
-        backend: ``"auto"`` (fastest exact path), ``"reference"``, ``"tiled"`` or ``"flex"``.
+        backend: ``"auto"`` (fastest exact path), ``"reference"``, ``"tiled"``, ``"native"`` or ``"flex"``.
 
     Returns:
         ``out [B, heads, H, W, head_dim_v]``, or ``(out, weights)``.
@@ -80,7 +85,7 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
     elif isinstance(pattern, Global) and backend == "tiled" and rel_emb is None and not return_weights:
         out, weights = _global(q, k, v, bias, scale), None
     else:
-        run = _dense if backend == "reference" else tiled
+        run = {"reference": _dense, "tiled": tiled, "native": native.native}[backend]
         out, weights = run(q, k, v, pattern, slot_terms(q, pattern, bias, rel_emb, scale), scale, return_weights)
     return (out, weights) if return_weights else out
 
@@ -157,7 +162,17 @@ def _choose_backend(q, pattern, rel_emb, return_weights):
     sliding = not pattern.partition and not pattern.zero_slots and rel_emb is None
     if q.is_cuda and sliding and not return_weights and _flex_api() is not None:
         return "flex"
+    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and not isinstance(pattern, Global):
+        why = native.unavailable()  # builds the kernel on first use (dev.py's set-up does it once)
+        if why is None:
+            return "native"
+        _warn_no_native(why)
     return "tiled"
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_no_native(why):
+    warnings.warn(f"vizattn: the native attention kernel is unavailable, using the tiled backend: {why}", stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,11 +104,13 @@ def test_results_do_not_depend_on_the_thread_count():
         torch.testing.assert_close(run[4], runs[0][4])
 
 
-def test_auto_picks_native_on_cpu_except_global():
-    q = torch.zeros(1, 1, 8, 8, 16)
-    for pattern in (Neighborhood(3), LocalWindow(3), Block(4), Grid(2), LongDistance(2)):
-        assert functional._choose_backend(q, pattern, None, False) == "native"
-    assert functional._choose_backend(q, Global(), None, False) == "tiled"
+def test_auto_picks_native_on_cpu_for_small_windows_and_groups():
+    q = torch.zeros(1, 1, 64, 64, 16)
+    for pattern in (Neighborhood(7), Neighborhood(16), LocalWindow(7), Block(7, pad=True), Grid(7, pad=True),
+                    LongDistance(10, pad=True)):  # K = 49, 256, 49, 49, 49 (LDA: groups of ceil(64 / 10)^2)
+        assert functional._choose_backend(q, pattern, None, False) == "native", pattern
+    for pattern in (Global(), Neighborhood(17), Block(8), LongDistance(8)):  # K = 4096, 289, 64, 64
+        assert functional._choose_backend(q, pattern, None, False) == "tiled", pattern
     assert functional._choose_backend(q.half(), Neighborhood(3), None, False) == "tiled"
 
 

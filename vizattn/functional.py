@@ -22,7 +22,8 @@ Backends, all exact:
   ``N * halo``, never ``N^2`` (except for ``Global``, where the halo is the whole map).
 - ``"native"``: a C++ kernel (``vizattn.native``, compiled on first use) that runs over the key
   table itself: exactly ``K`` logits per query, weights kept for backward (memory ``N * K``). The
-  CPU default for float32/float64 where it can be built, except for ``Global`` (plain SDPA).
+  CPU default for float32/float64 where it can be built, for windows of up to 256 slots and
+  partitions of up to 49 (beyond, and for ``Global``, tiled's batched SDPA is faster).
 - ``"flex"``: PyTorch FlexAttention with a cached block mask (compiled on CUDA); sliding windows
   without SASA's zero slots or relative embeddings. Forward-only on CPU (cross-checks).
 """
@@ -162,12 +163,25 @@ def _choose_backend(q, pattern, rel_emb, return_weights):
     sliding = not pattern.partition and not pattern.zero_slots and rel_emb is None
     if q.is_cuda and sliding and not return_weights and _flex_api() is not None:
         return "flex"
-    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and not isinstance(pattern, Global):
+    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and _native_wins(pattern, *q.shape[2:4]):
         why = native.unavailable()  # builds the kernel on first use (dev.py's set-up does it once)
         if why is None:
             return "native"
         _warn_no_native(why)
     return "tiled"
+
+
+# the most key slots per query for which the native kernel beats the tiled backend (benchmarks/attention.py,
+# 2 cores): a sliding window computes halo x tile logits in tiled, K in native; a partition's group is
+# tiled's exact tile, where its GEMMs win once groups are large (LDA I8 at 64x64, K = 64: 1.1x slower)
+NATIVE_MAX_SLOTS = {"sliding": 256, "partition": 49}
+
+
+def _native_wins(pattern, H, W):
+    if isinstance(pattern, Global):
+        return False
+    K = geometry_on(pattern, H, W, torch.device("cpu"))[0].shape[1]
+    return K <= NATIVE_MAX_SLOTS["partition" if pattern.partition else "sliding"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -89,17 +89,22 @@ def kernel():
 
 @functools.lru_cache(maxsize=128)
 def tables(pattern, H: int, W: int):
-    """The key table and its inverse: ``keys [N, K]``, ``start [N + 1]``, ``uses [M]``.
+    """The key table, a visiting order and the inverse table: ``keys [N, K]``, ``order [N]``,
+    ``start [N + 1]``, ``uses [M]``.
 
-    ``uses[start[j] : start[j + 1]]`` are the flat slots ``n * K + s`` whose key is token j, in order.
+    ``order`` sorts the queries by their largest key (the same for all members of a partition's
+    group, and a token of it; near the query itself for sliding windows), which puts queries that
+    share keys side by side. ``uses[start[j] : start[j + 1]]`` are the flat slots ``n * K + s``
+    whose key is token j, in order.
     """
     keys = geometry_on(pattern, H, W, CPU)[0].contiguous()
+    order = keys.max(1).values.argsort(stable=True)
     flat = keys.flatten()
-    order = flat.argsort(stable=True)
-    uses = order[flat[order] >= 0].contiguous()
+    by_token = flat.argsort(stable=True)
+    uses = by_token[flat[by_token] >= 0].contiguous()
     count = torch.bincount(flat[uses], minlength=H * W)
     start = torch.cat([count.new_zeros(1), count.cumsum(0)])
-    return keys, start, uses
+    return keys, order, start, uses
 
 
 def native(q, k, v, pattern, terms, scale, return_weights):
@@ -121,11 +126,11 @@ class _SlotAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, terms, pattern, H, W, heads, scale):
-        keys, start, uses = tables(pattern, H, W)
-        out, weights = kernel().forward(q, k, v, keys, terms, scale, pattern.zero_slots, heads)
+        keys, order, start, uses = tables(pattern, H, W)
+        out, weights = kernel().forward(q, k, v, keys, order, terms, scale, pattern.zero_slots, heads)
         ctx.save_for_backward(q, k, v, weights)
         ctx.set_materialize_grads(False)
-        ctx.tables, ctx.scale, ctx.heads = (keys, start, uses), scale, heads
+        ctx.tables, ctx.scale, ctx.heads = (keys, order, start, uses), scale, heads
         ctx.terms_shape = None if terms is None else terms.shape
         return out, weights
 
@@ -133,13 +138,13 @@ class _SlotAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_weights):
         q, k, v, weights = ctx.saved_tensors
-        keys, start, uses = ctx.tables
+        keys, order, start, uses = ctx.tables
         if grad_out is None:  # only the weights were used
             grad_out = v.new_zeros(q.shape[:2] + v.shape[2:])
         if grad_weights is not None:
             grad_weights = grad_weights.contiguous()
-        dq, dk, dv, dlogits = kernel().backward(q, k, v, keys, weights, grad_out.contiguous(), grad_weights, start,
-                                                uses, ctx.scale)
+        dq, dk, dv, dlogits = kernel().backward(q, k, v, keys, order, weights, grad_out.contiguous(), grad_weights,
+                                                start, uses, ctx.scale)
         dterms = None
         if ctx.needs_input_grad[3]:
             S, N, K = dlogits.shape

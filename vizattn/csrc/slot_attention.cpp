@@ -4,7 +4,9 @@
 // skipped, or, with zero_slots (SASA's zero padding), is a zero key and value whose logit is its term.
 //
 // Shapes: q [S, N, d], k [S, N, d], v [S, N, dv] contiguous (S = B * heads slices); keys [N, K]
-// int64; terms [Bt, Ht, N, K] with Bt in {1, B}, Ht in {1, heads}, or none.
+// int64; terms [Bt, Ht, N, K] with Bt in {1, B}, Ht in {1, heads}, or none. order [N]: the order
+// in which queries (and, in backward, key tokens) are visited, a permutation that puts queries
+// with shared keys next to each other (a block's or a grid line's members), so their keys stay in cache.
 // Rows of d = dv = V * (64 bytes) (e.g. head_dim 16, 32, 48, 64 in float32) are held in registers
 // as V vectors of 64 bytes (GCC vector extensions: the compiler maps them onto the ISA it targets);
 // other rows use plain loops.
@@ -137,14 +139,14 @@ struct Sizes {
 };
 
 template <typename T, int V>
-void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, const T* terms, int64_t Bt, int64_t Ht,
-                    T* out, T* p, Sizes z, T scale, bool zero_slots) {
+void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, const int64_t* order, const T* terms,
+                    int64_t Bt, int64_t Ht, T* out, T* p, Sizes z, T scale, bool zero_slots) {
   const T minus_inf = -std::numeric_limits<T>::infinity();
   at::parallel_for(0, z.S * z.N, GRAIN, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(z.d + z.dv);
     Row<T, V> qn(scratch.data(), z.d), on(scratch.data() + z.d, z.dv);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t s = i / z.N, n = i % z.N;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t s = u / z.N, n = order[u % z.N], i = s * z.N + n;
       const int64_t* kn = keys + n * z.K;
       const T* tn = terms_of(terms, s, z.heads, Bt, Ht, z.N * z.K);
       tn = tn == nullptr ? nullptr : tn + n * z.K;
@@ -187,13 +189,13 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, con
 
 // Pass 1, per query: dS = p * (g - sum p g) with g = dO . v_j (+ the weights' own gradient), and dq.
 template <typename T, int V>
-void query_grads(const T* k, const T* v, const int64_t* keys, const T* p, const T* grad_out, const T* grad_p,
-                 T* ds, T* dq, Sizes z, T scale) {
+void query_grads(const T* k, const T* v, const int64_t* keys, const int64_t* order, const T* p, const T* grad_out,
+                 const T* grad_p, T* ds, T* dq, Sizes z, T scale) {
   at::parallel_for(0, z.S * z.N, GRAIN, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(z.d + z.dv);
     Row<T, V> gn(scratch.data(), z.dv), dqn(scratch.data() + z.dv, z.d);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t s = i / z.N, n = i % z.N;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t s = u / z.N, n = order[u % z.N], i = s * z.N + n;
       const int64_t* kn = keys + n * z.K;
       const T* pn = p + i * z.K;
       const T* vs = v + s * z.N * z.dv;
@@ -223,17 +225,17 @@ void query_grads(const T* k, const T* v, const int64_t* keys, const T* p, const 
 // that use j (inverse table: inv_slot[inv_start[j] : inv_start[j + 1]] holds n * K + slot). Each
 // task writes only its own keys' rows: no races, and the sums run in a fixed order.
 template <typename T, int V>
-void key_grads(const T* q, const T* p, const T* grad_out, const T* ds, const int64_t* inv_start,
+void key_grads(const T* q, const T* p, const T* grad_out, const T* ds, const int64_t* order, const int64_t* inv_start,
                const int64_t* inv_slot, T* dk, T* dvv, Sizes z, T scale) {
   at::parallel_for(0, z.S * z.N, GRAIN, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(z.d + z.dv);
     Row<T, V> dkj(scratch.data(), z.d), dvj(scratch.data() + z.d, z.dv);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t s = i / z.N, j = i % z.N;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t s = u / z.N, j = order[u % z.N], i = s * z.N + j;
       dkj.zero();
       dvj.zero();
-      for (int64_t u = inv_start[j]; u < inv_start[j + 1]; ++u) {
-        const int64_t flat = s * z.N * z.K + inv_slot[u], n = inv_slot[u] / z.K;
+      for (int64_t w = inv_start[j]; w < inv_start[j + 1]; ++w) {
+        const int64_t flat = s * z.N * z.K + inv_slot[w], n = inv_slot[w] / z.K;
         dkj.fma(scale * ds[flat], q + (s * z.N + n) * z.d);
         dvj.fma(p[flat], grad_out + (s * z.N + n) * z.dv);
       }
@@ -265,9 +267,10 @@ void check(const at::Tensor& t, const char* name) {
 
 // -> (out [S, N, dv], p [S, N, K])
 std::vector<at::Tensor> slot_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& keys, const c10::optional<at::Tensor>& terms, double scale,
-                                     bool zero_slots, int64_t heads) {
-  for (auto* t : {&q, &k, &v, &keys}) check(*t, "q, k, v and keys");
+                                     const at::Tensor& keys, const at::Tensor& order,
+                                     const c10::optional<at::Tensor>& terms, double scale, bool zero_slots,
+                                     int64_t heads) {
+  for (auto* t : {&q, &k, &v, &keys, &order}) check(*t, "q, k, v, keys and order");
   const Sizes z{q.size(0), q.size(1), keys.size(1), q.size(2), v.size(2), heads};
   auto out = at::empty({z.S, z.N, z.dv}, q.options());
   auto p = at::empty({z.S, z.N, z.K}, q.options());
@@ -278,8 +281,8 @@ std::vector<at::Tensor> slot_forward(const at::Tensor& q, const at::Tensor& k, c
     using T = scalar_t;
     by_width<T>(z, [&]<int V>() {
       forward_kernel<T, V>(q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), keys.data_ptr<int64_t>(),
-                           has_terms ? terms->data_ptr<T>() : nullptr, Bt, Ht, out.data_ptr<T>(), p.data_ptr<T>(),
-                           z, static_cast<T>(scale), zero_slots);
+                           order.data_ptr<int64_t>(), has_terms ? terms->data_ptr<T>() : nullptr, Bt, Ht,
+                           out.data_ptr<T>(), p.data_ptr<T>(), z, static_cast<T>(scale), zero_slots);
     });
   });
   return {out, p};
@@ -287,10 +290,10 @@ std::vector<at::Tensor> slot_forward(const at::Tensor& q, const at::Tensor& k, c
 
 // -> (dq, dk, dv, dS [S, N, K]: the gradient of the logits, i.e. of the terms)
 std::vector<at::Tensor> slot_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& keys, const at::Tensor& p, const at::Tensor& grad_out,
-                                      const c10::optional<at::Tensor>& grad_p, const at::Tensor& inv_start,
-                                      const at::Tensor& inv_slot, double scale) {
-  for (auto* t : {&q, &k, &v, &keys, &p, &grad_out, &inv_start, &inv_slot}) check(*t, "backward inputs");
+                                      const at::Tensor& keys, const at::Tensor& order, const at::Tensor& p,
+                                      const at::Tensor& grad_out, const c10::optional<at::Tensor>& grad_p,
+                                      const at::Tensor& inv_start, const at::Tensor& inv_slot, double scale) {
+  for (auto* t : {&q, &k, &v, &keys, &order, &p, &grad_out, &inv_start, &inv_slot}) check(*t, "backward inputs");
   const bool has_gp = grad_p.has_value() && grad_p->defined();
   if (has_gp) check(*grad_p, "grad_p");
   const Sizes z{q.size(0), q.size(1), keys.size(1), q.size(2), v.size(2), 1};
@@ -299,12 +302,13 @@ std::vector<at::Tensor> slot_backward(const at::Tensor& q, const at::Tensor& k, 
     using T = scalar_t;
     const auto sc = static_cast<T>(scale);
     by_width<T>(z, [&]<int V>() {
-      query_grads<T, V>(k.data_ptr<T>(), v.data_ptr<T>(), keys.data_ptr<int64_t>(), p.data_ptr<T>(),
+      query_grads<T, V>(k.data_ptr<T>(), v.data_ptr<T>(), keys.data_ptr<int64_t>(), order.data_ptr<int64_t>(),
+                        p.data_ptr<T>(),
                         grad_out.data_ptr<T>(), has_gp ? grad_p->data_ptr<T>() : nullptr, ds.data_ptr<T>(),
                         dq.data_ptr<T>(), z, sc);
       key_grads<T, V>(q.data_ptr<T>(), p.data_ptr<T>(), grad_out.data_ptr<T>(), ds.data_ptr<T>(),
-                      inv_start.data_ptr<int64_t>(), inv_slot.data_ptr<int64_t>(), dk.data_ptr<T>(),
-                      dvv.data_ptr<T>(), z, sc);
+                      order.data_ptr<int64_t>(), inv_start.data_ptr<int64_t>(), inv_slot.data_ptr<int64_t>(),
+                      dk.data_ptr<T>(), dvv.data_ptr<T>(), z, sc);
     });
   });
   return {dq, dk, dvv, ds};

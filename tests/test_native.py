@@ -138,3 +138,14 @@ def test_build_name_follows_the_instruction_set(monkeypatch):
         monkeypatch.setattr(native, "_capability", lambda c=capability: c)
         assert native.build_name().endswith("_" + capability.lower())
     assert set(native.ISA_FLAGS) == {"AVX512", "AVX2"}  # DEFAULT builds without -m flags
+
+
+def test_the_package_ships_the_kernel_source_and_dev_py_builds_it():
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
+    root = native.SOURCE.parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
+    relative = native.SOURCE.relative_to(root / "vizattn").as_posix()
+    assert any(fnmatch.fnmatch(relative, glob) for glob in data["vizattn"]), (relative, data)
+    assert f'"vizattn" / "csrc" / "{native.SOURCE.name}"' in (root / "dev.py").read_text(encoding="utf-8")

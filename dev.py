@@ -31,6 +31,7 @@ MIN_PYTHON = (3, 10)
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".vizattn-installed"
+NATIVE_STAMP = VENV / ".vizattn-native"  # hash of the native kernel's sources last built
 DEFAULT_TORCH = "torch==2.13.0"
 TOUR = "00_tour.ipynb"  # what `lab` opens, in notebooks/
 # The [reference] extra of pyproject.toml (tests/test_packaging.py keeps them equal): installed
@@ -223,6 +224,7 @@ def ensure_setup():
         if lines and lines[0].strip() == wanted:
             extra = " ({})".format(lines[1]) if len(lines) > 1 else ""
             say("set-up is up to date{}".format(extra))
+            ensure_native()
             return
 
     torch_version = ensure_torch()
@@ -242,7 +244,27 @@ def ensure_setup():
     install_natten()
     install_reference()
     STAMP.write_text("{}\ntorch {}\n".format(wanted, torch_version), encoding="utf-8")
+    ensure_native()
     say("set-up done")
+
+
+def ensure_native():
+    """Compile attend's native CPU kernel (vizattn.native) into torch's extension cache once per change of
+    its sources, so that tests and notebooks never wait on it. Without a compiler it says why and goes
+    on: attend then uses its tiled backend (CI's tests fail instead)."""
+    sources = [ROOT / "vizattn" / "csrc" / "slot_attention.cpp", ROOT / "vizattn" / "native.py"]
+    wanted = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    if NATIVE_STAMP.is_file() and NATIVE_STAMP.read_text(encoding="utf-8").strip() == wanted:
+        return
+    say("compiling the native attention kernel (vizattn/csrc; about a minute, once)")
+    check = "from vizattn import native; print(native.unavailable() or '')"
+    result = subprocess.run([str(venv_python()), "-c", check], cwd=str(ROOT), capture_output=True, text=True)
+    why = result.stdout.strip() if result.returncode == 0 else (result.stderr.strip().splitlines() or ["?"])[-1]
+    if why:
+        say("the native kernel was not built ({}); attend uses its tiled backend".format(why))
+        return
+    NATIVE_STAMP.write_text(wanted + "\n", encoding="utf-8")
+    say("native kernel built")
 
 
 def install_natten():

@@ -3,8 +3,9 @@
     python benchmarks/attention.py                          # the README table (about 25 minutes on 2 cores)
     python benchmarks/attention.py --sizes 28 56            # a quicker look
     python benchmarks/attention.py --only NA,DiNAT --sizes 56,96 --peer-sizes   # the targets, no peer table
+    python benchmarks/attention.py --backend tiled --sizes 56   # another backend of attend than its default
 
-For every pattern and map size it times vizattn's default backend and the obvious baseline,
+For every pattern and map size it times vizattn's default backend (or ``--backend``) and the obvious baseline,
 ``scaled_dot_product_attention`` over all N tokens with the pattern's ``[N, N]`` boolean mask
 (PyTorch's fused CPU kernel), forward (no grad) and forward + backward, and measures the peak
 memory that one forward + backward adds (Linux: resident-set high-water mark of a child process,
@@ -92,7 +93,7 @@ def interleaved(fns, repeats, stat=min):
     return {name: stat(t) for name, t in times.items()}
 
 
-def steps(name, size, batch, heads, head_dim):
+def steps(name, size, batch, heads, head_dim, backend="auto"):
     """The two contenders as closures over fresh inputs: {"ours": fn, "dense": fn}."""
     pattern, H, W = PATTERNS[name], size, size
     g = torch.Generator().manual_seed(0)
@@ -101,19 +102,19 @@ def steps(name, size, batch, heads, head_dim):
     mask = None if mask.all() else mask
     flat = [t.flatten(2, 3) for t in (q, k, v)]
     return {
-        "ours": lambda: attend(q, k, v, pattern),
+        "ours": lambda: attend(q, k, v, pattern, backend=backend),
         "dense": lambda: F.scaled_dot_product_attention(*flat, attn_mask=mask),
     }
 
 
-def peers(name, size, batch, heads, head_dim):
+def peers(name, size, batch, heads, head_dim, backend="auto"):
     """Forward-only contenders for the pattern (closures over fresh inputs), each checked against ours."""
     pattern, H, W = PATTERNS[name], size, size
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(batch, heads, H, W, head_dim, generator=g) for _ in range(3))
     mask = pattern.mask(H, W)
     flat = [t.flatten(2, 3) for t in (q, k, v)]
-    fns = {"ours": lambda: attend(q, k, v, pattern),
+    fns = {"ours": lambda: attend(q, k, v, pattern, backend=backend),
            "dense": lambda: F.scaled_dot_product_attention(*flat, attn_mask=None if mask.all() else mask)}
     if isinstance(pattern, Neighborhood):
         import natten  # dev.py installs it
@@ -136,13 +137,14 @@ def peers(name, size, batch, heads, head_dim):
 
 def memory_in_child(name, size, method, args, tuned):
     cmd = [sys.executable, __file__, "--memory", name, str(size), method, "--batch", str(args.batch),
-           "--heads", str(args.heads), "--head-dim", str(args.head_dim)] + ([] if tuned else ["--plain"])
+           "--heads", str(args.heads), "--head-dim", str(args.head_dim), "--backend", args.backend]
+    cmd += [] if tuned else ["--plain"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
     return None if out == "None" else int(out)
 
 
 def measure(name, size, args):
-    contenders = steps(name, size, args.batch, args.heads, args.head_dim)
+    contenders = steps(name, size, args.batch, args.heads, args.head_dim, args.backend)
     fns = {}
     for method, fn in contenders.items():
         fns[f"{method} fwd"] = (fn, False)
@@ -161,7 +163,7 @@ def measure(name, size, args):
 def measure_peers(name, size, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NATTEN's CPU path: unfused FlexAttention
-        fns = peers(name, size, args.batch, args.heads, args.head_dim)
+        fns = peers(name, size, args.batch, args.heads, args.head_dim, args.backend)
         return interleaved({peer: (fn, False) for peer, fn in fns.items()}, args.repeats, STATS[args.stat])
 
 
@@ -194,6 +196,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each contender, interleaved")
     parser.add_argument("--stat", choices=list(STATS), default="best", help="summary of the repeats (best: minimum)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--backend", default="auto", choices=[b for b in functional.BACKENDS if b != "flex"],
+                        help="attend's backend for 'ours' (default auto: what attend picks)")
     parser.add_argument("--peer-sizes", type=sizes, nargs="*", default=[[28, 56, 96]],
                         help="map sizes of the forward-only peer table (NATTEN's CPU path is slow); none to skip it")
     parser.add_argument("--memory", nargs=3, metavar=("PATTERN", "SIZE", "METHOD"), help=argparse.SUPPRESS)
@@ -204,11 +208,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.memory:  # child process: print the peak of one forward + backward
         name, size, method = args.memory
-        fn = steps(name, int(size), args.batch, args.heads, args.head_dim)[method]
+        fn = steps(name, int(size), args.batch, args.heads, args.head_dim, args.backend)[method]
         print(peak_rss_bytes(lambda: fn().sum().backward(), tuned=not args.plain))
         return 0
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, heads={args.heads}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {args.backend}, B={args.batch}, "
+          f"heads={args.heads}, "
           f"head_dim={args.head_dim}, float32; times in ms ({args.stat} of {args.repeats}, interleaved), "
           f"memory in MiB; load average {load} (1, 5, 15 min) on {os.cpu_count()} CPUs\n")
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731

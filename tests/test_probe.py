@@ -194,14 +194,15 @@ def test_stage_and_layer_come_from_the_name(captured):
 # ---------------------------------------------------------------------------------------------
 # the model is left as it was
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype, atol", [(D, 1e-12), (torch.float32, 1e-6)])
-def test_output_is_unchanged_under_the_probe(dtype, atol):
+# float32: the probe's explicit path and the fused kernel (native: its own summation order) agree to a few ulps
+@pytest.mark.parametrize("dtype, atol, rtol", [(D, 1e-12, 0), (torch.float32, 1e-6, 1e-6)])
+def test_output_is_unchanged_under_the_probe(dtype, atol, rtol):
     zoo, x = make_zoo(dtype), image(dtype=dtype)
     plain = zoo(x)
     with probe(zoo) as rec:
         probed = zoo(x)
     assert len(rec) == len(NAMES)
-    torch.testing.assert_close(probed, plain, rtol=0, atol=atol)
+    torch.testing.assert_close(probed, plain, rtol=rtol, atol=atol)
     torch.testing.assert_close(zoo(x), plain, rtol=0, atol=0)
 
 

@@ -20,6 +20,10 @@ Backends, all exact:
   run as one batched ``scaled_dot_product_attention``. Partition patterns (block, grid, LDA)
   have tile = group and need no mask, which is the classic reshape + SDPA. Memory grows with
   ``N * halo``, never ``N^2`` (except for ``Global``, where the halo is the whole map).
+- ``"native"``: a C++ kernel (``vizattn.native``, compiled on first use) that runs over the key
+  table itself: exactly ``K`` logits per query, weights kept for backward (memory ``N * K``). The
+  CPU default for float32/float64 where it can be built, for windows of up to 256 slots and
+  partitions of up to 49 (beyond, and for ``Global``, tiled's batched SDPA is faster).
 - ``"flex"``: PyTorch FlexAttention with a cached block mask (compiled on CUDA); sliding windows
   without SASA's zero slots or relative embeddings. Forward-only on CPU (cross-checks).
 """
@@ -28,10 +32,12 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .checks import check_attention, check_choice, check_instance
 from .patterns import Global, Pattern, axis_mask
 from .slots import geometry_on, slot_terms
@@ -39,7 +45,7 @@ from .tiled import tiled
 
 __all__ = ["attend", "slot_logits", "combine"]
 
-BACKENDS = ("auto", "reference", "tiled", "flex")
+BACKENDS = ("auto", "reference", "tiled", "native", "flex")
 
 
 def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel_emb=None, backend="auto"):
@@ -54,7 +60,7 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
             ``pattern.keys(H, W)`` (zero at excluded slots).
         rel_emb: optional SASA relative embeddings ``(row, col)``: ``row [heads, 2*kh-1, head_dim // 2]``
             and ``col [heads, 2*kw-1, head_dim - head_dim // 2]``, indexed like ``bias``.
-        backend: ``"auto"`` (fastest exact path), ``"reference"``, ``"tiled"`` or ``"flex"``.
+        backend: ``"auto"`` (fastest exact path), ``"reference"``, ``"tiled"``, ``"native"`` or ``"flex"``.
 
     Returns:
         ``out [B, heads, H, W, head_dim_v]``, or ``(out, weights)``.
@@ -80,7 +86,7 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
     elif isinstance(pattern, Global) and backend == "tiled" and rel_emb is None and not return_weights:
         out, weights = _global(q, k, v, bias, scale), None
     else:
-        run = _dense if backend == "reference" else tiled
+        run = {"reference": _dense, "tiled": tiled, "native": native.native}[backend]
         out, weights = run(q, k, v, pattern, slot_terms(q, pattern, bias, rel_emb, scale), scale, return_weights)
     return (out, weights) if return_weights else out
 
@@ -157,7 +163,30 @@ def _choose_backend(q, pattern, rel_emb, return_weights):
     sliding = not pattern.partition and not pattern.zero_slots and rel_emb is None
     if q.is_cuda and sliding and not return_weights and _flex_api() is not None:
         return "flex"
+    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and _native_wins(pattern, *q.shape[2:4]):
+        why = native.unavailable()  # builds the kernel on first use (dev.py's set-up does it once)
+        if why is None:
+            return "native"
+        _warn_no_native(why)
     return "tiled"
+
+
+# the most key slots per query for which the native kernel beats the tiled backend (benchmarks/attention.py,
+# 2 cores): a sliding window computes halo x tile logits in tiled, K in native; a partition's group is
+# tiled's exact tile, where its GEMMs win once groups are large (LDA I8 at 64x64, K = 64: 1.1x slower)
+NATIVE_MAX_SLOTS = {"sliding": 256, "partition": 49}
+
+
+def _native_wins(pattern, H, W):
+    if isinstance(pattern, Global):
+        return False
+    K = geometry_on(pattern, H, W, torch.device("cpu"))[0].shape[1]
+    return K <= NATIVE_MAX_SLOTS["partition" if pattern.partition else "sliding"]
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_no_native(why):
+    warnings.warn(f"vizattn: the native attention kernel is unavailable, using the tiled backend: {why}", stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------------------

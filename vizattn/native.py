@@ -12,11 +12,11 @@ number of threads.
 The kernel is compiled on first use with ``torch.utils.cpp_extension.load`` (a C++ compiler and
 ninja are needed; ``python3 dev.py`` builds it during set-up; loading the cached build takes about
 0.25 s, paid by the first call that uses it) into torch's extension cache, with ``-fopenmp``
-(``at::parallel_for`` is OpenMP in torch's CPU builds; the extension shares torch's already loaded
-``libgomp.so.1``, so torch's thread count applies), one build per instruction set: ``-mavx512f -mavx512vl -mavx512bw -mavx512dq -mavx2 -mfma`` where torch
-reports AVX512, ``-mavx2 -mfma`` for AVX2, none otherwise, never ``-march=native``. The
-capability is part of the build's name, so a cache shared with another CPU cannot load a binary
-it cannot run.
+(``at::parallel_for`` is OpenMP in torch's CPU builds; the extension shares torch's already
+loaded ``libgomp.so.1``, so torch's thread count applies), one build per instruction set:
+``-mavx512f -mavx512vl -mavx512bw -mavx512dq -mavx2 -mfma`` where torch reports AVX512,
+``-mavx2 -mfma`` for AVX2, none otherwise, never ``-march=native``. The capability is part of
+the build's name, so a cache shared with another CPU cannot load a binary it cannot run.
 
 Glossary as in ``vizattn.functional``: ``q, k, v [B, heads, H, W, head_dim]``.
 

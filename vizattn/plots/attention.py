@@ -7,10 +7,11 @@ model saw, and every head of a layer at once.
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 
 import numpy as np
-import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -49,7 +50,11 @@ def photo_trace(rgb: np.ndarray) -> go.Image:
     >>> photo_trace(np.zeros((2, 2, 3), np.uint8)).source[:22]
     'data:image/png;base64,'
     """
-    source = px.imshow(rgb, binary_string=True).data[0].source
+    import PIL.Image  # pillow, a dependency of the notebooks extra
+
+    png = io.BytesIO()
+    PIL.Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(png, format="PNG")
+    source = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")
     return go.Image(source=source, name="photo", hoverinfo="skip")
 
 

@@ -329,8 +329,8 @@ class PartitionExplorer(Explorer):
                 moved = {KEYS + t: {p: data[p] for p in ("x", "y", "z", "text") if data.get(p) is not None}
                          for t, data in enumerate(new["data"])}  # only the properties that follow the query
                 if pattern.grouped:  # the query's own group is the strong one
-                    moved[GROUPS] = {"z": plots.rolled_groups(pattern, s.size, s.size, (s.query_i, s.query_j)) if rolled
-                                else plots.group_z(pattern, s.size, s.size, (s.query_i, s.query_j))}
+                    groups = plots.rolled_groups if rolled else plots.group_z
+                    moved[GROUPS] = {"z": groups(pattern, s.size, s.size, (s.query_i, s.query_j))}
                 send(fig, moved, arrays=new["layout"])
             else:
                 replace(fig, self._panel_spec(k))

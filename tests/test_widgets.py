@@ -481,7 +481,6 @@ def test_every_cost_curve_has_a_style_of_its_own_that_stays_whatever_else_is_sho
     full = {t.name: (t.line.color, t.line.dash) for t in plots.cost_figure([8, 16]).data}
     assert {t.name: (t.line.color, t.line.dash) for t in alone} == {n: full[n] for n in ("LaViT LA", "NA")}
     assert full["MaxViT block"][0] == full["MaxViT grid"][0] != full["NA"][0]  # a colour per paper
-    assert plots.cost_figure([8]).layout.legend.orientation == "h"  # all entries below the plots, none hidden
 
 
 def test_query_map_figure_is_transparent_where_the_query_cannot_look():

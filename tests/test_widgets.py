@@ -816,22 +816,29 @@ def test_lavit_chain_shows_each_layers_attention_and_the_vanilla_one(lavit_explo
         names = [f"stages.{stage}.attns.{j}" for j in range(3)]
         assert [records[n].kind for n in names] == ["vanilla", "less", "less"]
         assert [records[n].source for n in names[1:]] == [names[0]] * 2
-        titles = [a.text for a in ex.chain_figure.layout.annotations]
-        assert titles[:3] == ["VA " + names[0], "LA " + names[1], "LA " + names[2]]
-        for c, name in enumerate(names):
+        fig, N = ex.chain_figure, 64 if stage == 0 else 16
+        assert fig.layout.xaxis.ticktext == ("VA " + names[0], "LA " + names[1], "LA " + names[2])
+        top, bottom = (as_float(t.z) for t in fig.data)
+        keys = as_float(fig.data[0].customdata)
+        drawn = np.zeros(top.shape, bool)
+        for c, (name, centre) in enumerate(zip(names, fig.layout.xaxis.tickvals)):  # each map under its label
+            cols = slice(round(centre - (N - 1) / 2), round(centre - (N - 1) / 2) + N)
+            drawn[:, cols] = True
             used = records[name].dense()[0, head].numpy()
-            np.testing.assert_allclose(as_float(ex.chain_figure.data[2 * c].z), used, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(top[:, cols], used, rtol=1e-5, atol=1e-7)
+            np.testing.assert_array_equal(keys[:, cols], np.tile(np.arange(N), (N, 1)))  # what the hover names
             if c:  # under each LA layer: the vanilla attention at that layer, by hand
                 want = vanilla_by_hand(model, inputs, name, records[name].source)[head].numpy()
-                np.testing.assert_allclose(as_float(ex.chain_figure.data[2 * c + 1].z), want, rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(bottom[:, cols], want, rtol=1e-4, atol=1e-6)
                 tv = 0.5 * np.abs(used - want).sum(-1).mean()
-                assert titles[3 + c] == f"a vanilla layer here (TV {tv:.2f})"
-        N = 64 if stage == 0 else 16
-        assert ex.chain_figure.layout.xaxis5.range == (-0.5, N - 0.5)
-        assert f"N = {N}" in ex.chain_figure.layout.title.text
-        shown = np.concatenate([as_float(t.z).ravel() for t in ex.chain_figure.data if as_float(t.z).size > 1])
-        assert ex.chain_figure.layout.coloraxis.cmax == pytest.approx(np.percentile(shown, 99))
-        assert not ex.chain_figure.layout.xaxis4.visible  # under the VA layer: nothing to compare
+                assert fig.layout.xaxis2.ticktext[c] == f"a vanilla layer here (TV {tv:.2f})"
+            else:  # under the VA layer: nothing to compare
+                assert np.isnan(bottom[:, cols]).all() and "VA" in fig.layout.xaxis2.ticktext[0]
+        assert np.isnan(top[~drawn]).all() and np.isnan(bottom[~drawn]).all() and np.isnan(keys[~drawn]).all()
+        assert fig.layout.yaxis.range == (N - 0.5, -0.5) and fig.layout.xaxis.range == (-0.5, top.shape[1] - 0.5)
+        assert f"N = {N}" in fig.layout.title.text
+        shown = np.concatenate([top[~np.isnan(top)], bottom[~np.isnan(bottom)]])
+        assert fig.layout.coloraxis.cmax == pytest.approx(np.percentile(shown, 99))
 
 
 def test_lavit_measures_and_saturation_are_the_metrics(lavit_explorer, lavit_run):
@@ -906,9 +913,13 @@ def test_lavit_to_figure_has_a_frame_per_head(lavit_explorer, lavit_run):
     fig = ex.to_figure()
     assert isinstance(fig, go.Figure) and not isinstance(fig, go.FigureWidget)
     assert [f.name for f in fig.frames] == ["0", "1", "2", "3"] and fig.layout.sliders
+    centre = fig.layout.xaxis.tickvals[1]  # the map of stages.1.attns.1 (16 tokens) in the top strip
+    cols = slice(round(centre - 7.5), round(centre - 7.5) + 16)
     for h, frame in enumerate(fig.frames):
-        np.testing.assert_allclose(as_float(frame.data[2].z), records["stages.1.attns.1"].dense()[0, h].numpy(),
+        want = records["stages.1.attns.1"].dense()[0, h].numpy()
+        np.testing.assert_allclose(as_float(frame.data[0].z)[:, cols], want,
                                    rtol=1e-5, atol=1e-7)
+        assert frame.layout.xaxis2.ticktext[1].startswith("a vanilla layer here (TV ")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,94 +16,98 @@ __all__ = ["reuse_chain_maps", "chain_axes", "reuse_chain_figure", "stage_shade"
            "saturation_figure"]
 
 
-def reuse_chain_maps(columns, head: int) -> tuple[list, float, list[str]]:
-    """What ``reuse_chain_figure`` draws for one head: ``(z, colour top, subplot titles)``.
+def _chain_gap(N: int) -> int:
+    """Columns of blank between two layers' maps in ``reuse_chain_figure`` for ``N`` tokens."""
+    return max(2, N // 8)
 
-    ``z``: two maps per column (used, then vanilla; a single gap where there is no vanilla map) as
-    nested lists with None for gaps; the colour top is the 99th percentile of the weights shown (a
-    few large weights would leave every other one dark).
+
+def reuse_chain_maps(columns, head: int) -> tuple[list, np.ndarray, float]:
+    """What ``reuse_chain_figure`` draws for one head: ``([top strip, bottom strip], keys, colour top)``.
+
+    Each strip is an ``[N, L (N + gap) - gap]`` float array (``_chain_gap``), NaN in the gaps: the
+    top one holds the ``used`` map of each of the ``L`` layers side by side, the bottom one the
+    ``vanilla`` map under each layer that has one. The colour top is the 99th percentile of the
+    weights shown (a few large weights would leave every other one dark). ``keys``: the key token
+    of each cell of a strip (what the hover names), NaN in the gaps.
     """
-    zs, shown = [], []
-    for c in columns:
-        for key in ("used", "vanilla"):
-            m = c.get(key)
-            z = np.full((1, 1), np.nan) if m is None else np.asarray(m[head], dtype=float)
-            if m is not None:
-                shown.append(z.ravel())
-            zs.append(gaps(z))
-    peak = float(np.percentile(np.concatenate(shown), 99)) if shown else 0.0
-    top = [c["label"] for c in columns]
-    bottom = [" " if c.get("vanilla") is None else
+    N = int(np.asarray(columns[0]["used"]).shape[-1])
+    gap = _chain_gap(N)
+    step = N + gap
+    strips = np.full((2, N, len(columns) * step - gap), np.nan)
+    for c, column in enumerate(columns):
+        for row, key in enumerate(("used", "vanilla")):
+            if column.get(key) is not None:
+                strips[row, :, c * step:c * step + N] = np.asarray(column[key][head], dtype=float)
+    shown = strips[~np.isnan(strips)]
+    peak = float(np.percentile(shown, 99)) if shown.size else 0.0
+    keys = np.full(strips.shape[-1], np.nan)
+    for c in range(len(columns)):
+        keys[c * step:c * step + N] = np.arange(N)
+    return list(strips), np.tile(keys, (N, 1)), peak or 1.0
+
+
+def chain_axes(columns, head: int) -> dict:
+    """Layout axes of ``reuse_chain_figure``: both strips' ranges, each layer's label over its
+    map (top) and, under each less-attention layer, the total variation to the vanilla map (bottom)."""
+    N = int(np.asarray(columns[0]["used"]).shape[-1])
+    gap = _chain_gap(N)
+    step, width = N + gap, len(columns) * (N + gap) - gap
+    centres = [c * step + (N - 1) / 2 for c in range(len(columns))]
+    bottom = ["a VA layer: its own QKᵀ" if c.get("vanilla") is None else
               f"a vanilla layer here (TV {float(np.asarray(c['distance'])[head]):.2f})" for c in columns]
-    return zs, peak or 1.0, top + bottom
-
-
-def chain_axes(N: int, columns: int) -> dict:
-    """Layout axes of ``reuse_chain_figure`` for ``N`` tokens: every subplot shows the whole ``N x N`` map."""
-    axes = {}
-    for k in range(1, 2 * columns + 1):
-        suffix = str(k) if k > 1 else ""
-        axes[f"xaxis{suffix}"] = dict(range=[-0.5, N - 0.5])
-        axes[f"yaxis{suffix}"] = dict(range=[N - 0.5, -0.5])
-    return axes
+    x = dict(range=[-0.5, width - 0.5], tickvals=centres)
+    y = dict(range=[N - 0.5, -0.5])
+    return dict(xaxis=dict(x, ticktext=[c["label"] for c in columns]), xaxis2=dict(x, ticktext=bottom),
+                yaxis=y, yaxis2=y)
 
 
 def reuse_chain_figure(columns, head: int = 0, *, title: str | None = None, frames: bool = False) -> go.Figure:
-    """LaViT's reuse chain of one stage: the attention each layer uses (top row) and, under each
-    less-attention layer, what a vanilla layer would compute there (bottom row), for one head.
+    """LaViT's reuse chain of one stage, for one head: the attention each layer uses (top strip,
+    the layers' maps side by side) and, under each less-attention layer, what a vanilla layer
+    would compute there (bottom strip).
 
-    ``columns``: one dict per layer, in call order, with ``label`` (a title), ``used``
+    ``columns``: one dict per layer, in call order, with ``label`` (shown over its map), ``used``
     (probabilities ``[heads, N, N]``, query rows, key columns) and optionally ``vanilla`` (same
     shape) and ``distance`` (``[heads]``, e.g. ``metrics.reuse_distance``, shown as TV). Traces:
-    two heatmaps per column (used, vanilla), one shared colour scale (0 to the 99th percentile of
-    the weights shown). ``frames=True`` adds one animation frame per head.
+    the two strips (``reuse_chain_maps``; one heatmap each, so a redraw stays cheap), one shared
+    colour scale (0 to the 99th percentile of the weights shown); the hover names query and key.
+    ``frames=True`` adds one animation frame per head.
 
     >>> import torch
     >>> eye = torch.eye(4).expand(2, 4, 4)
     >>> cols = [dict(label="VA", used=eye), dict(label="LA", used=eye, vanilla=eye.flip(-1), distance=[0.0, 0.5])]
     >>> fig = reuse_chain_figure(cols, head=1, frames=True)
-    >>> len(fig.data), len(fig.frames), fig.layout.annotations[3].text
-    (4, 2, 'a vanilla layer here (TV 0.50)')
+    >>> len(fig.data), len(fig.frames), fig.layout.xaxis2.ticktext
+    (2, 2, ('a VA layer: its own QKᵀ', 'a vanilla layer here (TV 0.50)'))
     """
-    n = len(columns)
     heads = {int(np.asarray(c["used"]).shape[0]) for c in columns}
     if len(heads) != 1 or not 0 <= head < min(heads):
         raise ValueError(f"every column needs the same heads and head must index them; got heads {sorted(heads)}, "
                          f"head={head}")
-    zs, peak, titles = reuse_chain_maps(columns, head)
-    fig = make_subplots(rows=2, cols=n, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.12)
-    for k, z in enumerate(zs):
-        name = f"{columns[k // 2]['label']} {('used', 'vanilla')[k % 2]}"
-        fig.add_trace(go.Heatmap(z=z, coloraxis="coloraxis", name=name,
-                                 hovertemplate="query %{y}, key %{x}<br>weight %{z:.3f}<extra></extra>"),
-                      row=k % 2 + 1, col=k // 2 + 1)
-    for a in fig.layout.annotations:
-        a.font = dict(size=11)
-    N = int(np.asarray(columns[0]["used"]).shape[-1])
-    fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False)
-    fig.update_yaxes(constrain="domain", showgrid=False, zeroline=False)
-    fig.update_layout(chain_axes(N, n))
-    for k in range(2 * n):
-        fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
-    for c, column in enumerate(columns):
-        if column.get("vanilla") is None:  # a VA layer computes its own QK^T: nothing to compare with
-            fig.update_xaxes(visible=False, row=2, col=c + 1)
-            fig.update_yaxes(visible=False, row=2, col=c + 1)
-    fig.update_xaxes(title="key token", row=1, col=1)
-    fig.update_yaxes(title="query token", row=1, col=1)
+    strips, keys, peak = reuse_chain_maps(columns, head)
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.1)
+    for row, (z, what) in enumerate(zip(strips, ("the layer uses", "a vanilla layer here"))):
+        fig.add_trace(go.Heatmap(z=gaps(z), customdata=gaps(keys), coloraxis="coloraxis", hoverongaps=False,
+                                 name=what, hovertemplate=f"{what}: query %{{y}}, key %{{customdata}}<br>"
+                                                          "weight %{z:.3f}<extra></extra>"), row=row + 1, col=1)
+    fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False, ticks="", tickfont=dict(size=11))
+    fig.update_yaxes(constrain="domain", showgrid=False, zeroline=False, title="query token")
+    fig.update_layout(chain_axes(columns, head))
+    fig.update_xaxes(side="top", row=1, col=1)
+    fig.update_yaxes(scaleanchor="x", row=1, col=1)
+    fig.update_yaxes(scaleanchor="x2", row=2, col=1)
     fig.update_layout(title=dict(text=title or f"LaViT reuse chain, head {head}", x=0.5),
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=peak,
                                      colorbar=dict(title=dict(text="weight (top: 99th percentile)", side="right"))),
-                      width=min(PAGE_PX, 250 * n + 160), height=620, plot_bgcolor="white",
-                      margin=dict(l=60, r=20, t=80, b=50))
+                      width=min(PAGE_PX, 250 * len(columns) + 160), height=620, plot_bgcolor="white",
+                      margin=dict(l=60, r=20, t=110, b=50))
     if frames:
         frames_ = []
         for h in range(min(heads)):
-            zs, peak, titles = reuse_chain_maps(columns, h)
-            frames_.append(go.Frame(data=[go.Heatmap(z=z) for z in zs], traces=list(range(2 * n)), name=str(h),
-                                    layout=dict(coloraxis=dict(cmax=peak), annotations=[
-                                        dict(a.to_plotly_json(), text=t)
-                                        for a, t in zip(fig.layout.annotations, titles)])))
+            strips, _, peak = reuse_chain_maps(columns, h)
+            frames_.append(go.Frame(data=[go.Heatmap(z=gaps(z)) for z in strips], traces=[0, 1], name=str(h),
+                                    layout=dict(coloraxis=dict(cmax=peak),
+                                                xaxis2=dict(ticktext=chain_axes(columns, h)["xaxis2"]["ticktext"]))))
         fig.frames = frames_
         fig.update_layout(**player(frames_, "head "), height=fig.layout.height + 110)
     return fig

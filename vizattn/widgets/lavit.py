@@ -16,7 +16,7 @@ from traitlets import Enum, HasTraits, Int
 from .. import metrics, plots
 from ..data import PHOTOS, TASKS, photo
 from ..probe import probe
-from .base import Explorer, choice, note_html, one_thread, pretrained, replace, send, side_by_side
+from .base import Explorer, choice, note_html, one_thread, pretrained, send, side_by_side
 
 __all__ = ["LaViTState", "VANILLA_HERE", "LaViTExplorer"]
 
@@ -57,8 +57,8 @@ class LaViTExplorer(Explorer):
 
     >>> ex = LaViTExplorer(stage=1)
     >>> ex.state.head = 3
-    >>> ex.forwards, [a.text for a in ex.chain_figure.layout.annotations][:3]
-    (2, ['VA stages.1.attns.0', 'LA stages.1.attns.1', 'LA stages.1.attns.2'])
+    >>> ex.forwards, ex.chain_figure.layout.xaxis.ticktext
+    (2, ('VA stages.1.attns.0', 'LA stages.1.attns.1', 'LA stages.1.attns.2'))
     """
 
     def __init__(self, task: str = "shape", stage: int | None = None, photo: str = "astronaut", head: int = 0,
@@ -150,23 +150,17 @@ class LaViTExplorer(Explorer):
         s.head = min(max(s.head, 0), self.heads - 1)
         self._capture()
         columns = self.columns[s.stage]
-        zs, cmax, titles = plots.reuse_chain_maps(columns, s.head)
-        if len(zs) != len(self.chain_figure.data):  # a stage with another number of layers
-            replace(self.chain_figure, self._chain_figure())
-        else:  # the same layout (also for another task or photo: the models keep their shapes): new numbers
-            fig, N = self.chain_figure, columns[0]["used"].shape[-1]
-            layout = {"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax}}
-            if s.stage != self._shown[1]:
-                layout.update(plots.chain_axes(N, len(columns)))
-            send(fig, {t: {"z": z} for t, z in enumerate(zs)}, layout=layout,
-                 arrays={"annotations": [dict(a.to_plotly_json(), text=t)
-                                         for a, t in zip(fig.layout.annotations, titles)]})
-        measures = plots.layer_measures_figure(self.measures, highlight=s.stage).data
-        send(self.measures_figure, {t: {"y": trace.y} for t, trace in enumerate(measures)},
-             arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
-        if self._captured != self._shown[0]:
+        strips, keys, cmax = plots.reuse_chain_maps(columns, s.head)  # keys change with the map size only
+        send(self.chain_figure, {row: {"z": z, "customdata": keys} for row, z in enumerate(strips)},
+             layout={"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax},
+                     **plots.chain_axes(columns, s.head)})
+        if self._captured != self._shown[0]:  # the measures change with the run, their shading with the stage
+            measures = plots.layer_measures_figure(self.measures).data
+            send(self.measures_figure, {t: {"y": trace.y} for t, trace in enumerate(measures)})
             send(self.saturation_figure, {t: {"y": trace.y}
                                           for t, trace in enumerate(plots.saturation_figure(self.saturation).data)})
+        if s.stage != self._shown[1]:
+            send(self.measures_figure, {}, arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
         self._shown = (self._captured, s.stage)
         self.message.value = self._caption()
 

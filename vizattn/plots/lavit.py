@@ -16,24 +16,25 @@ __all__ = ["reuse_chain_maps", "chain_axes", "reuse_chain_figure", "stage_shade"
            "saturation_figure"]
 
 
-def _chain_gap(N: int) -> int:
-    """Columns of blank between two layers' maps in ``reuse_chain_figure`` for ``N`` tokens."""
-    return max(2, N // 8)
+def _chain_geometry(columns) -> tuple[int, int, int]:
+    """``(N, step, width)`` of ``reuse_chain_figure``'s strips: ``N`` tokens per map, a map every
+    ``step`` columns (``N`` plus a blank of ``max(2, N // 8)``), ``width`` columns in all."""
+    N = int(np.asarray(columns[0]["used"]).shape[-1])
+    gap = max(2, N // 8)
+    return N, N + gap, len(columns) * (N + gap) - gap
 
 
 def reuse_chain_maps(columns, head: int) -> tuple[list, np.ndarray, float]:
     """What ``reuse_chain_figure`` draws for one head: ``([top strip, bottom strip], keys, colour top)``.
 
-    Each strip is an ``[N, L (N + gap) - gap]`` float array (``_chain_gap``), NaN in the gaps: the
+    Each strip is an ``[N, L (N + gap) - gap]`` float array (``_chain_geometry``), NaN in the gaps: the
     top one holds the ``used`` map of each of the ``L`` layers side by side, the bottom one the
     ``vanilla`` map under each layer that has one. The colour top is the 99th percentile of the
     weights shown (a few large weights would leave every other one dark). ``keys``: the key token
     of each cell of a strip (what the hover names), NaN in the gaps.
     """
-    N = int(np.asarray(columns[0]["used"]).shape[-1])
-    gap = _chain_gap(N)
-    step = N + gap
-    strips = np.full((2, N, len(columns) * step - gap), np.nan)
+    N, step, width = _chain_geometry(columns)
+    strips = np.full((2, N, width), np.nan)
     for c, column in enumerate(columns):
         for row, key in enumerate(("used", "vanilla")):
             if column.get(key) is not None:
@@ -49,9 +50,7 @@ def reuse_chain_maps(columns, head: int) -> tuple[list, np.ndarray, float]:
 def chain_axes(columns, head: int) -> dict:
     """Layout axes of ``reuse_chain_figure``: both strips' ranges, each layer's label over its
     map (top) and, under each less-attention layer, the total variation to the vanilla map (bottom)."""
-    N = int(np.asarray(columns[0]["used"]).shape[-1])
-    gap = _chain_gap(N)
-    step, width = N + gap, len(columns) * (N + gap) - gap
+    N, step, width = _chain_geometry(columns)
     centres = [c * step + (N - 1) / 2 for c in range(len(columns))]
     bottom = ["a VA layer: its own QKᵀ" if c.get("vanilla") is None else
               f"a vanilla layer here (TV {float(np.asarray(c['distance'])[head]):.2f})" for c in columns]

@@ -367,6 +367,13 @@ def test_send_shares_a_message_only_between_traces_that_change_the_same_properti
     sent.clear()
     send(fig, {0: {"x": [5]}}, layout={"title": {"text": "t"}})  # nothing new: nothing sent
     assert sent == []
+    # a trace edit and an array of the same length: one message (one redraw), and the figure's items follow it
+    send(fig, {0: {"x": [9]}}, arrays={"shapes": [dict(type="rect", x0=1, x1=2, y0=0, y1=1, line=dict(color="red"))]})
+    assert len(sent) == 1 and sent[0][0] == {"x": [[9]]} and set(sent[0][1]) == {"shapes"}
+    assert [(s.type, s.x0, s.line.color) for s in fig.layout.shapes] == [("rect", 1, "red")]
+    sent.clear()
+    send(fig, {}, arrays={"shapes": []})  # another length: through plotly's setters
+    assert len(sent) == 1 and sent[0][1] == {"shapes": []} and fig.layout.shapes == ()
 
 
 def test_an_invalid_choice_shows_its_explanation_not_a_traceback():

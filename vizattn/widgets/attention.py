@@ -283,8 +283,8 @@ class AttentionExplorer(Explorer):
             self._size = (H, W)
         s.head = min(max(s.head, 0), len(self.record.heads) - 1)
         s.query_i, s.query_j = min(max(s.query_i, 0), H - 1), min(max(s.query_j, 0), W - 1)
+        self._redraw()  # the figures first: the browser starts redrawing them while the controls follow
         self._sync_controls()
-        self._redraw()
 
     def _where(self) -> tuple[float, float]:
         """The query cell's centre as a fraction of the map's height and width (where on the photo it is)."""

@@ -117,7 +117,9 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
 
     As few messages (browser redraws) as it safely takes: properties a trace already holds are
     dropped (also arrays equal to the figure's), traces that change the same properties share one
-    ``plotly_update``, the layout rides with the first, and ``arrays`` follow in one more. Traces
+    ``plotly_update``, the layout rides with the first, and so do ``arrays`` of the length the
+    figure has; arrays of another length follow in one more. Each message is a full redraw in the
+    browser (plotly's widget adds a marker to every edit, which plotly.js answers with a replot). Traces
     that change different properties never share one: plotly pads an update's properties that a
     trace leaves unchanged with ``undefined``, and its anywidget front end (plotly 6/7) stores
     those as null, which erases them (a marker's x and y, say).
@@ -136,14 +138,18 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
         if changed:
             groups.setdefault(tuple(sorted(changed)), {})[index] = changed
     relayout = _paths(layout or {})
+    arrays = {name: [item.to_plotly_json() if hasattr(item, "to_plotly_json") else item for item in value]
+              for name, value in (arrays or {}).items()}
+    now = {name: [item.to_plotly_json() for item in fig.layout[name]] for name in arrays}
+    arrays = {name: value for name, value in arrays.items() if value != now[name]}
+    # an array as long as the figure's rides with the update (plotly's cached items read the new one by index)
+    relayout.update({name: arrays.pop(name) for name in list(arrays) if len(arrays[name]) == len(now[name])})
     for n, (keys, batch) in enumerate(groups.items() or [((), {})]):
         if batch or (relayout and n == 0):
             indexes = list(batch)
             fig.plotly_update(restyle_data={k: [batch[i][k] for i in indexes] for k in keys},
                               relayout_data=relayout if n == 0 else None, trace_indexes=indexes)
-    arrays = {name: list(value) for name, value in (arrays or {}).items()
-              if [item.to_plotly_json() for item in fig.layout[name]] != list(value)}
-    if arrays:  # through plotly's setters: they keep fig.layout.shapes (its cached objects) in step
+    if arrays:  # another length: through plotly's setters, which keep fig.layout.shapes (its items) in step
         with fig.batch_update():
             for name, value in arrays.items():
                 fig.layout[name] = value

@@ -154,13 +154,14 @@ class LaViTExplorer(Explorer):
         send(self.chain_figure, {row: {"z": z, "customdata": keys} for row, z in enumerate(strips)},
              layout={"title": {"text": self._chain_title()}, "coloraxis": {"cmax": cmax},
                      **plots.chain_axes(columns, s.head)})
-        if self._captured != self._shown[0]:  # the measures change with the run, their shading with the stage
-            measures = plots.layer_measures_figure(self.measures).data
-            send(self.measures_figure, {t: {"y": trace.y} for t, trace in enumerate(measures)})
+        run, stage = self._captured != self._shown[0], s.stage != self._shown[1]
+        if run:  # the measures change with the run, their shading with the stage: one message for both
             send(self.saturation_figure, {t: {"y": trace.y}
                                           for t, trace in enumerate(plots.saturation_figure(self.saturation).data)})
-        if s.stage != self._shown[1]:
-            send(self.measures_figure, {}, arrays={"shapes": plots.stage_shade(self.measures, s.stage)})
+        if run or stage:
+            measures = plots.layer_measures_figure(self.measures).data if run else ()
+            send(self.measures_figure, {t: {"y": trace.y} for t, trace in enumerate(measures)},
+                 arrays={"shapes": plots.stage_shade(self.measures, s.stage)} if stage else None)
         self._shown = (self._captured, s.stage)
         self.message.value = self._caption()
 

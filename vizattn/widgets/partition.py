@@ -287,8 +287,8 @@ class PartitionExplorer(Explorer):
 
     def _update(self) -> None:
         self._clamp_state()
+        self._redraw()  # the figures first: the browser starts redrawing them while the sliders follow
         self._apply_bounds()
-        self._redraw()
 
     def panel_figure(self, which: int = 0) -> go.Figure:
         """The static figure panel ``which`` shows now (0: mechanism, 1: compare)."""

@@ -41,9 +41,8 @@ def reuse_chain_maps(columns, head: int) -> tuple[list, np.ndarray, float]:
                 strips[row, :, c * step:c * step + N] = np.asarray(column[key][head], dtype=float)
     shown = strips[~np.isnan(strips)]
     peak = float(np.percentile(shown, 99)) if shown.size else 0.0
-    keys = np.full(strips.shape[-1], np.nan)
-    for c in range(len(columns)):
-        keys[c * step:c * step + N] = np.arange(N)
+    within = np.arange(width) % step  # a column's place in its map (N and beyond: the gap)
+    keys = np.where(within < N, within, np.nan)
     return list(strips), np.tile(keys, (N, 1)), peak or 1.0
 
 

@@ -9,6 +9,7 @@ that understands the simple string lists this project uses.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -246,3 +247,20 @@ def test_dev_py_installs_the_reference_extra_without_dependencies():
     assert listed == extra
     assert "reference" not in str(tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
                                   ["optional-dependencies"]["dev"])  # pip would pull torchvision
+
+
+def test_every_data_file_of_the_package_is_in_its_package_data():
+    """A file the code reads at run time (weights, the class list, the kernel's source, the figure's
+    browser module) must ship in the wheel: each tracked non-Python file under vizattn/ matches a
+    ``[tool.setuptools.package-data]`` pattern (setuptools' globs: ``**/`` also matches no folder)."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
+    patterns = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["vizattn"]
+    tracked = subprocess.run(["git", "ls-files", "vizattn"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    data = [Path(f).relative_to("vizattn").as_posix() for f in tracked if not f.endswith(".py")]
+    assert "widgets/figure.js" in data
+
+    def shipped(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in patterns)
+
+    assert [f for f in data if not shipped(f)] == []

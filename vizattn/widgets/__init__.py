@@ -1,9 +1,9 @@
 """Interactive explorers for JupyterLab: typed state (traitlets) + a view (ipywidgets + plotly).
 
 Every explorer (a ``base.Explorer``) keeps its choices in a ``state`` of typed traits that can be
-driven with no browser, shows them with controls and one plotly ``FigureWidget`` per panel,
-redrawn from the builders of ``vizattn.plots``, and exports a static figure with ``to_figure()``.
-One module per explorer:
+driven with no browser, shows them with controls and one ``figure.FigureWidget`` per panel (plotly's
+``FigureWidget`` with a browser side that draws only what an edit changes), redrawn from the builders
+of ``vizattn.plots``, and exports a static figure with ``to_figure()``. One module per explorer:
 
 - ``partition``: ``PartitionExplorer``, which keys a query sees under each mechanism's pattern.
 - ``cost``: ``CostExplorer``, cost per attention layer against the map side.

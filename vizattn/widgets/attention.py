@@ -21,6 +21,7 @@ from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
 from ..models import list_models
 from ..probe import probe
 from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
+from .figure import FigureWidget
 
 __all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
@@ -183,8 +184,8 @@ class AttentionExplorer(Explorer):
             self.sliders[name] = slider
         self.message = widgets.HTML()
         self.banner = widgets.HTML(self._banner())
-        self.figure = go.FigureWidget(self._main_figure())
-        self.heads_figure = go.FigureWidget(self._heads_figure())
+        self.figure = FigureWidget(self._main_figure())
+        self.heads_figure = FigureWidget(self._heads_figure())
         self._scene = self._scene_key()
 
         self._sync_controls()

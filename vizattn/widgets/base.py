@@ -115,14 +115,14 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
     """Apply edits to a FigureWidget: ``traces`` ``{index: properties}``, ``layout`` properties
     (merged), ``arrays`` layout arrays such as ``shapes`` (replaced).
 
-    As few messages (browser redraws) as it safely takes: properties a trace already holds are
-    dropped (also arrays equal to the figure's), traces that change the same properties share one
-    ``plotly_update``, the layout rides with the first, and so do ``arrays`` of the length the
-    figure has; arrays of another length follow in one more. Each message is a full redraw in the
-    browser (plotly's widget adds a marker to every edit, which plotly.js answers with a replot). Traces
-    that change different properties never share one: plotly pads an update's properties that a
-    trace leaves unchanged with ``undefined``, and its anywidget front end (plotly 6/7) stores
-    those as null, which erases them (a marker's x and y, say).
+    As few messages as it safely takes: properties a trace already holds are dropped (also arrays
+    equal to the figure's), traces that change the same properties share one ``plotly_update``, the
+    layout rides with the first, and so do ``arrays`` of the length the figure has; arrays of
+    another length follow in one more. Each message is one plotly.js call in the browser (one full
+    redraw with plotly's own front end, which marks every edit; only what changed with the
+    explorers' ``figure.FigureWidget``). Traces that change different properties never share one:
+    plotly pads an update's properties that a trace leaves unchanged with ``undefined``, which
+    plotly's own front end stores as null, erasing them (a marker's x and y, say).
 
     Numeric matrices (``MATRICES``) go as rows of floats, which the widget sends as binary buffers
     (``_rows``). ``plotly_update`` takes values as plotly.js would, unchecked: the explorers send figures plotly

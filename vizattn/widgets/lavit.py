@@ -17,6 +17,7 @@ from .. import metrics, plots
 from ..data import PHOTOS, TASKS, photo
 from ..probe import probe
 from .base import Explorer, choice, note_html, one_thread, pretrained, send, side_by_side
+from .figure import FigureWidget
 
 __all__ = ["LaViTState", "VANILLA_HERE", "LaViTExplorer"]
 
@@ -87,9 +88,9 @@ class LaViTExplorer(Explorer):
                         for name, hi in [("stage", stages - 1), ("head", self.heads - 1)]}
         for name, slider in self.sliders.items():
             slider.add_class(f"vizattn-lavit-{name}")
-        self.chain_figure = go.FigureWidget(self._chain_figure())
-        self.measures_figure = go.FigureWidget(plots.layer_measures_figure(self.measures, highlight=s.stage))
-        self.saturation_figure = go.FigureWidget(plots.saturation_figure(self.saturation))
+        self.chain_figure = FigureWidget(self._chain_figure())
+        self.measures_figure = FigureWidget(plots.layer_measures_figure(self.measures, highlight=s.stage))
+        self.saturation_figure = FigureWidget(plots.saturation_figure(self.saturation))
         self.message = widgets.HTML()
         self._shown = (self._captured, s.stage)
         self._links = [widgets.link((w, "value"), (s, name)) for name, w in {**self.menus, **self.sliders}.items()]

@@ -33,6 +33,7 @@ from traitlets import Bool, Enum, HasTraits, Int
 from .. import mechanisms, plots
 from ..patterns import Global, Pattern
 from .base import Explorer, blank_figure, explain, note_html, replace, send, set_range, side_by_side
+from .figure import FigureWidget
 
 __all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "rolled_here", "bounds", "steps",
            "PartitionExplorer"]
@@ -217,7 +218,7 @@ class PartitionExplorer(Explorer):
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")
         # start from a real picture so that every trace has all its properties from the first message
-        self.figures = [go.FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
+        self.figures = [FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
         # a caption no wider than its picture, so that two panels fit side by side
         self.messages = [widgets.HTML(layout=widgets.Layout(max_width="450px")) for _ in range(2)]
         self._panels = [widgets.VBox([f, m]) for f, m in zip(self.figures, self.messages)]

@@ -18,6 +18,7 @@ from traitlets import Enum, HasTraits, Int
 
 from .. import plots, receptive
 from .base import Explorer, choice, explain, one_thread, send, side_by_side
+from .figure import FigureWidget
 
 __all__ = ["DEPTH_MAX", "RF_SIZE_RANGE", "ReceptiveState", "ReceptiveFieldExplorer"]
 
@@ -88,8 +89,8 @@ class ReceptiveFieldExplorer(Explorer):
                                               indent=False, layout=widgets.Layout(width="220px"))
         self.depth.add_class("vizattn-depth")
         self.message = widgets.HTML()
-        self.figure = go.FigureWidget(self._figure())
-        self.effective_figure = go.FigureWidget(plots.effective_figure(self._blank_field()))
+        self.figure = FigureWidget(self._figure())
+        self.effective_figure = FigureWidget(plots.effective_figure(self._blank_field()))
         self._links = [widgets.link((self.menu, "value"), (s, "stack")),
                        widgets.link((self.depth, "value"), (s, "depth")),
                        widgets.link((self.size_slider, "value"), (s, "size")),

@@ -84,9 +84,10 @@ def test_every_view_of_a_figure_follows_python_and_reports_the_user(tmp_path):
             last = dict(title="edited with two views", y=[2, 1, 2], colour="#D55E00")
             for view in (0, 1):
                 _wait_shown(page, view, **last)
-            # a zoom in the first view (plotly.js's own relayout, as its toolbar does) reaches Python,
+            # a zoom in the first view (plotly.js's own relayout, as its toolbar does; the page holds the
+            # promise of plotly.js the figures share) reaches Python,
             # which sends it on to the second view
-            page.evaluate("(sel) => globalThis[Symbol.for('vizattn.plotly')].relayout("
+            page.evaluate("async (sel) => (await globalThis[Symbol.for('vizattn.plotly')]).relayout("
                           "document.querySelectorAll(sel)[0], {'xaxis.range': [-1, 5]})", PLOTS)
             _wait_seen(page, "x range [-1, 5]")
             _wait_shown(page, 1, range=[-1, 5])

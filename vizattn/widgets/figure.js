@@ -6,15 +6,16 @@
 // layout-only edit (a query's outline moving) costs about a millisecond instead of a redraw.
 //
 // PLOTLY_SOURCE (plotly.min.js, the one plotly's Python package ships) is put in front of this
-// file by figure.py; it is evaluated once per page, however many figures arrive.
+// file by figure.py. The page loads it once, however many figures arrive, as a module of its own
+// (the way anywidget loads this one, so it needs nothing anywidget does not).
 
 const SHARED = Symbol.for("vizattn.plotly");
 
 function plotly() {
   if (!globalThis[SHARED]) {
-    const module = { exports: {} };
-    new Function("module", PLOTLY_SOURCE)(module);
-    globalThis[SHARED] = module.exports;
+    const source = `const module = { exports: {} };\n${PLOTLY_SOURCE}\nexport default module.exports;`;
+    const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+    globalThis[SHARED] = import(url).then((loaded) => loaded.default).finally(() => URL.revokeObjectURL(url));
   }
   return globalThis[SHARED];
 }
@@ -109,13 +110,15 @@ function initialize(figure, model) {
 }
 
 function render(figure, model, el) {
-  const Plotly = plotly();
+  let Plotly; // plotly.js, once loaded: every use below waits for the first drawing
   const id = `vizattn-${Math.random().toString(36).slice(2)}`;
   let own = 1; // edits from Python (and the first drawing) still being applied: their events are not reported
   const settle = (step) => step.catch((error) => console.error("vizattn figure:", error)).finally(() => { own -= 1; });
   const other = [...figure.views][0]; // another view of this figure: start from what it shows
-  let ready = settle((other ? other.shown() : figure.start()).then(({ data, layout }) =>
-    Plotly.newPlot(el, data, { height: 360, ...layout }, { ...model.get("_config"), editSelection: false })));
+  let ready = settle(Promise.all([plotly(), other ? other.shown() : figure.start()]).then(([loaded, { data, layout }]) => {
+    Plotly = loaded;
+    return Plotly.newPlot(el, data, { height: 360, ...layout }, { ...model.get("_config"), editSelection: false });
+  }));
   const view = {
     edit(name, message) {
       if (message.source_view_id === id) return;

@@ -543,6 +543,21 @@ def test_import_vizattn_stays_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_explorer_figures_skip_plotlys_tick_label_overflow_pass():
+    """The explorers' axes and colour bars let tick labels overflow (plotly.js's default hiding pass
+    measures every label again per label drawn: half of a browser redraw); a figure built with
+    another template would lose that."""
+    from vizattn.widgets import AttentionExplorer, CostExplorer
+    nat = AttentionExplorer("nat", photo="astronaut")
+    figures = [PartitionExplorer("SASA", size=8, kernel=3).figures[0], CostExplorer(side=16).figure,
+               nat.figure, nat.heads_figure]
+    for fig in figures:
+        layout = fig.layout.template.layout
+        assert (layout.xaxis.ticklabeloverflow, layout.yaxis.ticklabeloverflow,
+                layout.coloraxis.colorbar.ticklabeloverflow) == ("allow",) * 3
+        assert fig.layout.template.data.heatmap[0].colorbar.ticklabeloverflow == "allow"
+
+
 # ---------------------------------------------------------------------------------------------
 # the cost and receptive-field explorers
 # ---------------------------------------------------------------------------------------------

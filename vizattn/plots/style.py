@@ -20,10 +20,16 @@ __all__ = ["PAGE_PX", "OKABE_ITO", "GROUP_PALETTE", "KEY_COLOUR", "OUTSIDE_COLOU
 # the widest a figure may be: a notebook's output area in a 1400 px window with JupyterLab's file browser open
 PAGE_PX = 960
 # Every title hangs 28 px below the figure's top edge: clear of plotly's toolbar (top right, 2-24 px),
-# which shows on hover. Added to plotly's default template once vizattn.plots is imported, merged once:
-# a default named "plotly+vizattn" would be merged again by every go.Figure() (~20 ms each).
-pio.templates["vizattn"] = pio.templates.merge_templates("plotly", go.layout.Template(layout=dict(
-    title=dict(yref="container", y=1, yanchor="top", pad=dict(t=28)))))
+# which shows on hover. Tick labels of axes and colour bars may overflow (they never reach past the
+# margins here): plotly.js's default, hiding labels past the figure's edge, measures every label again
+# for each label drawn, which was half of a redraw in the browser. Added to plotly's default template
+# once vizattn.plots is imported, merged once: a default named "plotly+vizattn" would be merged again
+# by every go.Figure() (~20 ms each).
+_TICKS = dict(ticklabeloverflow="allow")
+pio.templates["vizattn"] = pio.templates.merge_templates("plotly", go.layout.Template(
+    layout=dict(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=28)), xaxis=_TICKS, yaxis=_TICKS,
+                coloraxis=dict(colorbar=_TICKS)),
+    data=dict(heatmap=[dict(colorbar=_TICKS)])))
 pio.templates.default = "vizattn"
 # Okabe & Ito (2008), black left out: categories (lines, boxes, heads)
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")

@@ -104,13 +104,14 @@ class CostExplorer(Explorer):
 
     def _update(self) -> None:
         s = self.state
+        curves = self._curves()
+        ys = [y for name in plots.COST_MECHANISMS for y in curves[name]]  # the figure's traces: MACs, entries
+        # the figure first: the browser starts redrawing it while the sliders and the table follow
+        send(self.figure, {t: {"y": y, "visible": self.figure.data[t].name in s.mechanisms} for t, y in enumerate(ys)},
+             layout={"title": {"text": plots.cost_title(**s.params())}}, arrays={"shapes": plots.side_marks(s.side)})
         for name, slider in self.sliders.items():
             if name != "side":
                 slider.layout.display = None if self._reads(name) else "none"
-        curves = self._curves()
-        ys = [y for name in plots.COST_MECHANISMS for y in curves[name]]  # the figure's traces: MACs, entries
-        send(self.figure, {t: {"y": y, "visible": self.figure.data[t].name in s.mechanisms} for t, y in enumerate(ys)},
-             layout={"title": {"text": plots.cost_title(**s.params())}}, arrays={"shapes": plots.side_marks(s.side)})
         self.table.value = cost_table(s)
 
     def _curves(self) -> dict:

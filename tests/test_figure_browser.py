@@ -1,8 +1,9 @@
 """The explorers' figure (``vizattn.widgets.figure.FigureWidget``) in a real browser: its own front
 end must keep every view of a figure equal to what Python holds, and report the user's edits back.
 
-One notebook (written here) shows a figure edited before it is shown, shows it a second time, and
-edits it with both views on the page. Then, in the page: both views show the last edit; a zoom in
+One notebook (written here) shows a figure edited before it is shown, shows it a second time, edits
+it with both views on the page, and sends it whole again (as plotly does before a display: every
+drawn view is drawn again from it). Then, in the page: both views show the last edit; a zoom in
 one view (a ``plotly_relayout`` not sent by Python) reaches Python (a layout ``on_change`` callback)
 and, through it, the other view; so does a click on a legend entry (a ``plotly_restyle``); a click on
 a point reaches the trace's ``on_click``; after a save and
@@ -50,6 +51,10 @@ fig.data[1].on_change(lambda trace, visible: setattr(seen, "value", f"line {visi
 widgets.VBox([seen, fig])""",
     "fig",
     "fig.update_layout(title_text=\"edited with two views\")\nfig.data[0].marker.color = \"#D55E00\"",
+    # the whole figure sent again with both views drawn, as plotly's Python side sends it just before a
+    # display (a message the page can apply after it drew a view from the figure first sent): a new title
+    # in Python's own copy only (no edit message), then that copy sent whole
+    "fig._layout[\"title\"][\"text\"] = \"sent whole\"\n_ = fig._repr_mimebundle_()",
 ]
 
 PLOTS = f"{PANEL} .js-plotly-plot"
@@ -81,7 +86,7 @@ def test_every_view_of_a_figure_follows_python_and_reports_the_user(tmp_path):
         def drive(page):
             open_notebook(page, url, "figure.ipynb")
             run_all(page)
-            last = dict(title="edited with two views", y=[2, 1, 2], colour="#D55E00")
+            last = dict(title="sent whole", y=[2, 1, 2], colour="#D55E00")
             for view in (0, 1):
                 _wait_shown(page, view, **last)
             # a zoom in the first view (plotly.js's own relayout, as its toolbar does; the page holds the

@@ -81,9 +81,11 @@ function copy(value) {
 }
 
 // One per figure (anywidget calls the default export once per model): where a new view starts,
-// and the edits since. The traits hold the figure as Python last sent it whole; edits that arrive
-// while no view is drawn are kept and replayed, and a view that goes away leaves what it showed as
-// the next start.
+// and the edits since. The traits hold the figure as Python last sent it whole: every drawn view is
+// drawn again from them when they change (plotly's Python side sends them again just before a
+// display, and that message can be applied after the view was drawn from the older ones). Edits that
+// arrive while no view is drawn are kept and replayed, and a view that goes away leaves what it
+// showed as the next start.
 export default () => {
   const figure = { log: [], views: new Set() };
   return { initialize: ({ model }) => initialize(figure, model), render: ({ model, el }) => render(figure, model, el) };
@@ -97,8 +99,18 @@ function initialize(figure, model) {
     figure.log = [];
   };
   fromTraits();
-  model.on("change:_widget_data", fromTraits);
-  model.on("change:_widget_layout", fromTraits);
+  let drawing = false; // both traits come in one message: the views are drawn once, after both
+  for (const name of ["_widget_data", "_widget_layout"]) {
+    model.on(`change:${name}`, () => {
+      fromTraits();
+      if (drawing) return;
+      drawing = true;
+      queueMicrotask(() => {
+        drawing = false;
+        for (const view of figure.views) view.draw(figure.start());
+      });
+    });
+  }
   for (const name of Object.keys(EDITS)) {
     model.on(`change:${name}`, () => {
       const message = model.get(name);
@@ -115,11 +127,17 @@ function render(figure, model, el) {
   let own = 1; // edits from Python (and the first drawing) still being applied: their events are not reported
   const settle = (step) => step.catch((error) => console.error("vizattn figure:", error)).finally(() => { own -= 1; });
   const other = [...figure.views][0]; // another view of this figure: start from what it shows
+  const config = { ...model.get("_config"), editSelection: false };
   let ready = settle(Promise.all([plotly(), other ? other.shown() : figure.start()]).then(([loaded, { data, layout }]) => {
     Plotly = loaded;
-    return Plotly.newPlot(el, data, { height: 360, ...layout }, { ...model.get("_config"), editSelection: false });
+    return Plotly.newPlot(el, data, { height: 360, ...layout }, config);
   }));
   const view = {
+    draw(start) { // the whole figure again, after what is being applied
+      own += 1;
+      ready = settle(ready.then(() => start).then(({ data, layout }) => Plotly.react(el, data, { height: 360, ...layout },
+                                                                                        config)));
+    },
     edit(name, message) {
       if (message.source_view_id === id) return;
       own += 1;

@@ -8,6 +8,7 @@ and the sweep of every control of an explorer with the latency of each move meas
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -30,6 +31,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}
 WAIT_MS = 60_000  # any single page wait
+MIN_MOVES = 4  # a control's positions are swept again until it has this many moves (for its latency median)
 RUN_MS = 300_000  # a whole notebook's Run All
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on show (others stay in the page)
 
@@ -396,23 +398,28 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
     """Move every control of the explorer ``scope`` through every position it can reach: each
     slider from its minimum to its maximum (keyboard: Home, then the right arrow) and back (typed
     into its readout), each menu and toggle through its options, each option of a multiple choice
-    off and on, each slider again whenever a menu change showed it. After each move: the picture
-    changed, no error text, no layout problem, no explanation other than those matching
+    off and on, each slider again whenever a menu change showed it; a control with fewer than
+    ``MIN_MOVES`` positions goes through them again until it has that many moves. After each move:
+    the picture changed, no error text, no layout problem, no explanation other than those matching
     ``allowed``; what breaks a rule goes into ``failures`` (``{sentence: first move that showed
-    it}``). Latencies (ms, input event to the first change of a plot, and to the plot's last
-    change) go into ``latencies[(explorer, control)]``; returns the number of moves."""
-    moves = 0
+    it}``). Latencies (ms, the committing input event, a key press or a click, to the first change
+    of a plot, and to the plot's last change; a typed value counts from its Enter) go into
+    ``latencies[(explorer, control)]``; returns the number of moves."""
+    moves, counts = 0, collections.Counter()  # moves in all, and of each control
     done = set()
 
     def controls():
         return page.evaluate(CONTROLS_JS, scope)
 
-    def move(control, position, act):
+    def move(control, position, act, prepare=None):
         nonlocal moves
+        if prepare:  # what happens before the committing input (typing a value): not part of the latency
+            prepare()
         page.evaluate(ARM_JS, scope)
         act()
         result = _settle(page, scope)
         moves += 1
+        counts[control["id"]] += 1
         what = f"{explorer}: {control['kind']} {control['label']!r} -> {position}"
         found = [] if result["started"] else ["no input event reached the page"]
         if not result["changed"]:
@@ -426,7 +433,16 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             latencies.setdefault((explorer, control["label"] or control["kind"]), []).append(
                 (result["first"], result["finished"]))
 
-    def sweep_slider(c):
+    def repeated(c, one_pass):
+        """``one_pass()`` through the control's positions (it ends where it began), again until the
+        control has ``MIN_MOVES`` moves: a median of two moves would be their mean."""
+        while True:
+            before = counts[c["id"]]
+            one_pass()
+            if counts[c["id"]] >= MIN_MOVES or counts[c["id"]] == before:
+                return
+
+    def slider_pass(c):
         handle = page.locator(f"[data-sweep='{c['id']}'] .noUi-handle")
         handle.focus()
         if c["value"] != c["min"]:
@@ -438,39 +454,44 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             move(c, f"{now:g} + 1 step", lambda: handle.press("ArrowRight"))
         if c["value"] != float(handle.get_attribute("aria-valuenow")):  # back where it was: typed into the readout
             readout = page.locator(f"[data-sweep='{c['id']}'] .widget-readout")
-            move(c, f"{c['value']:g} typed", lambda: (readout.fill(f"{c['value']:g}"), readout.press("Enter")))
-        done.add(c["id"])
+            move(c, f"{c['value']:g} typed", lambda: readout.press("Enter"), lambda: readout.fill(f"{c['value']:g}"))
 
     def sweep_new_sliders():
         for c in controls():
             if c["kind"] == "slider" and c["shown"] and not c["disabled"] and c["id"] not in done and c["max"] > c["min"]:
-                sweep_slider(c)
+                done.add(c["id"])
+                repeated(c, lambda: slider_pass(c))
 
+    def menu_pass(c):
+        select = page.locator(f"[data-sweep='{c['id']}'] select")
+        for option in [o for o in c["options"] if o != c["value"]] + [c["value"]]:
+            move(c, option, lambda: select.select_option(option))
+            sweep_new_sliders()
+
+    def multi_pass(c):  # each option toggled, then back
+        select = page.locator(f"[data-sweep='{c['id']}'] select")
+        for option in c["options"]:
+            toggled = sorted(set(c["selected"]) ^ {option})
+            move(c, f"{option} {'off' if option in c['selected'] else 'on'}", lambda: select.select_option(toggled))
+            move(c, "back", lambda: select.select_option(c["selected"]))
+
+    def toggles_pass(c):
+        for k, option in enumerate(c["options"][1:] + c["options"][:1]):
+            button = page.locator(f"[data-sweep='{c['id']}'] button").nth((k + 1) % len(c["options"]))
+            move(c, option, button.click)
+            sweep_new_sliders()
+
+    def checkbox_pass(c):
+        box = page.locator(f"[data-sweep='{c['id']}'] input")
+        for state in ("toggled", "back"):
+            move(c, state, box.click)
+            sweep_new_sliders()
+
+    passes = {"menu": menu_pass, "multi": multi_pass, "toggles": toggles_pass, "checkbox": checkbox_pass}
     sweep_new_sliders()
     for c in controls():
-        if not c["shown"] or c["disabled"] or c["kind"] == "slider":
-            continue
-        if c["kind"] == "menu":
-            select = page.locator(f"[data-sweep='{c['id']}'] select")
-            for option in [o for o in c["options"] if o != c["value"]] + [c["value"]]:
-                move(c, option, lambda: select.select_option(option))
-                sweep_new_sliders()
-        elif c["kind"] == "multi":  # each option toggled, then back
-            select = page.locator(f"[data-sweep='{c['id']}'] select")
-            for option in c["options"]:
-                toggled = sorted(set(c["selected"]) ^ {option})
-                move(c, f"{option} {'off' if option in c['selected'] else 'on'}", lambda: select.select_option(toggled))
-                move(c, "back", lambda: select.select_option(c["selected"]))
-        elif c["kind"] == "toggles":
-            for k, option in enumerate(c["options"][1:] + c["options"][:1]):
-                button = page.locator(f"[data-sweep='{c['id']}'] button").nth((k + 1) % len(c["options"]))
-                move(c, option, button.click)
-                sweep_new_sliders()
-        elif c["kind"] == "checkbox":
-            box = page.locator(f"[data-sweep='{c['id']}'] input")
-            for state in ("toggled", "back"):
-                move(c, state, box.click)
-                sweep_new_sliders()
+        if c["shown"] and not c["disabled"] and c["kind"] in passes:
+            repeated(c, lambda: passes[c["kind"]](c))
     return moves
 
 

@@ -405,20 +405,18 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
     it}``). Latencies (ms, the committing input event, a key press or a click, to the first change
     of a plot, and to the plot's last change; a typed value counts from its Enter) go into
     ``latencies[(explorer, control)]``; returns the number of moves."""
-    moves, counts = 0, collections.Counter()  # moves in all, and of each control
+    counts = collections.Counter()  # moves of each control
     done = set()
 
     def controls():
         return page.evaluate(CONTROLS_JS, scope)
 
     def move(control, position, act, prepare=None):
-        nonlocal moves
         if prepare:  # what happens before the committing input (typing a value): not part of the latency
             prepare()
         page.evaluate(ARM_JS, scope)
         act()
         result = _settle(page, scope)
-        moves += 1
         counts[control["id"]] += 1
         what = f"{explorer}: {control['kind']} {control['label']!r} -> {position}"
         found = [] if result["started"] else ["no input event reached the page"]
@@ -433,12 +431,12 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             latencies.setdefault((explorer, control["label"] or control["kind"]), []).append(
                 (result["first"], result["finished"]))
 
-    def repeated(c, one_pass):
-        """``one_pass()`` through the control's positions (it ends where it began), again until the
-        control has ``MIN_MOVES`` moves: a median of two moves would be their mean."""
+    def sweep_control(c):
+        """One pass of the control through its positions (it ends where it began), again until it
+        has ``MIN_MOVES`` moves: a median of two moves would be their mean."""
         while True:
             before = counts[c["id"]]
-            one_pass()
+            passes[c["kind"]](c)
             if counts[c["id"]] >= MIN_MOVES or counts[c["id"]] == before:
                 return
 
@@ -460,7 +458,7 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
         for c in controls():
             if c["kind"] == "slider" and c["shown"] and not c["disabled"] and c["id"] not in done and c["max"] > c["min"]:
                 done.add(c["id"])
-                repeated(c, lambda: slider_pass(c))
+                sweep_control(c)
 
     def menu_pass(c):
         select = page.locator(f"[data-sweep='{c['id']}'] select")
@@ -487,12 +485,13 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             move(c, state, box.click)
             sweep_new_sliders()
 
-    passes = {"menu": menu_pass, "multi": multi_pass, "toggles": toggles_pass, "checkbox": checkbox_pass}
+    passes = {"slider": slider_pass, "menu": menu_pass, "multi": multi_pass, "toggles": toggles_pass,
+              "checkbox": checkbox_pass}
     sweep_new_sliders()
     for c in controls():
-        if c["shown"] and not c["disabled"] and c["kind"] in passes:
-            repeated(c, lambda: passes[c["kind"]](c))
-    return moves
+        if c["shown"] and not c["disabled"] and c["kind"] != "slider":
+            sweep_control(c)
+    return sum(counts.values())
 
 
 def latency_misses(latencies: dict, targets: dict, switches) -> dict:

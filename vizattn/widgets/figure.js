@@ -82,8 +82,8 @@ function copy(value) {
 
 // One per figure (anywidget calls the default export once per model): where a new view starts,
 // and the edits since. The traits hold the figure as Python last sent it whole: every drawn view is
-// drawn again from them when they change (plotly's Python side sends them again just before a
-// display, and that message can be applied after the view was drawn from the older ones). Edits that
+// drawn again from them when they change (plotly's Python side sends them again, one message each,
+// just before a display, and the page can apply those after it drew a view from older ones). Edits that
 // arrive while no view is drawn are kept and replayed, and a view that goes away leaves what it
 // showed as the next start.
 export default () => {
@@ -99,16 +99,10 @@ function initialize(figure, model) {
     figure.log = [];
   };
   fromTraits();
-  let drawing = false; // both traits come in one message: the views are drawn once, after both
   for (const name of ["_widget_data", "_widget_layout"]) {
     model.on(`change:${name}`, () => {
       fromTraits();
-      if (drawing) return;
-      drawing = true;
-      queueMicrotask(() => {
-        drawing = false;
-        for (const view of figure.views) view.draw(figure.start());
-      });
+      for (const view of figure.views) view.draw(figure.start());
     });
   }
   for (const name of Object.keys(EDITS)) {
@@ -128,15 +122,15 @@ function render(figure, model, el) {
   const settle = (step) => step.catch((error) => console.error("vizattn figure:", error)).finally(() => { own -= 1; });
   const other = [...figure.views][0]; // another view of this figure: start from what it shows
   const config = { ...model.get("_config"), editSelection: false };
-  let ready = settle(Promise.all([plotly(), other ? other.shown() : figure.start()]).then(([loaded, { data, layout }]) => {
+  const whole = ({ data, layout }) => Plotly.react(el, data, { height: 360, ...layout }, config); // a first plot too
+  let ready = settle(Promise.all([plotly(), other ? other.shown() : figure.start()]).then(([loaded, start]) => {
     Plotly = loaded;
-    return Plotly.newPlot(el, data, { height: 360, ...layout }, config);
+    return whole(start);
   }));
   const view = {
     draw(start) { // the whole figure again, after what is being applied
       own += 1;
-      ready = settle(ready.then(() => start).then(({ data, layout }) => Plotly.react(el, data, { height: 360, ...layout },
-                                                                                        config)));
+      ready = settle(ready.then(() => start).then(whole));
     },
     edit(name, message) {
       if (message.source_view_id === id) return;

@@ -34,7 +34,7 @@ __all__ = ["image", "square", "imagenet_normalise", "IMAGENET_MEAN", "IMAGENET_S
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # per RGB channel
 MAX_FILE_BYTES = 20 * 2**20  # 20 MiB: a camera's JPEG, a screenshot's PNG
-MAX_PIXELS = 25_000_000  # 25 megapixels (e.g. 6000 x 4000); the float copy of its square stays under 300 MB
+MAX_PIXELS = 25_000_000  # 25 megapixels (e.g. 6000 x 4000): a float copy of its square is at most 300 MB
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # the only pillow decoders ever tried
 
 

@@ -175,14 +175,14 @@ def check_torch_spec(spec):
 
 
 def ensure_torch():
-    """Make sure torch >= 2.5 imports inside .venv; install the pinned spec if not. Returns its version."""
+    """Make sure torch >= 2.6 imports inside .venv; install the pinned spec if not. Returns its version."""
     py = venv_python()
     found = probe(py, TORCH_PROBE)
-    if found and version_tuple(found.split()[0]) >= (2, 5):
+    if found and version_tuple(found.split()[0]) >= (2, 6):
         say("using torch " + found)
         return found.split()[0]
     if found:
-        say("torch {} is older than the 2.5 vizattn needs; installing a pinned one into .venv".format(found))
+        say("torch {} is older than the 2.6 vizattn needs; installing a pinned one into .venv".format(found))
 
     spec = os.environ.get("VIZATTN_TORCH", "").strip() or DEFAULT_TORCH
     check_torch_spec(spec)

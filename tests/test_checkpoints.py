@@ -14,7 +14,6 @@ import contextlib
 import functools
 import http.server
 import os
-import pickle
 import subprocess
 import sys
 import threading
@@ -218,16 +217,6 @@ def test_state_dict_path_and_wrapped_file_give_the_same_model(tmp_path):
     direct = checkpoints.load(NAME, weights=state)
     for path in (tmp_path / "wrapped.pth", str(tmp_path / "bare.pth")):
         assert same_model(checkpoints.load(NAME, weights=path), direct)
-
-
-def test_a_training_scripts_file_with_config_objects_loads(tmp_path):
-    import argparse
-
-    torch.save({"model": deit_state(), "config": argparse.Namespace(lr=1e-3)}, tmp_path / "ckpt.pth")
-    with pytest.raises(pickle.UnpicklingError):  # not loadable with weights_only=True: the fallback runs
-        torch.load(tmp_path / "ckpt.pth", weights_only=True)
-    loaded = checkpoints.load(NAME, weights=tmp_path / "ckpt.pth")
-    assert same_model(loaded, checkpoints.load(NAME, weights=deit_state()))
 
 
 def test_bad_checkpoints_name_the_first_mismatches(tmp_path):

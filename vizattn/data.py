@@ -2,14 +2,15 @@
 
 ``photo`` / ``photos`` give scikit-image's bundled sample photographs (no download) as
 ``[3, size, size]`` tensors in ``[0, 1]``; ``imagenet_photo`` gives one at 224 x 224 normalised as the
-ImageNet models of ``vizattn.checkpoints`` expect, and ``imagenet_classes`` / ``imagenet_top`` name
-their 1000 classes (WordNet lemmas, in the standard class order). ``Shapes`` is a deterministic procedural dataset of
-filled shapes on a cluttered background, with two tasks: ``"shape"`` (what is the one object?
-local evidence suffices) and ``"same"`` (are two far-apart objects the same shape? the answer
-depends on both, at least half the image apart).
+ImageNet models of ``vizattn.checkpoints`` expect; ``image`` prepares a picture from outside (a file,
+an upload's bytes, a PIL image; checked: see ``vizattn.images``) the same way, and ``imagenet_classes`` /
+``imagenet_top`` name their 1000 classes (WordNet lemmas, in the standard class order). ``Shapes`` is a
+deterministic procedural dataset of filled shapes on a cluttered background, with two tasks:
+``"shape"`` (what is the one object? local evidence suffices) and ``"same"`` (are two far-apart
+objects the same shape? the answer depends on both, at least half the image apart).
 
->>> image, label = Shapes("same")[0]
->>> image.shape, image.dtype, Shapes.classes("same")[label] in ("different", "same")
+>>> x, label = Shapes("same")[0]
+>>> x.shape, x.dtype, Shapes.classes("same")[label] in ("different", "same")
 (torch.Size([3, 64, 64]), torch.float32, True)
 """
 
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["PHOTOS", "TASKS", "SHAPES", "Shapes", "make_loader", "photo", "photos", "imagenet_photo",
+from .images import IMAGENET_MEAN, IMAGENET_STD, image, imagenet_normalise, square
+
+__all__ = ["PHOTOS", "TASKS", "SHAPES", "Shapes", "make_loader", "photo", "photos", "imagenet_photo", "image",
            "imagenet_classes", "imagenet_top", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
@@ -33,7 +35,6 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_LENGTH = {"train": 20_000, "val": 2_000, "test": 2_000}
 _SEED = 2024  # fixes every item's stream of uniforms (see _uniforms)
 _CHUNK = 256  # items rendered (and cached) together
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # per RGB channel
 _IMAGENET_CLASSES = Path(__file__).parent / "imagenet_classes.txt"  # "<synset>\t<lemmas>" per class
 
 
@@ -52,24 +53,13 @@ def photo(name: str = "astronaut", size: int = 64) -> torch.Tensor:
     """
     if name not in PHOTOS:
         raise ValueError(f"photo name must be one of {', '.join(PHOTOS)}; got name={name!r}")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int; got size={size!r}")
     try:
         import skimage.data
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             "vizattn.data.photo needs scikit-image: pip install vizattn[notebooks]"
         ) from exc
-    array = np.asarray(getattr(skimage.data, name)())           # [h, w] or [h, w, 3], uint8
-    image = torch.from_numpy(array).float().div(255)
-    image = image.expand(3, *image.shape) if image.ndim == 2 else image.permute(2, 0, 1)
-    h, w = image.shape[1:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = image[None, :, top:top + side, left:left + side]  # [1, 3, side, side]
-    out = F.interpolate(square, size=(size, size), mode="bilinear", antialias=True,
-                        align_corners=False)
-    return out[0].clamp(0, 1)
+    return square(np.asarray(getattr(skimage.data, name)()), size)  # [h, w] or [h, w, 3] uint8 -> [3, size, size]
 
 
 def photos(size: int = 64) -> dict[str, torch.Tensor]:
@@ -88,8 +78,7 @@ def imagenet_photo(name: str = "chelsea", size: int = 224) -> torch.Tensor:
     >>> x.shape, round(float(x.mean()), 1) != 0.5
     (torch.Size([1, 3, 32, 32]), True)
     """
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-    return ((photo(name, size) - mean) / std)[None]
+    return imagenet_normalise(photo(name, size))
 
 
 @functools.lru_cache(maxsize=1)

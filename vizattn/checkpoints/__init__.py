@@ -115,12 +115,15 @@ def cached(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load(name: str, weights="imagenet") -> nn.Module:
+def load(name: str, weights="imagenet", trust_pickle: bool = False) -> nn.Module:
     """Model ``name`` with ``weights`` (``"imagenet"``, a checkpoint path or a state dict), in eval mode.
 
-    A checkpoint whose keys or shapes do not fit raises ``ValueError`` naming the first few
-    mismatches; a missing file that cannot be downloaded raises ``RuntimeError`` naming the
-    file, where it comes from and how to pass a local path.
+    A checkpoint file is read safely: only tensors, containers, numbers and the official training scripts'
+    configuration objects are unpickled (``files.read``); a file that holds anything else raises
+    ``ValueError`` naming it and the refused object, unless ``trust_pickle=True`` (full unpickling, which
+    runs any code the file contains: only for files you trust). A checkpoint whose keys or shapes do not
+    fit raises ``ValueError`` naming the first few mismatches; a missing file that cannot be downloaded
+    raises ``RuntimeError`` naming the file, where it comes from and how to pass a local path.
 
     >>> import torch; _ = torch.manual_seed(0)
     >>> state = build("deit_tiny_patch16_224").state_dict()
@@ -133,9 +136,9 @@ def load(name: str, weights="imagenet") -> nn.Module:
     """
     spec = _spec(name)
     if isinstance(weights, str) and weights == "imagenet":
-        state = files.imagenet(spec.file, spec.url, spec.source)
+        state = files.imagenet(spec.file, spec.url, spec.source, trust_pickle)
     else:
-        state = files.read(weights)
+        state = files.read(weights, trust_pickle)
     model = spec.build()
     state = spec.convert(state)
     files.check(model.state_dict(), state, name)

@@ -3,6 +3,9 @@
     python benchmarks/gpu.py                    # from the repository root; under 6 minutes on an H100
     python benchmarks/gpu.py --budget 200       # a shorter run: the timing rows that do not fit are skipped, saying so
 
+The run keeps to ``--budget`` seconds (default 330): the CUDA tests get at most ``--tests-timeout``, a timing row
+starts only while there is time for it, and a watchdog ends a hung run 20 s after the budget, printing where it was.
+
 1. Prints the device, its memory, and the torch, CUDA and Triton versions.
 2. Runs the CUDA tests (``pytest -m cuda`` on ``CUDA_TESTS``: every pattern and CUDA backend against the CPU
    reference in three dtypes, the probe, the small models, the published architectures) in a child process and
@@ -25,6 +28,7 @@ FlexAttention uncompiled and forward only (PyTorch has no CPU backward for it).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import importlib.metadata
 import os
@@ -73,8 +77,10 @@ def versions() -> str:
         triton = importlib.metadata.version("triton")
     except importlib.metadata.PackageNotFoundError:
         triton = "not installed"
-    return (f"torch {torch.__version__}, CUDA {torch.version.cuda}, Triton {triton}, "
-            f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
+    return (
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, Triton {triton}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
 
 
 def device_line(device: torch.device) -> str:
@@ -119,8 +125,22 @@ def run_tests(cuda: bool, timeout: float) -> str | None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "cuda.xml"
-        cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", "-q", "-rfEs",
-               "-m", "cuda", f"--junitxml={junit}", *CUDA_TESTS]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-o",
+            "addopts=",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rfEs",
+            "--tb=short",
+            "-m",
+            "cuda",
+            f"--junitxml={junit}",
+            *CUDA_TESTS,
+        ]
         print("$ " + " ".join(cmd[1:]), flush=True)
         start = time.monotonic()
         child = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
@@ -133,8 +153,10 @@ def run_tests(cuda: bool, timeout: float) -> str | None:
             print(f"CUDA tests: killed after {timeout:.0f} s (--tests-timeout)")
         n = counts(junit) if junit.exists() else None
     if n is not None:
-        print(f"CUDA tests: {n['passed']} passed, {n['failures']} failed, {n['errors']} errors, {n['skipped']} "
-              f"skipped, of {n['tests']} in {', '.join(CUDA_TESTS)} ({time.monotonic() - start:.0f} s)")
+        print(
+            f"CUDA tests: {n['passed']} passed, {n['failures']} failed, {n['errors']} errors, {n['skipped']} "
+            f"skipped, of {n['tests']} in {', '.join(CUDA_TESTS)} ({time.monotonic() - start:.0f} s)"
+        )
     return verdict(n, returncode, cuda)
 
 
@@ -172,7 +194,8 @@ def prepare(name: str, pattern, H: int, W: int, device: torch.device, kernels: d
     if name == "dense":
         mask = None if isinstance(pattern, Global) else pattern.mask(H, W).to(device)  # [N, N]
         return lambda q, k, v: F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=mask).unflatten(
-            2, (H, W))
+            2, (H, W)
+        )
     blocks = block_mask(pattern, H, W, device)
     return lambda q, k, v: kernels["flex"](flat(q), flat(k), flat(v), block_mask=blocks).unflatten(2, (H, W))
 
@@ -196,7 +219,7 @@ def measure(name, pattern, H, W, inputs, device, kernels) -> dict:
     """One contender on one map: ``{"fwd", "f+b"}`` seconds (None: not run), ``"peak"`` bytes, ``"out"``."""
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else lambda: None
-    repeat = (0.2, 3) if cuda else (0, 1)  # (seconds, runs) at least; the CPU dry run only exercises the code
+    repeat = (0.1, 3) if cuda else (0, 1)  # (seconds, runs) at least; the CPU dry run only exercises the code
     q, k, v, grad = inputs
     detached = [t.detach() for t in (q, k, v)]  # FlexAttention refuses CPU inputs that require grad, even in no_grad
     base = torch.cuda.memory_allocated() if cuda else 0
@@ -244,8 +267,10 @@ def row(label, pattern, size, batch, dtype, device, kernels) -> tuple[list[str],
         if name == "dense" and device.type == "cuda" and not isinstance(pattern, Global):
             need, free = dense_bytes(H * W, dtype), torch.cuda.mem_get_info()[0]
             if need > 0.8 * free:
-                print(f"  {label} {size}²: dense skipped, its masks need {need / 2**30:.1f} GiB of "
-                      f"{free / 2**30:.1f} GiB free")
+                print(
+                    f"  {label} {size}²: dense skipped, its masks need {need / 2**30:.1f} GiB of "
+                    f"{free / 2**30:.1f} GiB free"
+                )
                 results[name] = "OOM"
                 continue
         try:
@@ -285,8 +310,10 @@ def cells(label, size, batch, results) -> list[str]:
     return out + [mib(get(n, "peak")) for n in CONTENDERS]
 
 
-HEADER = ("| pattern | map | B×heads | attend fwd | dense fwd | flex fwd | ÷dense | ÷flex "
-          "| attend f+b | dense f+b | flex f+b | ÷dense | ÷flex | peak attend | peak dense | peak flex |")
+HEADER = (
+    "| pattern | map | B×heads | attend fwd | dense fwd | flex fwd | ÷dense | ÷flex "
+    "| attend f+b | dense f+b | flex f+b | ÷dense | ÷flex | peak attend | peak dense | peak flex |"
+)
 
 
 def run_timings(device: torch.device, deadline: float) -> list[str]:
@@ -295,16 +322,19 @@ def run_timings(device: torch.device, deadline: float) -> list[str]:
     sizes, dtype = (SIZES, torch.bfloat16) if cuda else (DRY_SIZES, torch.float32)
     api = flex_api()
     kernels = {"flex": None if api is None else torch.compile(api[0], dynamic=False) if cuda else api[0]}
-    if cuda:  # attend's FlexAttention and ours share torch.compile's cache: one entry per shape, grad mode, mask
+    if cuda:  # attend's FlexAttention and ours share torch.compile's cache: 4 entries a map (theirs and ours, with
+        # and without grad; a mask_mod is matched by its code), 16 in all, over the default limit of 8
         for knob in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 128)
                 print(f"torch._dynamo.config.{knob} = 128: every timed shape stays compiled")
                 break
-    print(f"\n{dtype}, head_dim {HEAD_DIM}. Times in ms: the median of at least 3 runs and 0.2 s after a warm-up run "
-          "(CPU: one run). ÷: attend's time divided by the baseline's (below 1: attend is faster). Peak: MiB of GPU "
-          "memory one forward + backward adds to the inputs, what a contender keeps (masks) included. -: not run "
-          "(CPU: no peak; no FlexAttention backward).\n")
+    print(
+        f"\n{dtype}, head_dim {HEAD_DIM}. Times in ms: the median of at least 3 runs and 0.1 s after a warm-up run "
+        "(CPU: one run). ÷: attend's time divided by the baseline's (below 1: attend is faster). Peak: MiB of GPU "
+        "memory one forward + backward adds to the inputs, what a contender keeps (masks) included. -: not run "
+        "(CPU: no peak; no FlexAttention backward).\n"
+    )
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1), flush=True)
     failures = []
@@ -324,9 +354,10 @@ def run_timings(device: torch.device, deadline: float) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=330, help="seconds for the whole run (default 330)")
-    parser.add_argument("--tests-timeout", type=float, default=180, help="seconds for the CUDA tests (default 180)")
+    parser.add_argument("--tests-timeout", type=float, default=200, help="seconds for the CUDA tests (default 200)")
     args = parser.parse_args(argv)
     start = time.monotonic()
+    faulthandler.dump_traceback_later(args.budget + 20, exit=True)  # a hung step: print where, exit 1
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     print(device_line(device))
@@ -335,8 +366,9 @@ def main(argv=None) -> int:
     why = run_tests(cuda, min(args.tests_timeout, args.budget))
     if why:
         failures.append(why)
-    # a row takes up to ~30 s (four compilations on CUDA): none starts later than that before the end
-    failures += run_timings(device, start + args.budget - (30 if cuda else 0))
+    # a row may take ~45 s on CUDA (its first forward and backward compile): none starts later than that
+    failures += run_timings(device, start + args.budget - (45 if cuda else 0))
+    faulthandler.cancel_dump_traceback_later()
     print(f"\n{time.monotonic() - start:.0f} s in all")
     if failures:
         print(f"FAILED ({len(failures)}):\n  " + "\n  ".join(failures))

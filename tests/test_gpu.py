@@ -23,7 +23,12 @@ def test_dry_run_on_cpu_runs_every_part_and_passes():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # a dry run on any machine
     # a budget that skips no row: the dry run is small, but this machine may be shared
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--budget", "900"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, str(SCRIPT), "--budget", "900"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1000,
     )
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]

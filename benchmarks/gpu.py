@@ -180,8 +180,9 @@ def block_mask(pattern, H: int, W: int, device: torch.device):
         return rows[q_idx // W, kv_idx // W] & cols[q_idx % W, kv_idx % W]
 
     create = flex_api()[1]
-    try:  # compiled: evaluated block by block, never as [N, N] index tensors (224²: tens of GB)
-        return create(mask_mod, None, None, H * W, H * W, device=str(device), _compile=device.type == "cuda")
+    big = device.type == "cuda" and (H * W) ** 2 > 2**30  # eager, the mask is built from [N, N] index tensors
+    try:  # compiled, block by block (one more compilation): 224² would need tens of GB eager
+        return create(mask_mod, None, None, H * W, H * W, device=str(device), _compile=big)
     except TypeError:  # a torch whose create_block_mask has no _compile
         return create(mask_mod, None, None, H * W, H * W, device=str(device))
 

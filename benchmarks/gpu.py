@@ -61,7 +61,7 @@ PATTERNS = {
     "global": Global(),
 }
 # map side -> batch, 2 heads of 32: the first stage of NAT-Mini, MaxViT-T and CrossFormer-T. 56² is a 224-pixel
-# image with NAT's 128 images per GPU; the larger maps (384 to 896 pixels) keep 150k-400k tokens per step.
+# image with NAT's 128 images per GPU; the larger maps (384 to 896 pixels) keep 260k-400k tokens per step.
 SIZES = {56: 128, 96: 32, 128: 16, 224: 8}
 DRY_SIZES = {15: 2}  # CPU dry run: a small odd map that every pattern fits, block, grid and LDA padded
 HEADS, HEAD_DIM = 2, 32
@@ -141,7 +141,7 @@ def run_tests(cuda: bool, timeout: float) -> str | None:
             f"--junitxml={junit}",
             *CUDA_TESTS,
         ]
-        print("$ " + " ".join(cmd[1:]), flush=True)
+        print("$ python " + " ".join(cmd[1:]), flush=True)
         start = time.monotonic()
         child = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
         try:
@@ -180,8 +180,10 @@ def block_mask(pattern, H: int, W: int, device: torch.device):
         return rows[q_idx // W, kv_idx // W] & cols[q_idx % W, kv_idx % W]
 
     create = flex_api()[1]
-    big = device.type == "cuda" and (H * W) ** 2 > 2**30  # eager, the mask is built from [N, N] index tensors
-    try:  # compiled, block by block (one more compilation): 224² would need tens of GB eager
+    # eager, the mask is evaluated on [N, N] index tensors (224²: tens of GB); compiled (one more compilation), on
+    # one block at a time
+    big = device.type == "cuda" and (H * W) ** 2 > 2**30
+    try:
         return create(mask_mod, None, None, H * W, H * W, device=str(device), _compile=big)
     except TypeError:  # a torch whose create_block_mask has no _compile
         return create(mask_mod, None, None, H * W, H * W, device=str(device))

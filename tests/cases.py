@@ -28,3 +28,18 @@ CASES = [
     (LongDistance(3, pad=True), ("lda", 3), ("lda", 3), 7, 8),
 ]
 IDS = [f"{c[0]}@{c[3]}x{c[4]}" for c in CASES]
+
+# (pattern, H, W): larger maps (up to 391 tokens), which the kernels cut into several tiles or blocks
+LARGER = [
+    (Neighborhood(7), 23, 17),
+    (Neighborhood(7, dilation=2), 19, 21),
+    (Neighborhood((5, 4), dilation=(3, 4)), 16, 17),
+    (LocalWindow(7), 13, 18),
+    (LocalWindow(5, padding="mask"), 12, 11),
+    (Block(4, pad=True), 13, 10),
+    (Block(4, shift=2), 12, 16),
+    (Block((5, 3), shift=(2, 1), pad=True), 13, 10),
+    (Grid(3, pad=True), 13, 10),
+    (LongDistance(4, pad=True), 14, 9),
+    (Global(), 6, 9),
+]

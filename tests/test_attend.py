@@ -9,7 +9,7 @@ from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositio
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
 import brute
-from cases import CASES, IDS
+from cases import CASES, IDS, LARGER
 from conftest import D, generator
 
 # the native kernel must build in CI (CI=true); elsewhere its tests need a compiler
@@ -44,21 +44,6 @@ def test_attend_matches_the_definition(pattern, spec_h, spec_w, H, W, backend):
         torch.testing.assert_close(out, want_out)
         torch.testing.assert_close(weights, want_w)
         torch.testing.assert_close(attend(q, k, v, pattern, backend=backend, **kwargs), want_out)
-
-
-LARGER = [
-    (Neighborhood(7), 23, 17),
-    (Neighborhood(7, dilation=2), 19, 21),
-    (Neighborhood((5, 4), dilation=(3, 4)), 16, 17),
-    (LocalWindow(7), 13, 18),
-    (LocalWindow(5, padding="mask"), 12, 11),
-    (Block(4, pad=True), 13, 10),
-    (Block(4, shift=2), 12, 16),
-    (Block((5, 3), shift=(2, 1), pad=True), 13, 10),
-    (Grid(3, pad=True), 13, 10),
-    (LongDistance(4, pad=True), 14, 9),
-    (Global(), 6, 9),
-]
 
 
 @pytest.mark.parametrize("backend", FAST[1:])
@@ -253,16 +238,6 @@ def test_bad_input_raises_value_error(call, message):
     q = qkv(1, 2, 6, 5, 8)[0]
     with pytest.raises(ValueError, match=message):
         call(q)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("pattern, H, W", LARGER, ids=[f"{p}@{H}x{W}" for p, H, W in LARGER])
-def test_cuda_matches_cpu(pattern, H, W):
-    q, k, v = qkv(2, 2, H, W, 32, dtype=torch.float32)
-    bias, _ = tables(pattern, 2, H, W, 32, dtype=torch.float32)
-    want = attend(q, k, v, pattern, bias=bias, backend="reference")
-    got = attend(q.cuda(), k.cuda(), v.cuda(), pattern, bias=bias.cuda())
-    torch.testing.assert_close(got.cpu(), want, atol=2e-3, rtol=2e-3)
 
 
 def test_natten_forward_agrees():

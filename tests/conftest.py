@@ -57,3 +57,15 @@ def pixels(trace) -> np.ndarray:
 
     data = base64.b64decode(trace.source.split(",", 1)[1])
     return np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def as_float(z) -> np.ndarray:
+    """A figure's values as floats: None (a gap in a heatmap) becomes NaN."""
+    return np.asarray(z, dtype=float)
+
+
+def count_forwards(model: nn.Module) -> list:
+    """A list that grows by one on every forward call of ``model`` (a pre-hook that stays)."""
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return calls

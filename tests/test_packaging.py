@@ -1,10 +1,9 @@
-"""pyproject.toml and environment.yml must list the same packages with the same lower bounds, and
+"""pyproject.toml and environment.yml must list the same packages with the same version bounds, and
 the repository must be clean under ruff (configured in pyproject.toml), so that the README's test
 command fails on a lint finding.
 
-environment.yml is parsed by hand (PyYAML is not a dependency); pyproject.toml with
-tomllib (Python >= 3.11), tomli if it happens to be installed, else a small line parser
-that understands the simple string lists this project uses.
+environment.yml is parsed by hand (PyYAML is not a dependency); pyproject.toml with tomllib (Python
+>= 3.11) or, on Python 3.10, tomli (the test extra installs it there).
 """
 
 from __future__ import annotations
@@ -13,9 +12,15 @@ import fnmatch
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from conftest import ROOT
 
@@ -28,7 +33,7 @@ CONDA_TO_PYPI = {"pytorch": "torch"}
 CONDA_ONLY = {"python", "pip"}
 
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
-_LOWER_RE = re.compile(r">=\s*([0-9][^,;\s]*)")
+
 
 
 def normalise(name: str) -> str:
@@ -38,85 +43,36 @@ def normalise(name: str) -> str:
 
 
 def parse_requirement(spec: str) -> tuple[str, str | None, str | None]:
-    """'torch>=2.5' -> ('torch', None, '2.5'); 'vizattn[a,b]' -> ('vizattn', '[a,b]', None)."""
+    """'torch>=2.5' -> ('torch', None, '>=2.5'); 'plotly>=7.1,<7.2' -> ('plotly', None, '<7.2,>=7.1') (bounds
+    sorted, spaces dropped); 'vizattn[a,b]' -> ('vizattn', '[a,b]', None)."""
     spec = spec.split(";", 1)[0].strip()  # drop environment markers
     m = _NAME_RE.match(spec)
     if not m:
         raise ValueError(f"cannot parse requirement {spec!r}")
     name, extras, rest = m.groups()
-    lower = _LOWER_RE.search(rest)
-    return normalise(name), extras, (lower.group(1) if lower else None)
+    bounds = ",".join(sorted(part.replace(" ", "") for part in rest.split(",") if part.strip()))
+    return normalise(name), extras, bounds or None
 
 
 # --- pyproject.toml -------------------------------------------------------------------
 
-def _load_toml(text: str) -> dict | None:
-    try:
-        import tomllib  # Python >= 3.11
-    except ModuleNotFoundError:
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            return None
-    return tomllib.loads(text)
-
-
-def _mini_pyproject(text: str) -> tuple[list[str], dict[str, list[str]]]:
-    """Fallback for Python 3.10 without tomli: string lists in [project] and its extras."""
-    section = None
-    deps: list[str] = []
-    extras: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for raw in text.splitlines():
-        code = re.match(r'^((?:[^"#]|"[^"]*")*)', raw).group(1)  # drop a trailing comment
-        strings = re.findall(r'"([^"]*)"', code)
-        rest = re.sub(r'"[^"]*"', '""', code).strip()
-        if current is not None:  # inside a multi-line list
-            current.extend(strings)
-            if "]" in rest:
-                current = None
-            continue
-        header = re.match(r"^\[([^\[\]]+)\]$", rest)
-        if header:
-            section = header.group(1).strip()
-            continue
-        m = re.match(r"^([A-Za-z0-9_-]+)\s*=\s*\[(.*)$", rest)
-        if not m:
-            continue
-        key, tail = m.groups()
-        if section == "project" and key == "dependencies":
-            target = deps
-        elif section == "project.optional-dependencies":
-            target = extras.setdefault(key, [])
-        else:
-            continue
-        target.extend(strings)
-        if "]" not in tail:
-            current = target
-    return deps, extras
-
-
 def pyproject_requirements(text: str) -> dict[str, str | None]:
-    data = _load_toml(text)
-    if data is not None:
-        project = data["project"]
-        deps = list(project.get("dependencies", []))
-        extras = {k: list(v) for k, v in project.get("optional-dependencies", {}).items()}
-    else:
-        deps, extras = _mini_pyproject(text)
+    project = tomllib.loads(text)["project"]
+    specs = list(project.get("dependencies", [])) + [
+        spec for group in project.get("optional-dependencies", {}).values() for spec in group]
     out: dict[str, str | None] = {}
-    for spec in deps + [s for group in extras.values() for s in group]:
-        name, _extras, lower = parse_requirement(spec)
+    for spec in specs:
+        name, _extras, bounds = parse_requirement(spec)
         if name == "vizattn":  # self-reference such as dev = ["vizattn[notebooks,test]"]
             continue
-        out[name] = lower
+        out[name] = bounds
     return out
 
 
 # --- environment.yml ------------------------------------------------------------------
 
 def environment_requirements(text: str) -> tuple[dict[str, str | None], list[str]]:
-    """Top-level conda dependencies (name -> lower bound) and the pip sub-list."""
+    """Top-level conda dependencies (name -> version bounds) and the pip sub-list."""
     conda: dict[str, str | None] = {}
     pip: list[str] = []
     in_deps = False
@@ -145,10 +101,10 @@ def environment_requirements(text: str) -> tuple[dict[str, str | None], list[str
                 in_pip = True
                 continue
             # conda match specs allow "name >=1.0" and "name>=1.0"
-            name, _extras, lower = parse_requirement(value.replace(" ", ""))
+            name, _extras, bounds = parse_requirement(value.replace(" ", ""))
             if name in CONDA_ONLY:
                 continue
-            conda[name] = lower
+            conda[name] = bounds
         elif in_pip:
             pip.append(value)
     return conda, pip
@@ -163,13 +119,10 @@ def mismatches(pyproject: dict[str, str | None], conda: dict[str, str | None]) -
             problems.append(f"{name}: in pyproject.toml but missing from environment.yml")
         elif name not in pyproject:
             problems.append(f"{name}: in environment.yml but missing from pyproject.toml")
-        elif pyproject[name] is None:
+        elif pyproject[name] is None or ">=" not in pyproject[name]:
             problems.append(f"{name}: no '>=' lower bound in pyproject.toml")
         elif pyproject[name] != conda[name]:
-            problems.append(
-                f"{name}: lower bound {pyproject[name]} in pyproject.toml "
-                f"but {conda[name]} in environment.yml"
-            )
+            problems.append(f"{name}: bounds {pyproject[name]} in pyproject.toml but {conda[name]} in environment.yml")
     return problems
 
 
@@ -186,32 +139,34 @@ def test_environment_installs_the_package_itself():
     assert "-e ." in pip
 
 
-def test_mini_pyproject_parser_agrees_with_tomllib():
-    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
-    text = PYPROJECT.read_text(encoding="utf-8")
-    data = tomllib.loads(text)["project"]
-    deps, extras = _mini_pyproject(text)
-    assert deps == data["dependencies"]
-    assert extras == data["optional-dependencies"]
+def test_plotly_is_pinned_to_the_range_the_explorers_figure_is_tested_with():
+    from vizattn.widgets import figure
+
+    py = pyproject_requirements(PYPROJECT.read_text(encoding="utf-8"))
+    assert py["plotly"] == parse_requirement("plotly" + figure.PLOTLY_RANGE)[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the installed plotly is in the range and has every private name
+        figure.check_plotly()
 
 
 def test_checker_reports_differences():
     """The comparison must be able to fail: missing packages and changed bounds."""
     py = pyproject_requirements(
-        '[project]\ndependencies = ["torch>=2.5", "numpy>=1.24"]\n'
+        '[project]\ndependencies = ["torch>=2.5", "numpy>=1.24", "ninja>=1.11,<2"]\n'
         '[project.optional-dependencies]\nx = ["plotly>=6"]\ndev = ["vizattn[x]"]\n'
     )
-    assert py == {"torch": "2.5", "numpy": "1.24", "plotly": "6"}
+    assert py == {"torch": ">=2.5", "numpy": ">=1.24", "ninja": "<2,>=1.11", "plotly": ">=6"}
     conda, pip = environment_requirements(
         "name: t\nchannels:\n  - conda-forge\ndependencies:\n  - python>=3.10\n  - pip\n"
-        "  - pytorch>=2.5\n  - numpy >=1.20\n  - scikit-image>=0.22\n  - pip:\n      - -e .\n"
+        "  - pytorch>=2.5\n  - numpy >=1.20\n  - ninja>=1.11\n  - scikit-image>=0.22\n  - pip:\n      - -e .\n"
     )
-    assert conda == {"torch": "2.5", "numpy": "1.20", "scikit-image": "0.22"}
+    assert conda == {"torch": ">=2.5", "numpy": ">=1.20", "ninja": ">=1.11", "scikit-image": ">=0.22"}
     assert pip == ["-e ."]
     problems = mismatches(py, conda)
     assert any(p.startswith("plotly:") and "missing from environment.yml" in p for p in problems)
     assert any(p.startswith("scikit-image:") and "missing from pyproject.toml" in p for p in problems)
     assert any(p.startswith("numpy:") and "1.24" in p and "1.20" in p for p in problems)
+    assert any(p.startswith("ninja:") and "<2" in p for p in problems)  # an upper bound counts too
     assert not any(p.startswith("torch:") for p in problems)
 
 

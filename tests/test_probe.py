@@ -14,17 +14,19 @@ import vizattn
 from vizattn.functional import slot_logits
 from vizattn.layers import (
     AttentionProbs,
+    AttentionStem,
     BlockAttention,
     GlobalAttention,
     GridAttention,
     LessAttention,
     LongShortDistanceAttention,
     NeighborhoodAttention,
+    PatternAttention,
     ShiftedWindowAttention,
     StandAloneAttention,
     VanillaAttention,
 )
-from vizattn.patterns import Global
+from vizattn.patterns import Block, Global, LocalWindow
 from vizattn.probe import AttentionRecord, attention_layers, probe
 
 from conftest import D, all_hooks, randn
@@ -104,12 +106,26 @@ def test_records_come_in_call_order_with_kind_pattern_and_size(captured):
     assert [r.index for r in rec] == list(range(len(NAMES)))
     assert all(isinstance(r, AttentionRecord) and r.size == (SIDE, SIDE) for r in rec)
     layers = attention_layers(zoo)
+    assert [layers[r.name].kind for r in rec] == KINDS  # the probe reads the layer's own kind
     for r in rec:
         if hasattr(layers[r.name], "pattern"):
             assert r.pattern == layers[r.name].pattern(SIDE, SIDE)
     assert rec["stages.1.sda"].pattern == rec["stages.1.sda"].pattern  # lookup by name
     with pytest.raises(KeyError, match="no record of layer 'nope'"):
         rec["nope"]
+
+
+def test_a_layer_states_its_kind_even_where_its_pattern_would_say_otherwise():
+    small_sda = LongShortDistanceAttention(DIM, 2, kind="sda", group=8)  # global on a 6x6 map
+    rule = PatternAttention(DIM, 2, lambda H, W: Block(2))  # a rule of the map size names no mechanism
+    stem = AttentionStem(3, DIM, 2, kernel_size=3)
+    for layer, x, kind in [(small_sda, image(), "sda"), (rule, image(), "patternattention"),
+                           (stem, randn(1, SIDE, SIDE, 3, dtype=D), "sasa")]:
+        layer = layer.to(D)
+        with probe(layer) as rec:
+            layer(x)
+        assert layer.kind == rec[0].kind == kind
+    assert isinstance(rec[0].pattern, LocalWindow) and small_sda.pattern(SIDE, SIDE) == Global()
 
 
 def test_weights_are_detached_rows_summing_to_one(captured):
@@ -222,7 +238,8 @@ def test_hooks_and_fused_flags_are_restored_on_exit_and_on_error():
             raise RuntimeError("boom")
     assert all_hooks(zoo) == before_hooks
     assert {n: (m.fused, "fused" in vars(m)) for n, m in attention_layers(zoo).items()} == before
-    with pytest.raises(ValueError, match="queries must lie on the layer's map"):  # an error inside a hook
+    # an error inside a hook
+    with pytest.raises(ValueError, match=r"query must lie on the 6x6 map of 'stages.0.nat'; got query=\(7, 0\)"):
         with probe(zoo, queries=[(7, 0)]):
             zoo(x)
     assert all_hooks(zoo) == before_hooks and len(rec) == 9
@@ -343,7 +360,7 @@ def test_less_attention_records_name_their_source_and_previous_layer():
 
 def test_import_vizattn_stays_light_and_exports_probe():
     code = ("import sys, vizattn; from vizattn.probe import AttentionRecord; m = sys.modules['vizattn.probe']; "
-            "heavy = [n for n in ('plotly', 'ipywidgets', 'skimage', 'vizattn.models', 'vizattn.data', "
+            "heavy = [n for n in ('plotly', 'ipywidgets', 'timm', 'skimage', 'vizattn.models', 'vizattn.data', "
             "'vizattn.receptive') if n in sys.modules]; "
             "assert not heavy, heavy; assert callable(vizattn.probe) and vizattn.probe is m.probe; "
             "assert 'probe' in vizattn.__all__")

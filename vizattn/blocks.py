@@ -1,10 +1,11 @@
 """The building blocks the small models of ``vizattn.models`` are made of, channels-last
-(``[B, H, W, C]``) unless a docstring says otherwise: the pre-norm transformer block, convolutions
-and stems, a learned position embedding, SASA's bottleneck and LaViT's stage.
+(``[B, H, W, C]``) unless a docstring says otherwise: convolutions and stems, a learned position
+embedding, SASA's bottleneck and LaViT's stage (the pre-norm transformer block is
+``vizattn.layers.TransformerBlock``).
 
->>> import torch; from vizattn.layers import GlobalAttention
->>> TransformerBlock(8, GlobalAttention(8, 2), mlp_ratio=2.0)(torch.randn(1, 4, 4, 8)).shape
-torch.Size([1, 4, 4, 8])
+>>> import torch
+>>> Conv(3, 8, kernel=2, stride=2)(torch.randn(1, 4, 6, 3)).shape
+torch.Size([1, 2, 3, 8])
 """
 
 from __future__ import annotations
@@ -14,20 +15,7 @@ from torch import nn
 
 from .layers import LessAttention, Mlp, StandAloneAttention, VanillaAttention
 
-__all__ = ["TransformerBlock", "Conv", "ImageToMap", "ConvStem", "PositionEmbedding", "SASABottleneck", "LaViTStage"]
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm block, channels-last: ``x += attn(LN(x))``; ``x += mlp(LN(x))``."""
-
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), attn
-        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+__all__ = ["Conv", "ImageToMap", "ConvStem", "PositionEmbedding", "SASABottleneck", "LaViTStage"]
 
 
 class Conv(nn.Module):

@@ -2,7 +2,7 @@
 that states the rule, then the offending values (``"heads must divide dim; got dim=10, heads=3"``).
 
 Code inside a boundary trusts what the boundary checked. This module imports nothing from the
-rest of vizattn (``patterns`` uses ``as_pair``), so any module may use it.
+rest of vizattn at run time (``patterns`` uses ``as_pair``), so any module may use it.
 
 >>> as_pair("kernel_size", 3), check_heads(dim=8, heads=2)
 ((3, 3), 4)
@@ -14,7 +14,12 @@ ValueError: kind must be one of sda, lda; got kind='far'
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:  # annotations only: patterns imports this module
+    from .patterns import Pair
 
 __all__ = [
     "as_pair",
@@ -30,10 +35,9 @@ __all__ = [
     "indices",
     "name_patterns",
     "query_list",
+    "check_query",
     "stage_lists",
 ]
-
-Pair = tuple[int, int]
 
 
 def _is_int(value) -> bool:
@@ -132,6 +136,28 @@ def query_list(value) -> tuple[tuple[int, int], ...] | None:
     if not ok:
         raise ValueError(f"queries must be None or a non-empty list of (i, j) pairs of ints; got queries={value!r}")
     return tuple((int(i), int(j)) for i, j in value)
+
+
+def check_query(query, H: int, W: int, where: str = "map", first: int = 0) -> Pair:
+    """``query = (i, j)`` as a tuple of ints if it lies on the ``H x W`` map (``first <= i < H``, ``0 <= j < W``).
+
+    The one check of a query position: probe records, the partition figures and explorers, the
+    attention explorer and ViT's patch grid (``first=-1``: the class token's row) use it. ``where``
+    finishes the sentence (``"map of 'stages.0.attn'"``).
+
+    >>> check_query((2, 3), 4, 5)
+    (2, 3)
+    >>> check_query((4, 0), 4, 5)
+    Traceback (most recent call last):
+    ...
+    ValueError: query must lie on the 4x5 map; got query=(4, 0)
+    """
+    ok = (isinstance(query, (tuple, list)) and len(query) == 2 and all(_is_int(c) for c in query)
+          and first <= query[0] < H and 0 <= query[1] < W)
+    if not ok:
+        shown = tuple(query) if isinstance(query, list) else query
+        raise ValueError(f"query must lie on the {H}x{W} {where}; got query={shown!r}")
+    return int(query[0]), int(query[1])
 
 
 def stage_lists(model: str, **lists) -> int:

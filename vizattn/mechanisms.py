@@ -2,15 +2,15 @@
 
 Every list of mechanisms in vizattn reads ``TABLE``: the explorers' menus and sliders
 (``vizattn.widgets``), the cost model (``cost``, drawn by ``vizattn.plots.cost_figure``), the
-stacks of the receptive-field explorer (``vizattn.receptive.stack_for``), the probe's kinds
-(``kind_of``) and the tests.
+stacks of the receptive-field explorer (``vizattn.receptive.stack_for``), the kind an attention
+layer states (``kind_of``: ``vizattn.layers``' ``kind``, the name of the probe's records) and the tests.
 
 A row (``Mechanism``) is one paper's attention: one or more ``Layer`` kinds (MaxViT: block then
 grid) and the ``stack`` its networks alternate. A ``Layer`` has the name shown in menus and
 accepted by ``cost`` (one name per layer kind), the parameters it reads (``PARAMETERS``, each with
 its smallest valid value), how it builds its pattern for a map, and its cost formula
 (docs/semantics.md §6). Adding a mechanism is one row in ``TABLE`` plus, if no pattern fits, one
-pattern class in ``vizattn.patterns``; the menus, sliders, cost figures, stacks and probe kinds
+pattern class in ``vizattn.patterns``; the menus, sliders, cost figures, stacks and layer kinds
 follow, and ``tests/test_mechanisms.py`` asks for the new cost formula written out by hand. Swin
 (W-MSA, then SW-MSA shifted by ``P // 2``, docs/semantics.md §7) is such a row: ``Block(P, shift=s)``,
 the cost of ``Block(P)`` (the same as NA's with ``k = P``, as the NAT paper says).

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .blocks import Conv, ConvStem, ImageToMap, LaViTStage, PositionEmbedding, SASABottleneck, TransformerBlock
+from .blocks import Conv, ConvStem, ImageToMap, LaViTStage, PositionEmbedding, SASABottleneck
 from .checks import check_choice, check_positive, stage_lists
 from .data import Shapes
 from .layers import (
@@ -65,7 +65,7 @@ from .layers import (
     PatchMerging,
     SwinBlock,
 )
-from .layers.common import GlobalAttention, explicit
+from .layers.common import GlobalAttention, TransformerBlock, explicit
 from .metrics import diagonality_preserving_loss
 
 __all__ = ["create", "list_models", "Model", "Summary", "WEIGHTS"]

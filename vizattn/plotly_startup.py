@@ -5,8 +5,8 @@ which imports ``jsonschema`` and its format checkers (``rfc3987_syntax`` builds 
 before an explorer can draw, for a module only plotly's static mime renderers use. Calling
 ``defer_nbformat()`` before plotly's widgets are imported leaves ``nbformat`` to be imported when
 those renderers first ask for it (``nbformat.__version__``), so a static ``go.Figure`` still shows.
-Importing this module calls it (``vizattn.widgets`` imports it first); a plotly without the
-internals it relies on is imported as usual.
+``vizattn.widgets.setup()`` calls it before the explorers' first figure; importing this module
+changes nothing. A plotly without the internals it relies on is imported as usual.
 """
 
 from __future__ import annotations
@@ -48,6 +48,3 @@ def defer_nbformat() -> None:
             not_importable.discard("nbformat")
     if renderers.nbformat is None:
         renderers.nbformat = _Deferred("nbformat")
-
-
-defer_nbformat()

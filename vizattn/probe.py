@@ -38,15 +38,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import check_bool, indices, name_patterns, query_list
+from .checks import check_bool, check_query, indices, name_patterns, query_list
 from .layers.common import attention_layers, explicit
-from .layers.crossformer import LongShortDistanceAttention
-from .layers.lavit import LessAttention, VanillaAttention
-from .layers.swin import ShiftedWindowAttention
-from .mechanisms import kind_of
 from .patterns import Pattern
 
-__all__ = ["probe", "AttentionRecord", "Recorder", "attention_layers", "mechanism"]
+__all__ = ["probe", "AttentionRecord", "Recorder", "attention_layers", "layer_kind"]
 
 _STAGE_WORDS = ("stages", "stage", "layers", "levels")
 
@@ -54,29 +50,17 @@ _STAGE_WORDS = ("stages", "stage", "layers", "levels")
 # ---------------------------------------------------------------------------------------------
 # finding and naming attention layers
 # ---------------------------------------------------------------------------------------------
-def mechanism(layer: nn.Module, pattern: Pattern) -> str:
-    """A short name of a layer's mechanism: ``"neighborhood"``, ``"sasa"``, ``"block"``, ``"grid"``,
-    ``"sda"``, ``"lda"``, ``"swin"``, ``"global"``, ``"vanilla"`` or ``"less"``.
+def layer_kind(layer: nn.Module) -> str:
+    """A layer's mechanism: its own ``kind`` (``vizattn.layers.AttentionLayer.kind``: ``"neighborhood"``,
+    ``"sasa"``, ``"block"``, ``"grid"``, ``"sda"``, ``"lda"``, ``"swin"``, ``"global"``, ``"vanilla"``,
+    ``"less"``); a module that only looks like an attention layer (``attention_layers``): its class name
+    in lower case.
 
-    LaViT layers, CrossFormer's LSDA and Swin's (shifted) window attention are named by their layer
-    (an SDA on a map no larger than its group is still ``"sda"``, with a ``Global()`` pattern; a
-    Swin layer is ``"swin"`` with its ``Block(P, shift=s)``); the others by their pattern;
-    anything else by its class name in lower case.
-
-    >>> from vizattn.layers import GridAttention
-    >>> from vizattn.patterns import Grid
-    >>> mechanism(GridAttention(dim=8, heads=2, size=2), Grid(2))
-    'grid'
+    >>> from vizattn.layers import GridAttention, LongShortDistanceAttention
+    >>> layer_kind(GridAttention(dim=8, heads=2, size=2)), layer_kind(LongShortDistanceAttention(8, 2, "sda", group=4))
+    ('grid', 'sda')
     """
-    if isinstance(layer, LessAttention):
-        return "less"
-    if isinstance(layer, VanillaAttention):
-        return "vanilla"
-    if isinstance(layer, LongShortDistanceAttention):
-        return layer.kind
-    if isinstance(layer, ShiftedWindowAttention):
-        return "swin"
-    return kind_of(pattern) or type(layer).__name__.lower()  # the pattern's kind in vizattn.mechanisms
+    return getattr(layer, "kind", None) or type(layer).__name__.lower()
 
 
 def _stage_of(name: str) -> int | None:
@@ -106,7 +90,7 @@ class AttentionRecord:
     """The attention of one layer call, with its geometry.
 
     Attributes:
-        name: the layer's qualified name in the model; ``kind``: its mechanism (``mechanism``).
+        name: the layer's qualified name in the model; ``kind``: its mechanism (the layer's ``kind``).
         pattern: the pattern it attended over; ``size = (H, W)``: the map it ran on.
         weights: post-softmax probabilities, detached, ``[B, heads, H, W, K]`` aligned with
             ``keys`` (``[B, heads, Q, K]`` when ``queries`` were chosen); only the captured
@@ -157,8 +141,7 @@ class AttentionRecord:
     def _slot(self, i: int, j: int) -> int:
         """Row of query (i, j) in ``keys`` / on the query axes of ``weights``."""
         H, W = self.size
-        if not (isinstance(i, int) and isinstance(j, int) and 0 <= i < H and 0 <= j < W):
-            raise ValueError(f"query (i, j) must lie on the {H}x{W} map; got ({i!r}, {j!r})")
+        check_query((i, j), H, W)
         if self.queries is None:
             return i * W + j
         if (i, j) not in self.queries:
@@ -306,30 +289,25 @@ class Recorder(Sequence):
     def _enter(self, name, module, args):
         """Pre-hook on every attention layer: remember the call order for previous/source."""
         previous, source = self._last, None
-        if self._kinds.get(name) == "less" and previous is not None:
+        if self._kinds[name] == "less" and previous is not None:
             prev_kind, prev_source = self._current.get(previous, (None, None))[:2]
             source = previous if prev_kind == "vanilla" else prev_source
-        self._current[name] = (self._kinds.get(name), source, previous)
+        self._current[name] = (self._kinds[name], source, previous)
         self._last = name
         if self._want_inputs and args and isinstance(args[0], torch.Tensor):
             self._inputs[name] = args[0].detach()
 
-    def _capture(self, name, layer, module, args, kwargs, output):
+    def _capture(self, name, module, args, kwargs, output):
         pattern = args[1] if len(args) > 1 else kwargs["pattern"]
         scores = kwargs.get("scores") if self._want_scores else None
         B, heads, H, W, K = output.shape
         items = _select("batch_items", self._batch_items, B)
         heads_kept = _select("heads", self._heads, heads)
-        if self._queries is not None:
-            for i, j in self._queries:
-                if not (0 <= i < H and 0 <= j < W):
-                    raise ValueError(f"queries must lie on the layer's map; got ({i}, {j}) for {name!r} on a "
-                                     f"{H}x{W} map")
+        for query in self._queries or ():
+            check_query(query, H, W, where=f"map of {name!r}")
         weights = _take(output, self._batch_items, self._heads, self._queries)
         scores = None if scores is None else _take(scores, self._batch_items, self._heads, self._queries)
-        kind, source, previous = self._current.get(name, (self._kinds.get(name), None, None))
-        if kind is None:
-            kind = mechanism(layer, pattern)
+        kind, source, previous = self._current.get(name, (self._kinds[name], None, None))
         stage, position, depth = self._positions[name]
         self.records.append(AttentionRecord(
             name=name, kind=kind, pattern=pattern, size=(H, W), weights=weights, scores=scores,
@@ -409,7 +387,7 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
     check_bool("scores", scores)
     check_bool("inputs", inputs)
     recorder = Recorder(
-        matched, _kinds(layers), _positions(list(layers)),
+        matched, {n: layer_kind(m) for n, m in layers.items()}, _positions(list(layers)),
         indices("batch_items", batch_items), indices("heads", heads), query_list(queries), scores, inputs,
     )
     handles = []
@@ -419,15 +397,10 @@ def probe(model: nn.Module, names="*", *, batch_items=None, heads=None, queries=
             handles.append(layer.register_forward_pre_hook(functools.partial(recorder._enter, name)))
         for name, layer in matched.items():
             handles.append(layer.attn_probs.register_forward_hook(
-                functools.partial(recorder._capture, name, layer), with_kwargs=True))
+                functools.partial(recorder._capture, name), with_kwargs=True))
         with explicit(*matched.values()):
             yield recorder
     finally:
         for handle in handles:
             handle.remove()
 
-
-def _kinds(layers: dict[str, nn.Module]) -> dict[str, str | None]:
-    """Kinds known before the forward: LaViT's layers (others are named from their pattern at capture)."""
-    return {n: "less" if isinstance(m, LessAttention) else "vanilla" if isinstance(m, VanillaAttention) else None
-            for n, m in layers.items()}

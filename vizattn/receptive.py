@@ -26,14 +26,13 @@ import math
 import torch
 from torch import nn
 
-from .patterns import Pattern, as_pair, axis_mask
+from .patterns import Pair, Pattern, as_pair, axis_mask
 from .probe import attention_layers, probe
 from .stacks import STACKS, PatternStack, stack_for, stack_model  # re-exported: the stacks the fields are drawn for
 
 __all__ = ["Downsample", "TheoreticalField", "EffectiveField", "theoretical", "effective", "STACKS", "stack_for",
            "PatternStack", "stack_model"]
 
-Pair = tuple[int, int]
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d)
 
 

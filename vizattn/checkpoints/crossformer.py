@@ -20,7 +20,7 @@ import re
 import torch
 from torch import nn
 
-from ..blocks import TransformerBlock
+from ..layers.common import TransformerBlock
 from ..layers.crossformer import CrossScaleEmbedding, LongShortDistanceAttention
 
 __all__ = ["CrossFormer", "crossformer_tiny", "from_reference"]

@@ -1,8 +1,8 @@
 """NAT and DiNAT (SHI-Labs, ``classification/nat.py`` and ``dinat.py``) in vizattn's layers.
 
 Channels-last throughout, like the reference: a convolutional tokenizer (two 3x3 stride-2
-convolutions, no activation between them, then LayerNorm), four levels of NAT layers (pre-norm
-``NeighborhoodAttention`` with NAT's relative position bias, then an MLP), a 3x3 stride-2
+convolutions, no activation between them, then LayerNorm), four levels of NAT layers (the pre-norm
+``TransformerBlock`` on ``NeighborhoodAttention`` with NAT's relative position bias), a 3x3 stride-2
 convolution without bias + LayerNorm at the end of every level but the last, LayerNorm, mean
 over tokens, linear head. The module names are the reference's, so its state dicts load after
 one rename: NATTEN's ``attn.rpb`` table is vizattn's ``attn.rpb.table``, with the same layout
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers.common import Mlp
+from ..layers.common import TransformerBlock
 from ..layers.neighborhood import NeighborhoodAttention
 
 __all__ = ["NAT", "nat", "from_reference", "DINAT_MINI_DILATIONS"]
@@ -46,26 +46,13 @@ class ConvDownsampler(nn.Module):
         return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
-class NATLayer(nn.Module):
-    """``x += NA(LN(x)); x += MLP(LN(x))`` on ``[B, H, W, dim]``."""
-
-    def __init__(self, dim: int, heads: int, kernel_size: int, dilation: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = NeighborhoodAttention(dim, heads, kernel_size, dilation)
-        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class NATLevel(nn.Module):
     """The layers of one level, then (all levels but the last) the downsampler."""
 
     def __init__(self, dim, depth, heads, kernel_size, dilations, mlp_ratio, downsample: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(NATLayer(dim, heads, kernel_size, d, mlp_ratio) for d in dilations[:depth])
+        self.blocks = nn.ModuleList(TransformerBlock(dim, NeighborhoodAttention(dim, heads, kernel_size, d), mlp_ratio)
+                                    for d in dilations[:depth])
         self.downsample = ConvDownsampler(dim) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..layers.common import GlobalAttention, Mlp
+from ..checks import check_query
+from ..layers.common import GlobalAttention, TransformerBlock
 
 __all__ = ["VisionTransformer", "deit", "patch_query", "patch_records"]
 
@@ -27,19 +28,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(images).flatten(2).transpose(1, 2)  # [B, dim, h, w] -> [B, h*w, dim]
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block on a ``[B, 1, N, C]`` token map: ``x += attn(LN(x)); x += mlp(LN(x))``."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim, eps=eps), GlobalAttention(dim, heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), Mlp(dim, mlp_ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
 
 
 class VisionTransformer(nn.Module):
@@ -61,7 +49,8 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(dim, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, 1 + side * side, dim), std=0.02))
-        self.blocks = nn.Sequential(*(Block(dim, heads, mlp_ratio, eps) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, GlobalAttention(dim, heads), mlp_ratio, eps)
+                                      for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.head = nn.Linear(dim, classes)
 
@@ -96,8 +85,7 @@ def patch_query(record, grid, i: int, j: int, head: int | None = None, batch: in
     if record.size != (1, prefix + h * w):
         raise ValueError(f"the record must be of a layer on 1 x (prefix + h*w) tokens; got size={record.size}, "
                          f"grid={grid}, prefix={prefix}")
-    if not (-1 <= i < h and 0 <= j < w):
-        raise ValueError(f"(i, j) must lie on the {h}x{w} grid (i = -1: the class token); got ({i}, {j})")
+    check_query((i, j), h, w, where="grid (i = -1: the class token)", first=-1)
     row = record.query_map(0, prefix - 1 if i < 0 else prefix + i * w + j, head=head, batch=batch)[0]  # [N]
     return float(row[:prefix].sum()), row[prefix:].reshape(h, w)
 

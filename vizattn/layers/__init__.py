@@ -12,7 +12,16 @@ switches it to the explicit one, whose hookable ``attn_probs`` step sees the pro
 torch.Size([1, 5, 5, 8])
 """
 
-from .common import AttentionProbs, GlobalAttention, LayerScale, Mlp, PatternAttention, attention_layers, explicit
+from .common import (
+    AttentionProbs,
+    GlobalAttention,
+    LayerScale,
+    Mlp,
+    PatternAttention,
+    TransformerBlock,
+    attention_layers,
+    explicit,
+)
 from .crossformer import CrossScaleEmbedding, DynamicPositionBias, LongShortDistanceAttention
 from .lavit import AttentionResidual, LessAttention, VanillaAttention
 from .maxvit import BlockAttention, GridAttention, MaxViTBlock, MBConv
@@ -42,6 +51,7 @@ __all__ = [
     "AttentionProbs",
     "Mlp",
     "LayerScale",
+    "TransformerBlock",
     "attention_layers",
     "explicit",
 ]

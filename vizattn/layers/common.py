@@ -1,4 +1,5 @@
-"""Shared pieces of the attention layers: the one attention shell, the explicit-path switch, MLP, LayerScale.
+"""Shared pieces of the attention layers: the one attention shell, the explicit-path switch, MLP, LayerScale and
+the pre-norm transformer block.
 
 ``PatternAttention`` is the one attention shell: a pattern (or a rule choosing one per map size)
 and optional position terms; each paper's layer only fixes its arguments. ``GlobalAttention``
@@ -31,10 +32,11 @@ from torch import nn
 
 from ..checks import check_heads, check_input, check_instance, check_positive
 from ..functional import attend, combine, slot_logits
+from ..mechanisms import kind_of
 from ..patterns import Global, Pattern
 
-__all__ = ["AttentionProbs", "AttentionLayer", "Mlp", "LayerScale", "PatternAttention", "GlobalAttention",
-           "attention_layers", "explicit"]
+__all__ = ["AttentionProbs", "AttentionLayer", "Mlp", "LayerScale", "TransformerBlock", "PatternAttention",
+           "GlobalAttention", "attention_layers", "explicit"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,9 +63,13 @@ class AttentionProbs(nn.Module):
 
 
 class AttentionLayer(nn.Module):
-    """Base of the attention layers: the hookable step ``attn_probs`` and the switch ``fused``.
+    """Base of the attention layers: the hookable step ``attn_probs``, the switch ``fused`` and ``kind``.
 
-    ``fused`` is a class default (True); ``explicit`` is what turns it off for a while.
+    ``fused`` is a class default (True); ``explicit`` is what turns it off for a while. ``kind`` is
+    the layer's mechanism, the name ``vizattn.probe`` gives its records: a layer with one pattern
+    takes its pattern's kind from the table (``vizattn.mechanisms.kind_of``); a layer that its
+    pattern does not name (LaViT's, CrossFormer's LSDA, Swin's) states it; this default, the class
+    name in lower case, names any other.
     """
 
     fused: bool = True
@@ -71,6 +77,10 @@ class AttentionLayer(nn.Module):
     def __init__(self):
         super().__init__()
         self.attn_probs = AttentionProbs()
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__.lower()
 
 
 def attention_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -130,7 +140,7 @@ def attention(layer: AttentionLayer, q, k, v, pattern, *, bias=None, rel_emb=Non
 
 
 # ---------------------------------------------------------------------------------------------
-# MLP and LayerScale
+# MLP, LayerScale and the pre-norm transformer block
 # ---------------------------------------------------------------------------------------------
 class Mlp(nn.Module):
     """Channel MLP on the last axis: ``Linear(dim, hidden) -> GELU -> Linear(hidden, dim_out)``.
@@ -179,6 +189,30 @@ class LayerScale(nn.Module):
         return x * self.gamma.reshape(shape)
 
 
+class TransformerBlock(nn.Module):
+    """The pre-norm transformer block, channels-last ``[B, H, W, dim] -> [B, H, W, dim]``.
+
+    ``x += attn(LN(x))``; ``x += mlp(LN(x))`` with ``mlp = Mlp(dim, mlp_ratio)`` and LayerNorms of
+    epsilon ``eps``. ViT's, NAT's, CrossFormer's and Swin's blocks are this one with their attention
+    layer; its module names (``norm1, attn, norm2, mlp``) are theirs, so their state dicts load as
+    they are. Drop-path is left out (vizattn trains no model that needs it).
+
+    >>> import torch
+    >>> block = TransformerBlock(8, GlobalAttention(8, 2), mlp_ratio=2.0)
+    >>> block(torch.randn(1, 4, 4, 8)).shape, [name for name, _ in block.named_children()]
+    (torch.Size([1, 4, 4, 8]), ['norm1', 'attn', 'norm2', 'mlp'])
+    """
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, eps: float = 1e-5):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim, eps=eps), attn
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), Mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # the one attention shell: each paper's layer fixes its pattern and position terms
 # ---------------------------------------------------------------------------------------------
@@ -202,8 +236,8 @@ class PatternAttention(AttentionLayer):
 
     >>> import torch; from vizattn.patterns import Block
     >>> layer = PatternAttention(dim=8, heads=2, pattern=Block(2))
-    >>> layer(torch.randn(1, 4, 6, 8)).shape, layer.extra_repr()
-    (torch.Size([1, 4, 6, 8]), 'dim=8, heads=2, pattern=Block(2)')
+    >>> layer(torch.randn(1, 4, 6, 8)).shape, layer.extra_repr(), layer.kind
+    (torch.Size([1, 4, 6, 8]), 'dim=8, heads=2, pattern=Block(2)', 'block')
     """
 
     def __init__(self, dim: int, heads: int, pattern: Pattern | Callable[[int, int], Pattern] | None = None, *,
@@ -223,6 +257,11 @@ class PatternAttention(AttentionLayer):
         if rel_emb is not None:
             self.rel_key = rel_emb.key
             setattr(self, rel_emb.key, rel_emb)
+
+    @property
+    def kind(self) -> str:
+        """The table's kind of its pattern (``"neighborhood"``, ``"block"``, ...); on a rule: the class name."""
+        return kind_of(self.rule) or super().kind
 
     def pattern(self, H: int, W: int) -> Pattern:
         """The pattern on an ``H x W`` map."""

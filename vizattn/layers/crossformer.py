@@ -108,6 +108,8 @@ class LongShortDistanceAttention(PatternAttention):
     (torch.Size([1, 8, 12, 16]), LongDistance(4))
     """
 
+    kind: str = "sda"  # set per layer: named by the layer, not by its pattern (global on a small map)
+
     def __init__(self, dim: int, heads: int, kind: str = "sda", group=7, interval=8, dpb_hidden: int | None = None,
                  pad: bool = False, qkv_bias: bool = True):
         check_choice("kind", kind, ("sda", "lda"))

@@ -62,6 +62,8 @@ class VanillaAttention(_ScoreAttention):
     (torch.Size([1, 4, 4, 16]), torch.Size([1, 2, 16, 16]))
     """
 
+    kind = "vanilla"
+
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
         super().__init__(dim, heads)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -94,6 +96,8 @@ class LessAttention(_ScoreAttention):
     >>> out.shape, torch.equal(scores, prev)                     # identity at initialisation
     (torch.Size([1, 4, 4, 16]), True)
     """
+
+    kind = "less"
 
     def __init__(self, dim: int, heads: int, tokens: int, qkv_bias: bool = True):
         super().__init__(dim, heads)

@@ -20,6 +20,7 @@ from torch import nn
 from ..bias import RelativeEmbedding
 from ..checks import check_heads, check_input, check_positive
 from ..functional import attend, combine, slot_logits
+from ..mechanisms import kind_of
 from ..patterns import LocalWindow
 from .common import AttentionLayer, PatternAttention
 
@@ -113,6 +114,10 @@ class AttentionStem(AttentionLayer):
         self.emb_row = nn.Parameter(nn.init.trunc_normal_(torch.empty(kh, dim), std=0.02))
         self.emb_col = nn.Parameter(nn.init.trunc_normal_(torch.empty(kw, dim), std=0.02))
         self.nu = nn.Parameter(nn.init.trunc_normal_(torch.empty(mixtures, dim), std=0.02))
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self._pattern)
 
     def pattern(self, H: int, W: int) -> LocalWindow:
         return self._pattern

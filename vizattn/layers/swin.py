@@ -8,7 +8,7 @@ from torch import nn
 from ..bias import RelativePositionBias
 from ..checks import as_pair, check_input, check_positive
 from ..patterns import Block, Pair
-from .common import Mlp, PatternAttention
+from .common import PatternAttention, TransformerBlock
 
 __all__ = ["ShiftedWindowAttention", "SwinBlock", "PatchMerging"]
 
@@ -29,6 +29,8 @@ class ShiftedWindowAttention(PatternAttention):
     >>> layer(torch.randn(1, 8, 12, 16)).shape, layer.pattern(8, 12), layer.pattern(4, 12)
     (torch.Size([1, 8, 12, 16]), Block(4, shift=2), Block(4, shift=(0, 2)))
     """
+
+    kind = "swin"  # named by the layer: its pattern is a Block, as MaxViT's is
 
     def __init__(self, dim: int, heads: int, window, shift=0, pad: bool = False, rel_pos_bias: bool = True,
                  qkv_bias: bool = True):
@@ -53,12 +55,10 @@ class ShiftedWindowAttention(PatternAttention):
         return f"{super().extra_repr()}, pattern={self._pattern}"
 
 
-class SwinBlock(nn.Module):
-    """One Swin block, channels-last ``[B, H, W, dim] -> [B, H, W, dim]``, pre-norm residuals.
+class SwinBlock(TransformerBlock):
+    """One Swin block: the pre-norm ``TransformerBlock`` on W-MSA (``shift=0``) or SW-MSA (``shift=s``).
 
-    ``x += attn(LN(x))`` with ``attn`` W-MSA (``shift=0``) or SW-MSA (``shift=s``); ``x += MLP(LN(x))``,
-    ``MLP = Linear(dim, mlp_ratio * dim) -> GELU -> Linear``. A Swin stage alternates ``shift=0`` and
-    ``shift=window // 2``. Drop-path is left out (vizattn trains no model that needs it).
+    ``x += attn(LN(x))``; ``x += MLP(LN(x))``. A Swin stage alternates ``shift=0`` and ``shift=window // 2``.
 
     >>> import torch
     >>> SwinBlock(dim=16, heads=2, window=4, shift=2)(torch.randn(1, 8, 8, 16)).shape
@@ -67,15 +67,8 @@ class SwinBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, window, shift=0, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  pad: bool = False, rel_pos_bias: bool = True):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = ShiftedWindowAttention(dim, heads, window, shift, pad=pad, rel_pos_bias=rel_pos_bias,
-                                           qkv_bias=qkv_bias)
-        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        attn = ShiftedWindowAttention(dim, heads, window, shift, pad=pad, rel_pos_bias=rel_pos_bias, qkv_bias=qkv_bias)
+        super().__init__(dim, attn, mlp_ratio)
 
 
 class PatchMerging(nn.Module):

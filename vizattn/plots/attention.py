@@ -44,8 +44,8 @@ def grey(image) -> np.ndarray:
 def photo_trace(rgb: np.ndarray) -> go.Image:
     """A picture ``uint8 [S, S, 3]`` as a ``go.Image`` named "photo", drawn from an embedded PNG
     (``source``, pixels at ``x, y = 0 .. S - 1`` as with ``z``). The browser decodes a PNG once; an
-    image given as ``z`` is repainted pixel by pixel whenever any trace of its figure changes, which
-    was half the time of every heatmap update drawn over a photo.
+    image given as ``z`` is repainted pixel by pixel whenever any trace of its figure changes, about
+    half the time of every heatmap update drawn over a photo.
 
     >>> photo_trace(np.zeros((2, 2, 3), np.uint8)).source[:22]
     'data:image/png;base64,'

@@ -68,6 +68,6 @@ def cost_figure(sides=None, mechanisms=COST_MECHANISMS, *, mark: int | None = No
     fig.update_yaxes(type="log", exponentformat="power")  # 10^6 ... 10^16 throughout (SI stops at T)
     fig.update_layout(title=dict(text=cost_title(**params), x=0.5), shapes=() if mark is None else side_marks(mark),
                       height=500, width=900, plot_bgcolor="white", margin=dict(l=50, r=20, t=70, b=50))
-    # 500 px: the legend's 11 entries fit beside the plots without scrolling (a legend below them
-    # would cost the browser 12-23 ms more on every redraw)
+    # 500 px: the legend's 11 entries fit beside the plots without scrolling (beside them, not below:
+    # a legend below them makes every redraw in the browser slower)
     return fig

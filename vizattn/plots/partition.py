@@ -16,6 +16,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from ..checks import check_query
 from ..patterns import Pattern
 from .style import (
     GROUP_PALETTE,
@@ -256,9 +257,7 @@ def query_overlay(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) 
 def overlay_spec(pattern: Pattern, H: int, W: int | None = None, query=(0, 0)) -> dict:
     """``query_overlay`` as plain data (see ``partition_spec``)."""
     W = H if W is None else W
-    i, j = query
-    if not (0 <= i < H and 0 <= j < W):
-        raise ValueError(f"the query must lie on the {H}x{W} map; got query={tuple(query)!r}")
+    i, j = check_query(query, H, W)
     rule_r, rule_c = pattern.axes(H, W)
     keys, krow, kcol = query_slots(pattern, H, W, i, j)
     real = keys >= 0

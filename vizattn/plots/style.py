@@ -22,7 +22,7 @@ PAGE_PX = 960
 # Every title hangs 28 px below the figure's top edge: clear of plotly's toolbar (top right, 2-24 px),
 # which shows on hover. Tick labels of axes and colour bars may overflow (they never reach past the
 # margins here): plotly.js's default, hiding labels past the figure's edge, measures every label again
-# for each label drawn, which was half of a redraw in the browser. Added to plotly's default template
+# for each label drawn, about half of a redraw in the browser. Added to plotly's default template
 # once vizattn.plots is imported, merged once: a default named "plotly+vizattn" would be merged again
 # by every go.Figure() (~20 ms each).
 _TICKS = dict(ticklabeloverflow="allow")

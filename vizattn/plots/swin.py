@@ -22,6 +22,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from ..checks import check_query
 from ..patterns import Block
 from .partition import (
     GROUP_SCALE,
@@ -77,9 +78,7 @@ def rolled_overlay(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -
 def rolled_overlay_spec(pattern: Block, H: int, W: int | None = None, query=(0, 0)) -> dict:
     """``rolled_overlay`` as plain data (see ``partition.partition_spec``)."""
     W = H if W is None else W
-    i, j = query
-    if not (0 <= i < H and 0 <= j < W):
-        raise ValueError(f"the query must lie on the {H}x{W} map; got query={tuple(query)!r}")
+    i, j = check_query(query, H, W)
     Hp, Wp = rolled_size(pattern, H, W)
     keys, rows, cols = query_slots(pattern, H, W, i, j)  # slot positions in original coordinates
     rows, cols = roll(pattern, H, W, rows, cols)

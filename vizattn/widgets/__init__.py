@@ -14,15 +14,20 @@ of ``vizattn.plots``, and exports a static figure with ``to_figure()``. One modu
 The mechanisms in the menus, their sliders and their costs come from ``vizattn.mechanisms``;
 the random stacks behind effective fields from ``vizattn.receptive``.
 
+Importing this package imports no plotly widget code. ``setup()`` prepares plotly once per process
+(defers its import of nbformat, checks the private names the figure speaks against the plotly range
+tested: ``figure.PLOTLY_RANGE``); the first explorer's figure calls it, and a notebook may call it
+first to fail early.
+
 >>> state = PartitionState(mechanism="DiNAT", size=12, kernel=3, dilation=2)
 >>> pattern_for(state), resolve(state)[0] == pattern_for(state)
 (Neighborhood(3, dilation=2), True)
 """
 
-from .. import plotly_startup  # noqa: F401  (first: plotly's widgets then load without nbformat)
 from ..receptive import STACKS, stack_for, stack_model
 from .attention import MODELS, AttentionExplorer, AttentionState, published, weights_banner
 from .cost import CostExplorer, CostState, cost_table
+from .figure import setup
 from .lavit import LaViTExplorer, LaViTState
 from .partition import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve
 from .receptive_field import ReceptiveFieldExplorer, ReceptiveState
@@ -30,4 +35,4 @@ from .receptive_field import ReceptiveFieldExplorer, ReceptiveState
 __all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
            "CostExplorer", "cost_table", "STACKS", "stack_for", "stack_model", "ReceptiveState",
            "ReceptiveFieldExplorer", "MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner",
-           "LaViTState", "LaViTExplorer"]
+           "LaViTState", "LaViTExplorer", "setup"]

@@ -17,11 +17,12 @@ from traitlets import Enum, HasTraits, Int
 from .. import checkpoints, plots
 from ..checkpoints import files
 from ..checkpoints.vit import patch_records
+from ..checks import check_choice, check_query
 from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
 from ..models import list_models
 from ..probe import probe
-from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
-from .figure import FigureWidget
+from . import figure
+from .base import Explorer, note_html, pretrained, replace, send, set_range, side_by_side
 
 __all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
@@ -40,8 +41,8 @@ def published(name: str, weights: str = "imagenet"):
     >>> real, published("deit_tiny_patch16_224", "random")[0] is model
     (False, True)
     """
-    choice("checkpoint", name, checkpoints.list())
-    choice("weights", weights, WEIGHTS)
+    check_choice("checkpoint", name, checkpoints.list())
+    check_choice("weights", weights, WEIGHTS)
     path = checkpoints.cached(name) if weights == "imagenet" else None
     return _published(name, None if path is None else str(path)), path is not None
 
@@ -62,9 +63,9 @@ def weights_banner(names, weights: str = "imagenet") -> widgets.HTML:
     >>> "RANDOM WEIGHTS" in weights_banner(["nat_mini"], weights="random").value
     True
     """
-    choice("weights", weights, WEIGHTS)
+    check_choice("weights", weights, WEIGHTS)
     for name in names:
-        choice("checkpoint", name, checkpoints.list())
+        check_choice("checkpoint", name, checkpoints.list())
     real = [n for n in names if weights == "imagenet" and checkpoints.cached(n) is not None]
     random = [n for n in names if n not in real]
     parts = []
@@ -142,9 +143,9 @@ class AttentionExplorer(Explorer):
                  weights: str = "imagenet", **kwargs):
         for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
                                      ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS)]:
-            choice(name, value, options)
+            check_choice(name, value, options)
         if checkpoint is not None:
-            choice("checkpoint", checkpoint, checkpoints.list())
+            check_choice("checkpoint", checkpoint, checkpoints.list())
         self.checkpoint, self.weights = checkpoint, weights
         self.state = AttentionState(model=model, task=task, photo=photo, scale=scale)
         s = self.state
@@ -155,14 +156,13 @@ class AttentionExplorer(Explorer):
         names = tuple(self.records)
         if layer is None:
             layer = names[0]
-        choice("layer", layer, names)
+        check_choice("layer", layer, names)
         record = self.records[layer]
         H, W = record.size
         query = (H // 2, W // 2) if query is None else tuple(query)
         if not (0 <= head < len(record.heads)):
             raise ValueError(f"head must lie in [0, {len(record.heads) - 1}] for {layer!r}; got head={head!r}")
-        if len(query) != 2 or not (0 <= query[0] < H and 0 <= query[1] < W):
-            raise ValueError(f"query must lie on the {H}x{W} map of {layer!r}; got query={query!r}")
+        query = check_query(query, H, W, where=f"map of {layer!r}")
         s.layers, s.layer, s.head, s.query_i, s.query_j = names, layer, head, *query
         self._size = record.size
         self._spot = self._where()
@@ -184,8 +184,8 @@ class AttentionExplorer(Explorer):
             self.sliders[name] = slider
         self.message = widgets.HTML()
         self.banner = widgets.HTML(self._banner())
-        self.figure = FigureWidget(self._main_figure())
-        self.heads_figure = FigureWidget(self._heads_figure())
+        self.figure = figure.FigureWidget(self._main_figure())
+        self.heads_figure = figure.FigureWidget(self._heads_figure())
         self._scene = self._scene_key()
 
         self._sync_controls()

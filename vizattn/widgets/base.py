@@ -20,7 +20,7 @@ import torch
 from ..models import create
 
 __all__ = ["Explorer", "set_range", "side_by_side", "send", "replace", "explain", "blank_figure", "note_html",
-           "choice", "one_thread", "pretrained"]
+           "one_thread", "pretrained"]
 
 
 def set_range(slider, lo: int, hi: int) -> None:
@@ -84,8 +84,8 @@ def _rows(value):
     """A numeric matrix (NaN or None in its gaps) as a list of float rows, else ``value`` itself.
 
     plotly's widget sends a 1-D numeric numpy array as a binary buffer, but turns any other array
-    into nested JSON lists: rows go as binary, and plotly.js reads a list of typed rows as a
-    matrix (NaN is a gap there, as None was). A 64 x 64 LaViT head move: 451 kB of JSON -> 227 kB.
+    into nested JSON lists: rows go as binary (about half the bytes of the JSON), and plotly.js reads
+    a list of typed rows as a matrix (NaN is a gap there).
     """
     if isinstance(value, (str, dict)) or not hasattr(value, "__len__") or not len(value):
         return value
@@ -127,8 +127,8 @@ def send(fig: go.FigureWidget, traces: dict[int, dict], layout: dict | None = No
     Numeric matrices (``MATRICES``) go as rows of floats, which the widget sends as binary buffers
     (``_rows``). ``plotly_update`` takes values as plotly.js would, unchecked: the explorers send figures plotly
     checked once, or their plain data in the same form (``plots.partition_spec``; tests compare
-    the two), so a move does not build and check plotly objects again, which was most of its time
-    in the kernel.
+    the two), so a move does not build and check plotly objects again, which would be most of its
+    time in the kernel.
     """
     groups: dict[tuple, dict] = {}
     for index, properties in traces.items():
@@ -194,12 +194,6 @@ def blank_figure(text: str) -> go.Figure:
 def note_html(text: str) -> str:
     """``text`` escaped, in the explorers' caption style (13 px)."""
     return f"<span style='font-size: 13px'>{html.escape(text)}</span>"
-
-
-def choice(name: str, value, options) -> None:
-    """ValueError unless ``value`` is one of ``options``."""
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, options))}; got {name}={value!r}")
 
 
 @contextlib.contextmanager

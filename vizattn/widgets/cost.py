@@ -15,8 +15,8 @@ import traitlets
 from traitlets import HasTraits, Int
 
 from .. import mechanisms, plots
+from . import figure
 from .base import Explorer, send
-from .figure import FigureWidget
 
 __all__ = ["CostState", "cost_table", "CostExplorer"]
 
@@ -84,7 +84,7 @@ class CostExplorer(Explorer):
                                               description="mechanisms", style={"description_width": "110px"})
         self.table = widgets.HTML()
         self._cache = {}  # cost parameters -> plots.cost_curves
-        self.figure = FigureWidget(plots.cost_figure(mark=s.side, **s.params()))
+        self.figure = figure.FigureWidget(plots.cost_figure(mark=s.side, **s.params()))
         self._links = [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
         self._links.append(widgets.link((self.toggles, "value"), (s, "mechanisms")))
         s.observe(self._changed, names=list(s.trait_names()))

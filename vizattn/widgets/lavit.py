@@ -14,10 +14,11 @@ import torch
 from traitlets import Enum, HasTraits, Int
 
 from .. import metrics, plots
+from ..checks import check_choice
 from ..data import PHOTOS, TASKS, photo
 from ..probe import probe
-from .base import Explorer, choice, note_html, one_thread, pretrained, send, side_by_side
-from .figure import FigureWidget
+from . import figure
+from .base import Explorer, note_html, one_thread, pretrained, send, side_by_side
 
 __all__ = ["LaViTState", "VANILLA_HERE", "LaViTExplorer"]
 
@@ -64,8 +65,8 @@ class LaViTExplorer(Explorer):
 
     def __init__(self, task: str = "shape", stage: int | None = None, photo: str = "astronaut", head: int = 0,
                  **kwargs):
-        choice("task", task, TASKS)
-        choice("photo", photo, PHOTOS)
+        check_choice("task", task, TASKS)
+        check_choice("photo", photo, PHOTOS)
         self.state = LaViTState(task=task, photo=photo, head=head)
         s = self.state
         self.forwards, self._captured, self._captures = 0, None, {}  # (task, photo) -> what the models gave
@@ -88,9 +89,9 @@ class LaViTExplorer(Explorer):
                         for name, hi in [("stage", stages - 1), ("head", self.heads - 1)]}
         for name, slider in self.sliders.items():
             slider.add_class(f"vizattn-lavit-{name}")
-        self.chain_figure = FigureWidget(self._chain_figure())
-        self.measures_figure = FigureWidget(plots.layer_measures_figure(self.measures, highlight=s.stage))
-        self.saturation_figure = FigureWidget(plots.saturation_figure(self.saturation))
+        self.chain_figure = figure.FigureWidget(self._chain_figure())
+        self.measures_figure = figure.FigureWidget(plots.layer_measures_figure(self.measures, highlight=s.stage))
+        self.saturation_figure = figure.FigureWidget(plots.saturation_figure(self.saturation))
         self.message = widgets.HTML()
         self._shown = (self._captured, s.stage)
         self._links = [widgets.link((w, "value"), (s, name)) for name, w in {**self.menus, **self.sliders}.items()]

@@ -31,9 +31,10 @@ import traitlets
 from traitlets import Bool, Enum, HasTraits, Int
 
 from .. import mechanisms, plots
+from ..checks import check_query
 from ..patterns import Global, Pattern
+from . import figure
 from .base import Explorer, blank_figure, explain, note_html, replace, send, set_range, side_by_side
-from .figure import FigureWidget
 
 __all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "rolled_here", "bounds", "steps",
            "PartitionExplorer"]
@@ -113,9 +114,7 @@ def resolve(state: PartitionState, mechanism: str | None = None) -> tuple[Patter
     try:
         pattern = pattern_for(state, mechanism)
         pattern.check(state.size, state.size)
-        if not (0 <= state.query_i < state.size and 0 <= state.query_j < state.size):
-            raise ValueError(f"the query must lie on the {state.size}x{state.size} map; "
-                             f"got query=({state.query_i}, {state.query_j})")
+        check_query((state.query_i, state.query_j), state.size, state.size)
     except ValueError as exc:
         return None, str(exc)
     return pattern, _note(pattern, state.size, mechanism or state.mechanism)
@@ -218,7 +217,7 @@ class PartitionExplorer(Explorer):
         self.play = widgets.Play(value=0, min=0, max=size * size - 1, step=1, interval=300,
                                  description="sweep the query")
         # start from a real picture so that every trace has all its properties from the first message
-        self.figures = [FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
+        self.figures = [figure.FigureWidget(plots.partition_figure(Global(), 4, 4)) for _ in range(2)]
         # a caption no wider than its picture, so that two panels fit side by side
         self.messages = [widgets.HTML(layout=widgets.Layout(max_width="450px")) for _ in range(2)]
         self._panels = [widgets.VBox([f, m]) for f, m in zip(self.figures, self.messages)]

@@ -17,8 +17,9 @@ import traitlets
 from traitlets import Enum, HasTraits, Int
 
 from .. import plots, receptive
-from .base import Explorer, choice, explain, one_thread, send, side_by_side
-from .figure import FigureWidget
+from ..checks import check_choice
+from . import figure
+from .base import Explorer, explain, one_thread, send, side_by_side
 
 __all__ = ["DEPTH_MAX", "RF_SIZE_RANGE", "ReceptiveState", "ReceptiveFieldExplorer"]
 
@@ -68,7 +69,7 @@ class ReceptiveFieldExplorer(Explorer):
 
     def __init__(self, stack: str = "NA + DiNAT", size: int = 28, depth: int = 2, kernel: int = 3,
                  dilation: int = 2, window: int = 4, interval: int = 4, effective: bool = True, **kwargs):
-        choice("stack", stack, receptive.STACKS)
+        check_choice("stack", stack, receptive.STACKS)
         if not (isinstance(depth, int) and 1 <= depth <= DEPTH_MAX):
             raise ValueError(f"depth must be an int in [1, {DEPTH_MAX}]; got depth={depth!r}")
         if not (isinstance(size, int) and RF_SIZE_RANGE[0] <= size <= RF_SIZE_RANGE[1]):
@@ -89,8 +90,8 @@ class ReceptiveFieldExplorer(Explorer):
                                               indent=False, layout=widgets.Layout(width="220px"))
         self.depth.add_class("vizattn-depth")
         self.message = widgets.HTML()
-        self.figure = FigureWidget(self._figure())
-        self.effective_figure = FigureWidget(plots.effective_figure(self._blank_field()))
+        self.figure = figure.FigureWidget(self._figure())
+        self.effective_figure = figure.FigureWidget(plots.effective_figure(self._blank_field()))
         self._links = [widgets.link((self.menu, "value"), (s, "stack")),
                        widgets.link((self.depth, "value"), (s, "depth")),
                        widgets.link((self.size_slider, "value"), (s, "size")),

@@ -26,8 +26,9 @@ from pathlib import Path
 from torch import nn
 
 from . import crossformer, files, maxvit, nat, swin, vit
+from .convert import from_timm
 
-__all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load", "cached"]
+__all__ = ["Checkpoint", "CHECKPOINTS", "list", "build", "load", "cached", "from_timm"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""MaxViT-T with the TF-ported weights (timm ``maxvit_tiny_tf_224``) in vizattn's layers.
+"""MaxViT-T/S/B/L with the TF-ported weights (timm ``maxvit_*_tf_224``) in vizattn's layers.
 
 Stem (3x3 stride-2 convolution with TF "same" padding, BatchNorm + tanh-GELU, 3x3 convolution),
 four stages of ``MaxViTBlock`` (MBConv, block attention + FFN, grid attention + FFN; P = G = 7,
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers.maxvit import Conv2dSame, MaxViTBlock
 
-__all__ = ["MaxViT", "SIZES", "maxvit", "maxvit_tiny_tf", "from_reference"]
+__all__ = ["MaxViT", "SIZES", "maxvit", "from_reference"]
 
 TF = dict(bn_eps=1e-3, ln_eps=1e-5, gelu="tanh", padding="same")
 
@@ -90,16 +90,14 @@ SIZES = {  # the paper's Table 1 (stem widths and head as in the TF release)
 }
 
 
-def maxvit(size: str, **changes):
-    """A builder of MaxViT-``size`` (T, S, B, L) with the TF options at 224 x 224 (head hidden = the last
-    width); ``changes`` override (the tests' reduced depths)."""
-    config = {**SIZES[size], **changes}
-    return lambda: MaxViT(head_hidden=config["dims"][-1], **config)
+def maxvit(size: str):
+    """A builder ``(**changes) -> MaxViT`` of MaxViT-``size`` (T, S, B, L) with the TF options at 224 x 224
+    (head hidden = the last width); ``changes`` override the paper's numbers (the tests' reduced depths)."""
+    def build(**changes) -> MaxViT:
+        config = {**SIZES[size], **changes}
+        return MaxViT(head_hidden=config["dims"][-1], **config)
 
-
-def maxvit_tiny_tf() -> MaxViT:
-    """MaxViT-T: stem 64, dims 64/128/256/512, depths 2/2/5/2, P = G = 7, head hidden 512 (TF weights)."""
-    return maxvit("T")()
+    return build
 
 
 _RENAMES = [  # timm's names -> vizattn's (inside stages.i.blocks.j / the stem)
@@ -119,7 +117,7 @@ _RENAMES = [  # timm's names -> vizattn's (inside stages.i.blocks.j / the stem)
 
 
 def from_reference(state: dict) -> dict:
-    """timm's ``maxvit_tiny_tf_224`` keys -> vizattn's (tensors unchanged)."""
+    """timm's ``maxvit_*_tf_*`` keys -> vizattn's (tensors unchanged)."""
     out = {}
     for key, value in state.items():
         for pattern, repl in _RENAMES:

@@ -1,8 +1,9 @@
-"""Swin-T (timm ``swin_tiny_patch4_window7_224``, microsoft/Swin-Transformer's weights) in vizattn's layers.
+"""Swin-T/S/B (timm ``swin_*_patch4_window*``, microsoft/Swin-Transformer's weights) in vizattn's layers.
 
 4x4 stride-4 patch embedding + LayerNorm; four stages (patch merging at the start of stages
-2-4, as timm lays them out), each of Swin blocks alternating W-MSA (``Block(7)``) and SW-MSA
-(``Block(7, shift=3)``; on the 7x7 map of the last stage a single window without shift); then
+2-4, as timm lays them out), each of Swin blocks alternating W-MSA (``Block(P)``) and SW-MSA
+(``Block(P, shift=P // 2)``; P = 7 at 224 x 224, 12 at 384 x 384; on a last-stage map no larger
+than the window a single window without shift); then
 LayerNorm, mean over tokens and ``head.fc``. ``from_reference`` takes timm's state dicts and the
 official repository's (downsampling at the end of a stage, head ``head.weight``), drops the
 buffers ``relative_position_index`` and ``attn_mask``, and turns each
@@ -21,7 +22,7 @@ from torch import nn
 from ..checks import as_pair
 from ..layers.swin import PatchMerging, SwinBlock
 
-__all__ = ["Swin", "SIZES", "swin", "swin_tiny", "from_reference"]
+__all__ = ["Swin", "SIZES", "swin", "from_reference"]
 
 
 class PatchEmbed(nn.Module):
@@ -93,15 +94,10 @@ SIZES = {  # the paper's Table 1: C, depths, heads
 }
 
 
-def swin(size: str, window: int = 7, **changes):
-    """A builder of Swin-``size`` (T, S, B) with ``window`` (7 at 224 x 224, 12 at 384 x 384); ``changes``
-    override the paper's numbers (the tests' reduced depths)."""
-    return lambda: Swin(**{**SIZES[size], "window": window, **changes})
-
-
-def swin_tiny() -> Swin:
-    """Swin-T: C 96, depths 2/2/6/2, heads 3/6/12/24, window 7, patch 4."""
-    return swin("T")()
+def swin(size: str, window: int = 7):
+    """A builder ``(**changes) -> Swin`` of Swin-``size`` (T, S, B) with ``window`` (7 at 224 x 224, 12 at
+    384 x 384); ``changes`` override the paper's numbers (the tests' reduced depths)."""
+    return lambda **changes: Swin(**{**SIZES[size], "window": window, **changes})
 
 
 def from_reference(state: dict) -> dict:

@@ -129,8 +129,9 @@ class VisionTransformer(nn.Module):
 
 
 def deit(dim: int, heads: int):
-    """A 12-layer DeiT at 224 x 224 with patches of 16 (DeiT-Ti: dim 192, 3 heads; DeiT-S: 384, 6; DeiT-B: 768, 12)."""
-    return lambda: VisionTransformer(dim=dim, depth=12, heads=heads)
+    """A builder ``(**changes) -> VisionTransformer`` of a 12-layer DeiT at 224 x 224 with patches of 16 (DeiT-Ti:
+    dim 192, 3 heads; DeiT-S: 384, 6; DeiT-B: 768, 12); ``changes`` override (the tests' reduced depth)."""
+    return lambda **changes: VisionTransformer(**{"dim": dim, "depth": 12, "heads": heads, **changes})
 
 
 def patch_query(record, grid, i: int, j: int, head: int | None = None, batch: int = 0, prefix: int = 1):

@@ -125,3 +125,24 @@ def test_the_dilation_schedules_are_the_official_ones():
     kernels = {b.attn.pattern(1000, 1000).kernel_size[0] for level in checkpoints.build("dinat_large_384_11x11").levels
                for b in level.blocks}
     assert kernels == {11}
+
+
+def readme_table() -> str:
+    """README's table of the published models, from the registry and these tests."""
+    source = {"deit": "timm", "maxvit": "timm", "swin": "timm"}
+    rows = ["| name | paper's name | input | params | GFLOPs | published top-1 | licence | source of code and weights "
+            "| compared with (test) |", "|---|---|---:|---:|---:|---:|---|---|---|"]
+    for name, c in checkpoints.CHECKPOINTS.items():
+        family = name.split("_")[0]
+        test = f"{source.get(family, 'transcription')}, " + ("full model" if name in REFERENCES else "reduced depth")
+        test += " and width" if family == "dinat" and c.size == 384 else ""
+        top1 = f"{c.top1}" + (" (IN-22k pre-trained)" if name.startswith("dinat_large") else "")
+        rows.append(f"| `{name}` | {c.label} | {c.size}² | {c.params:g} M | {c.gflops:g} | {top1} | {c.licence} | "
+                    f"{c.source.split(' (README')[0]} | {test} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_the_readme_table_is_the_registry():
+    from pathlib import Path
+
+    assert readme_table() in (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")

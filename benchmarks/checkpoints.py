@@ -1,4 +1,4 @@
-"""CPU forward time of each published model of ``vizattn.checkpoints`` (random weights, 224 x 224).
+"""CPU forward time of each published model of ``vizattn.checkpoints`` (random weights, at its input size).
 
     python benchmarks/checkpoints.py                        # every model, batch 1, 5 runs each
     python benchmarks/checkpoints.py --batch 8 --runs 3 --threads 4 nat_mini dinat_mini
@@ -42,16 +42,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, 224, 224)
     print(f"batch {args.batch}, {args.threads} CPU threads, median of {args.runs} runs, torch {torch.__version__}")
-    print(f"{'model':<26}{'params':>10}{'fused ms':>12}{'explicit ms':>14}")
+    print(f"{'model':<32}{'params':>10}{'fused ms':>12}{'explicit ms':>14}")
     for name in args.names:
         model = checkpoints.build(name)
+        size = checkpoints.CHECKPOINTS[name].size
+        x = torch.randn(args.batch, 3, size, size)
         params = sum(p.numel() for p in model.parameters())
         fused = median_seconds(model, x, args.runs)
         with explicit(model):
             slow = median_seconds(model, x, args.runs)
-        print(f"{name:<26}{params / 1e6:>9.1f}M{fused * 1e3:>12.0f}{slow * 1e3:>14.0f}", flush=True)
+        print(f"{name:<32}{params / 1e6:>9.1f}M{fused * 1e3:>12.0f}{slow * 1e3:>14.0f}", flush=True)
 
 
 if __name__ == "__main__":

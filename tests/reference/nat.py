@@ -2,7 +2,8 @@
 
 Transcribed in our own words from SHI-Labs/Neighborhood-Attention-Transformer,
 ``classification/nat.py`` (``ConvTokenizer``, ``ConvDownsampler``, ``NATLayer``, ``NATBlock``,
-``NAT``, ``nat_mini``) and ``classification/dinat.py`` (``dinat_mini``: the dilations), with the
+``NAT``, ``nat_mini``; ``NATLayer``'s ``layer_scale``: ``gamma1``, ``gamma2``) and ``classification/dinat.py``
+(``dinat_mini``: the dilations), with the
 attention of NATTEN <= 0.17 (``NeighborhoodAttention2D.forward`` in ``src/natten/natten2d.py``:
 ``q * scale``, ``natten2dqkrpb``, softmax, ``natten2dav``). The neighbourhood and the bias index
 follow NATTEN's CPU kernels (v0.14.6, ``src/natten/csrc/cpu/natten_cpu_commons.h``,
@@ -102,16 +103,25 @@ class Mlp(nn.Module):
 
 
 class NATLayer(nn.Module):
-    def __init__(self, dim, num_heads, kernel_size, dilation, mlp_ratio):
+    """``layer_scale`` (NAT-S/B, DiNAT-B): bare parameters ``gamma1``, ``gamma2`` scaling the two branches."""
+
+    def __init__(self, dim, num_heads, kernel_size, dilation, mlp_ratio, layer_scale=None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = NeighborhoodAttention2D(dim, kernel_size, dilation, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.layer_scale = layer_scale is not None
+        if self.layer_scale:
+            self.gamma1 = nn.Parameter(layer_scale * torch.ones(dim))
+            self.gamma2 = nn.Parameter(layer_scale * torch.ones(dim))
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        if not self.layer_scale:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = x + self.gamma1 * self.attn(self.norm1(x))
+        return x + self.gamma2 * self.mlp(self.norm2(x))
 
 
 class ConvTokenizer(nn.Module):
@@ -135,9 +145,9 @@ class ConvDownsampler(nn.Module):
 
 
 class NATBlock(nn.Module):
-    def __init__(self, dim, depth, num_heads, kernel_size, dilations, mlp_ratio, downsample):
+    def __init__(self, dim, depth, num_heads, kernel_size, dilations, mlp_ratio, downsample, layer_scale=None):
         super().__init__()
-        self.blocks = nn.ModuleList(NATLayer(dim, num_heads, kernel_size, dilations[i], mlp_ratio)
+        self.blocks = nn.ModuleList(NATLayer(dim, num_heads, kernel_size, dilations[i], mlp_ratio, layer_scale)
                                     for i in range(depth))
         self.downsample = ConvDownsampler(dim) if downsample else None
 
@@ -149,13 +159,13 @@ class NATBlock(nn.Module):
 
 class NAT(nn.Module):
     def __init__(self, embed_dim=64, mlp_ratio=3, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), kernel_size=7,
-                 dilations=None, num_classes=1000):
+                 dilations=None, num_classes=1000, layer_scale=None):
         super().__init__()
         dilations = dilations or [[1] * d for d in depths]
         self.patch_embed = ConvTokenizer(embed_dim)
         self.levels = nn.ModuleList(
             NATBlock(embed_dim * 2**i, depths[i], num_heads[i], kernel_size, dilations[i], mlp_ratio,
-                     downsample=i < len(depths) - 1) for i in range(len(depths)))
+                     downsample=i < len(depths) - 1, layer_scale=layer_scale) for i in range(len(depths)))
         features = embed_dim * 2 ** (len(depths) - 1)
         self.norm = nn.LayerNorm(features)
         self.avgpool = nn.AdaptiveAvgPool1d(1)

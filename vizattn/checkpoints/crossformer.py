@@ -23,7 +23,7 @@ from torch import nn
 from ..layers.common import TransformerBlock
 from ..layers.crossformer import CrossScaleEmbedding, LongShortDistanceAttention
 
-__all__ = ["CrossFormer", "crossformer_tiny", "from_reference"]
+__all__ = ["CrossFormer", "SIZES", "crossformer", "from_reference"]
 
 
 class Embedding(nn.Module):
@@ -82,9 +82,18 @@ class CrossFormer(nn.Module):
         return self.head(self.norm(x).mean((1, 2)))  # [B, H, W, C] -> [B, C] -> [B, classes]
 
 
-def crossformer_tiny() -> CrossFormer:
-    """CrossFormer-T: dim 64, depths 1/1/8/6, heads 2/4/8/16, group 7 (configs/tiny_patch4_group7_224.yaml)."""
-    return CrossFormer()
+SIZES = {  # configs/crossformer/{tiny,small,base,large}_patch4_group7_224.yaml: EMBED_DIM, DEPTHS, NUM_HEADS
+    "T": dict(dim=64, depths=(1, 1, 8, 6), heads=(2, 4, 8, 16)),
+    "S": dict(dim=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24)),
+    "B": dict(dim=96, depths=(2, 2, 18, 2), heads=(3, 6, 12, 24)),
+    "L": dict(dim=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32)),
+}
+
+
+def crossformer(size: str):
+    """A builder ``(**changes) -> CrossFormer`` of CrossFormer-``size`` (T, S, B, L; group 7, 224 x 224);
+    ``changes`` override the paper's numbers (the tests' reduced depths)."""
+    return lambda **changes: CrossFormer(**{**SIZES[size], **changes})
 
 
 _DPB = {"pos_proj": "0", "pos1.0": "1", "pos1.2": "3", "pos2.0": "4", "pos2.2": "6", "pos3.0": "7", "pos3.2": "9"}

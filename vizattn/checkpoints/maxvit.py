@@ -1,4 +1,4 @@
-"""MaxViT-T with the TF-ported weights (timm ``maxvit_tiny_tf_224``) in vizattn's layers.
+"""MaxViT-T/S/B/L with the TF-ported weights (timm ``maxvit_*_tf_224``) in vizattn's layers.
 
 Stem (3x3 stride-2 convolution with TF "same" padding, BatchNorm + tanh-GELU, 3x3 convolution),
 four stages of ``MaxViTBlock`` (MBConv, block attention + FFN, grid attention + FFN; P = G = 7,
@@ -19,32 +19,37 @@ from torch import nn
 
 from ..layers.maxvit import Conv2dSame, MaxViTBlock
 
-__all__ = ["MaxViT", "maxvit_tiny_tf", "from_reference"]
+__all__ = ["MaxViT", "SIZES", "maxvit", "from_reference"]
 
 TF = dict(bn_eps=1e-3, ln_eps=1e-5, gelu="tanh", padding="same")
 
 
 class Stem(nn.Module):
-    """``images [B, 3, S, S] -> [B, S/2, S/2, C]``: "same" 3x3 stride 2, BatchNorm + GELU, 3x3 stride 1."""
+    """``images [B, 3, S, S] -> [B, S/2, S/2, C]``: "same" 3x3 stride 2, BatchNorm + GELU, 3x3 stride 1.
 
-    def __init__(self, dim: int, eps: float, gelu: str):
+    ``dim``: C, or the two convolutions' widths ``(C1, C)``.
+    """
+
+    def __init__(self, dim, eps: float, gelu: str):
         super().__init__()
-        self.conv1 = Conv2dSame(3, dim, 3, stride=2)
-        self.norm1 = nn.Sequential(OrderedDict(bn=nn.BatchNorm2d(dim, eps=eps), act=nn.GELU(approximate=gelu)))
-        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+        mid, dim = (dim, dim) if isinstance(dim, int) else dim
+        self.conv1 = Conv2dSame(3, mid, 3, stride=2)
+        self.norm1 = nn.Sequential(OrderedDict(bn=nn.BatchNorm2d(mid, eps=eps), act=nn.GELU(approximate=gelu)))
+        self.conv2 = nn.Conv2d(mid, dim, 3, padding=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.norm1(self.conv1(images))).permute(0, 2, 3, 1)
 
 
 class Head(nn.Module):
-    """``[B, H, W, C] -> logits``: mean over tokens, LayerNorm, pre-logits Linear + tanh, Linear."""
+    """``[B, H, W, C] -> logits``: mean over tokens, LayerNorm, pre-logits Linear + tanh, Linear (``classes=0``:
+    none, the features)."""
 
     def __init__(self, dim: int, hidden: int, classes: int, eps: float):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(dim, hidden), act=nn.Tanh()))
-        self.fc = nn.Linear(hidden, classes)
+        self.fc = nn.Linear(hidden, classes) if classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pre_logits(self.norm(x.mean((1, 2)))))
@@ -52,6 +57,8 @@ class Head(nn.Module):
 
 class MaxViT(nn.Module):
     """MaxViT: ``images [B, 3, S, S]`` (ImageNet-normalised) -> ``logits [B, classes]``.
+
+    ``size``: P = G (7 at 224 x 224: the image size / 32); ``stem``: C, or ``(C1, C)``.
 
     >>> import torch; _ = torch.manual_seed(0)
     >>> model = MaxViT(stem=8, dims=(16, 32), depths=(1, 1), head_dim=8, size=2, classes=3, head_hidden=8).eval()
@@ -63,7 +70,7 @@ class MaxViT(nn.Module):
                  classes=1000, head_hidden=512, tf=TF):
         super().__init__()
         self.stem = Stem(stem, tf["bn_eps"], tf["gelu"])
-        stages, dim_in = [], stem
+        stages, dim_in = [], stem if isinstance(stem, int) else stem[-1]
         for dim, depth in zip(dims, depths):
             stages.append(nn.Sequential(*(MaxViTBlock(dim_in if j == 0 else dim, dim, dim // head_dim, size,
                                                       stride=2 if j == 0 else 1, **tf) for j in range(depth))))
@@ -75,9 +82,22 @@ class MaxViT(nn.Module):
         return self.head(self.stages(self.stem(images)))  # [B, 7, 7, 512] -> [B, classes]
 
 
-def maxvit_tiny_tf() -> MaxViT:
-    """MaxViT-T: stem 64, dims 64/128/256/512, depths 2/2/5/2, P = G = 7, head hidden 512 (TF weights)."""
-    return MaxViT()
+SIZES = {  # the paper's Table 1 (stem widths and head as in the TF release)
+    "T": dict(stem=64, dims=(64, 128, 256, 512), depths=(2, 2, 5, 2)),
+    "S": dict(stem=64, dims=(96, 192, 384, 768), depths=(2, 2, 5, 2)),
+    "B": dict(stem=64, dims=(96, 192, 384, 768), depths=(2, 6, 14, 2)),
+    "L": dict(stem=128, dims=(128, 256, 512, 1024), depths=(2, 6, 14, 2)),
+}
+
+
+def maxvit(size: str):
+    """A builder ``(**changes) -> MaxViT`` of MaxViT-``size`` (T, S, B, L) with the TF options at 224 x 224
+    (head hidden = the last width); ``changes`` override the paper's numbers (the tests' reduced depths)."""
+    def build(**changes) -> MaxViT:
+        config = {**SIZES[size], **changes}
+        return MaxViT(head_hidden=config["dims"][-1], **config)
+
+    return build
 
 
 _RENAMES = [  # timm's names -> vizattn's (inside stages.i.blocks.j / the stem)
@@ -97,7 +117,7 @@ _RENAMES = [  # timm's names -> vizattn's (inside stages.i.blocks.j / the stem)
 
 
 def from_reference(state: dict) -> dict:
-    """timm's ``maxvit_tiny_tf_224`` keys -> vizattn's (tensors unchanged)."""
+    """timm's ``maxvit_*_tf_*`` keys -> vizattn's (tensors unchanged)."""
     out = {}
     for key, value in state.items():
         for pattern, repl in _RENAMES:

@@ -13,25 +13,46 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..checks import check_query
+from ..checks import as_pair, check_query
 from ..layers.common import GlobalAttention, TransformerBlock
 
 __all__ = ["VisionTransformer", "deit", "patch_query", "patch_records"]
 
 
 class PatchEmbed(nn.Module):
-    """``images [B, 3, S, S] -> tokens [B, (S/p)^2, dim]`` with one ``p x p`` stride-``p`` convolution."""
+    """``images [B, 3, H, W] -> [B, H/p, W/p, dim]`` with one ``p x p`` stride-``p`` convolution."""
 
-    def __init__(self, dim: int, patch: int):
+    def __init__(self, dim: int, patch):
         super().__init__()
         self.proj = nn.Conv2d(3, dim, patch, patch)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proj(images).flatten(2).transpose(1, 2)  # [B, dim, h, w] -> [B, h*w, dim]
+        return self.proj(images).permute(0, 2, 3, 1)
+
+
+def resample(pos: torch.Tensor, old, new) -> torch.Tensor:
+    """Position embeddings ``[1, h*w, C]`` of an ``old = (h, w)`` grid on a ``new`` grid: bicubic with
+    antialiasing (timm's ``resample_abs_pos_embed``); unchanged if ``new == old``."""
+    if tuple(new) == tuple(old):
+        return pos
+    grid = pos.reshape(1, *old, -1).permute(0, 3, 1, 2)  # [1, C, h, w]
+    grid = nn.functional.interpolate(grid.float(), size=tuple(new), mode="bicubic", antialias=True)
+    return grid.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1]).to(pos.dtype)
 
 
 class VisionTransformer(nn.Module):
-    """ViT / DeiT: ``images [B, 3, S, S]`` (ImageNet-normalised) -> ``logits [B, classes]`` from the class token.
+    """ViT / DeiT: ``images [B, 3, H, W]`` (ImageNet-normalised) -> ``logits [B, classes]`` (``classes=0``: the
+    pooled features ``[B, dim]``).
+
+    Tokens: the prefix (class token ``cls_token``, DeiT's distillation token ``dist_token``, the
+    ``reg_tokens`` registers ``reg_token``; in that order), then the patches row-major.
+    ``pos_prefix``: the position embedding covers the prefix too (ViT, DeiT) or only the patches
+    (DeiT III, DINOv2: added before the prefix is put in front). ``dynamic``: another image size
+    resamples the patches' embedding to its grid (timm's ``dynamic_img_size``). ``pool``:
+    ``"token"`` (the class token; with a distillation token the mean of the two heads' outputs)
+    or ``"avg"`` (the mean of the patch tokens); ``fc_norm`` moves the final LayerNorm after the pool,
+    ``final_norm=False`` leaves it out.
+    Parameter names are timm's, so its state dicts load unchanged.
 
     >>> import torch; _ = torch.manual_seed(0)
     >>> model = VisionTransformer(dim=16, depth=2, heads=2, img_size=32, classes=5).eval()
@@ -39,31 +60,61 @@ class VisionTransformer(nn.Module):
     (torch.Size([1, 5]), (2, 2), 1)
     """
 
-    prefix_tokens = 1
-
-    def __init__(self, dim: int, depth: int, heads: int, patch: int = 16, img_size: int = 224, classes: int = 1000,
-                 mlp_ratio: float = 4.0, eps: float = 1e-6):
+    def __init__(self, dim: int, depth: int, heads: int, patch=16, img_size=224, classes: int = 1000,
+                 mlp_ratio: float = 4.0, eps: float = 1e-6, *, class_token: bool = True, dist_token: bool = False,
+                 reg_tokens: int = 0, pos_prefix: bool = True, dynamic: bool = False, pool: str = "token",
+                 fc_norm: bool = False, final_norm: bool = True, qkv_bias: bool = True,
+                 init_values: float | None = None, gelu: str = "none"):
         super().__init__()
-        side = img_size // patch
-        self.grid = (side, side)
+        patch, img_size = as_pair("patch", patch), as_pair("img_size", img_size)
+        if pool not in ("token", "avg") or (pool == "token" and not class_token) or (dist_token and pool != "token"):
+            raise ValueError(f"pool must be 'token' (with a class token) or 'avg' (no distillation token); got "
+                             f"pool={pool!r}, class_token={class_token}, dist_token={dist_token}")
+        self.grid = (img_size[0] // patch[0], img_size[1] // patch[1])
+        self.prefix_tokens = int(class_token) + int(dist_token) + reg_tokens
+        self.pool, self.pos_prefix, self.dynamic = pool, pos_prefix, dynamic
         self.patch_embed = PatchEmbed(dim, patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, 1 + side * side, dim), std=0.02))
-        self.blocks = nn.Sequential(*(TransformerBlock(dim, GlobalAttention(dim, heads), mlp_ratio, eps)
-                                      for _ in range(depth)))
-        self.norm = nn.LayerNorm(dim, eps=eps)
-        self.head = nn.Linear(dim, classes)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if dist_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, dim)) if reg_tokens else None
+        length = self.grid[0] * self.grid[1] + (self.prefix_tokens if pos_prefix else 0)
+        self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, length, dim), std=0.02))
+        self.blocks = nn.Sequential(*(
+            TransformerBlock(dim, GlobalAttention(dim, heads, qkv_bias=qkv_bias), mlp_ratio, eps,
+                             layer_scale=init_values, gelu=gelu)
+            for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim, eps=eps) if final_norm and not fc_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(dim, eps=eps) if final_norm and fc_norm else nn.Identity()
+        self.head = nn.Linear(dim, classes) if classes else nn.Identity()
+        self.head_dist = (nn.Linear(dim, classes) if classes else nn.Identity()) if dist_token else None
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [B, 3, H, W] -> tokens [B, prefix + N, C]``, position embeddings added."""
+        x = self.patch_embed(images)  # [B, h, w, C]
+        B, h, w, C = x.shape
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        pos = self.pos_embed
+        if self.dynamic:  # the patches' part on this grid
+            n = self.prefix_tokens if self.pos_prefix else 0
+            pos = torch.cat([pos[:, :n], resample(pos[:, n:], self.grid, (h, w))], dim=1)
+        x = x.reshape(B, h * w, C)
+        if self.pos_prefix:
+            return torch.cat(prefix + [x], dim=1) + pos
+        return torch.cat(prefix + [x + pos], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(images)  # [B, N, C]
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # [B, 1+N, C]
-        x = self.blocks(x[:, None])[:, 0]  # through the blocks as a 1 x (1+N) map
-        return self.head(self.norm(x)[:, 0])  # the class token -> [B, classes]
+        x = self.embed(images)
+        x = self.norm(self.blocks(x[:, None])[:, 0])  # through the blocks as a 1 x (prefix + N) map
+        if self.head_dist is not None:  # DeiT distilled: the mean of the class and distillation heads
+            return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
+        x = x[:, 0] if self.pool == "token" else x[:, self.prefix_tokens:].mean(1)
+        return self.head(self.fc_norm(x))
 
 
 def deit(dim: int, heads: int):
-    """A 12-layer DeiT at 224 x 224 with patches of 16 (DeiT-T: dim 192, 3 heads; DeiT-S: 384, 6)."""
-    return lambda: VisionTransformer(dim=dim, depth=12, heads=heads)
+    """A builder ``(**changes) -> VisionTransformer`` of a 12-layer DeiT at 224 x 224 with patches of 16 (DeiT-Ti:
+    dim 192, 3 heads; DeiT-S: 384, 6; DeiT-B: 768, 12); ``changes`` override (the tests' reduced depth)."""
+    return lambda **changes: VisionTransformer(**{"dim": dim, "depth": 12, "heads": heads, **changes})
 
 
 def patch_query(record, grid, i: int, j: int, head: int | None = None, batch: int = 0, prefix: int = 1):

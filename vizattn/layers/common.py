@@ -192,25 +192,30 @@ class LayerScale(nn.Module):
 class TransformerBlock(nn.Module):
     """The pre-norm transformer block, channels-last ``[B, H, W, dim] -> [B, H, W, dim]``.
 
-    ``x += attn(LN(x))``; ``x += mlp(LN(x))`` with ``mlp = Mlp(dim, mlp_ratio)`` and LayerNorms of
-    epsilon ``eps``. ViT's, NAT's, CrossFormer's and Swin's blocks are this one with their attention
-    layer; its module names (``norm1, attn, norm2, mlp``) are theirs, so their state dicts load as
-    they are. Drop-path is left out (vizattn trains no model that needs it).
+    ``x += ls1(attn(LN(x)))``; ``x += ls2(mlp(LN(x)))`` with ``mlp = Mlp(dim, mlp_ratio, gelu=gelu)``,
+    LayerNorms of epsilon ``eps`` and, when ``layer_scale`` is a number, LayerScales initialised to it
+    (CaiT, DeiT III, DINOv2, NAT-S/B; otherwise ``ls1, ls2`` are identities). ViT's, NAT's,
+    CrossFormer's and Swin's blocks are this one with their attention layer; its module names
+    (``norm1, attn, ls1, norm2, mlp, ls2``) are theirs, so their state dicts load as they are.
+    Drop-path is left out (vizattn trains no model that needs it).
 
     >>> import torch
     >>> block = TransformerBlock(8, GlobalAttention(8, 2), mlp_ratio=2.0)
     >>> block(torch.randn(1, 4, 4, 8)).shape, [name for name, _ in block.named_children()]
-    (torch.Size([1, 4, 4, 8]), ['norm1', 'attn', 'norm2', 'mlp'])
+    (torch.Size([1, 4, 4, 8]), ['norm1', 'attn', 'ls1', 'norm2', 'mlp', 'ls2'])
     """
 
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, eps: float = 1e-5):
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, eps: float = 1e-5,
+                 layer_scale: float | None = None, gelu: str = "none"):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim, eps=eps), attn
-        self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), Mlp(dim, mlp_ratio)
+        self.ls1 = nn.Identity() if layer_scale is None else LayerScale(dim, layer_scale)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), Mlp(dim, mlp_ratio, gelu=gelu)
+        self.ls2 = nn.Identity() if layer_scale is None else LayerScale(dim, layer_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 # ---------------------------------------------------------------------------------------------

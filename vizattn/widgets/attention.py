@@ -125,9 +125,10 @@ class AttentionExplorer(Explorer):
 
     ``checkpoint=name`` (one of ``vizattn.checkpoints.list()``) shows a published ImageNet model
     instead (``published(name, weights)``: the cached ImageNet file, else random weights) on the
-    photo at 224 x 224, ImageNet-normalised; the model and task menus are hidden. A banner above the
-    controls gives the top-5 ImageNet labels, or says RANDOM WEIGHTS. Hierarchical models show their
-    56 x 56 ... 7 x 7 maps (pixels per cell: ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
+    photo at the model's input size (``CHECKPOINTS[name].size``: 224, or 384), ImageNet-normalised; the
+    model and task menus are hidden. A banner above the controls gives the top-5 ImageNet labels, or says
+    RANDOM WEIGHTS. Hierarchical models show their 56 x 56 ... 7 x 7 maps at 224 (pixels per cell:
+    ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
     grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption.
 
     >>> import numpy as np
@@ -230,11 +231,12 @@ class AttentionExplorer(Explorer):
             with torch.no_grad(), probe(model) as rec:
                 model(self.image[None])
             self.records = {r.name: r for r in rec}
-        else:  # a published model: 224 x 224, ImageNet-normalised; ViT tokens shown on the patch grid
+        else:  # a published model at its input size, ImageNet-normalised; ViT tokens shown on the patch grid
             self.real = published(self.checkpoint, self.weights)[1]
-            self.image = photo(s.photo, size=224)
+            size = checkpoints.CHECKPOINTS[self.checkpoint].size
+            self.image = photo(s.photo, size=size)
             with torch.no_grad(), probe(model) as rec:
-                logits = model(imagenet_photo(s.photo))
+                logits = model(imagenet_photo(s.photo, size=size))
             self.top5 = imagenet_top(logits)[0] if self.real else None
             self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
                 model, "prefix_tokens") else ({r.name: r for r in rec}, {})

@@ -30,8 +30,8 @@ from .patterns import Pair, Pattern, as_pair, axis_mask
 from .probe import attention_layers, probe
 from .stacks import STACKS, PatternStack, stack_for, stack_model  # re-exported: the stacks the fields are drawn for
 
-__all__ = ["Downsample", "TheoreticalField", "EffectiveField", "theoretical", "effective", "STACKS", "stack_for",
-           "PatternStack", "stack_model"]
+__all__ = ["Downsample", "Branches", "TheoreticalField", "EffectiveField", "theoretical", "effective", "model_steps",
+           "token_map", "STACKS", "stack_for", "PatternStack", "stack_model"]
 
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d)
 
@@ -137,7 +137,7 @@ class Branches:
     in_size: Pair
     out_size: Pair
     label: str = ""
-    everything: bool = False  # a global pooling runs in between: every position reaches every other
+    everything: bool = False  # a global pooling runs in between (chains kept): every position reaches every other
 
     def back(self, field: torch.Tensor) -> torch.Tensor:
         if self.everything:
@@ -223,7 +223,8 @@ def theoretical(layers, size=None, position=None, *, layer: str | None = None) -
     ([(32, 32), (16, 16), (16, 16)], True)
     """
     if isinstance(layers, nn.Module) and not isinstance(layers, (nn.Conv2d, *_POOLS)):
-        steps, names, size = _model_steps(layers, 64 if size is None else size, layer)
+        size = 64 if size is None else size
+        steps, names, _ = model_steps(layers, size, layer=layer)
     else:
         if layer is not None:
             raise ValueError("layer= chooses a layer of a model; got a list of steps")
@@ -297,7 +298,39 @@ def _trace(model: nn.Module, size: Pair):
     return list(rec), modules
 
 
-def _model_steps(model: nn.Module, size, layer: str | None):
+def token_map(model: nn.Module, size: Pair) -> tuple[int, Pair]:
+    """``(prefix, (h, w))``: the class tokens and the token grid of an attention map of ``size`` in ``model``.
+
+    A ViT with class tokens (attributes ``prefix_tokens`` and ``grid``, as ``vizattn.checkpoints.vit``)
+    runs its ``prefix + h*w`` tokens as a ``1 x (prefix + h*w)`` map: that map is the ``grid`` plus
+    ``prefix`` tokens with no place on it. Any other map is its own grid, with no prefix.
+    """
+    prefix, grid = getattr(model, "prefix_tokens", 0), getattr(model, "grid", None)
+    if prefix and grid is not None and tuple(size) == (1, prefix + grid[0] * grid[1]):
+        return prefix, tuple(grid)
+    return 0, tuple(size)
+
+
+def model_steps(model: nn.Module, size, layer: str | None = None) -> tuple[list, list, list]:
+    """The steps ``theoretical(model, size, ...)`` follows: ``(steps, names, sizes)``.
+
+    ``steps`` alternate ``Branches`` (the traced down-sampling between two attention layers, left
+    out where there is none) and each attention call's pattern, up to ``layer`` (default: the
+    last attention layer called); ``names[s]`` is the layer's name (a pattern) or the branches'
+    label; ``sizes[s]`` the map entering step ``s`` (a ViT's layers: its patch ``grid``, see
+    ``token_map``). One forward of a zero image ``[1, 3, *size]``.
+
+    >>> import torch; from vizattn.layers import NeighborhoodAttention
+    >>> class Tiny(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.down, self.attn = torch.nn.Conv2d(3, 8, 2, 2), NeighborhoodAttention(8, 2, kernel_size=3)
+    ...     def forward(self, images):
+    ...         return self.attn(self.down(images).permute(0, 2, 3, 1))
+    >>> steps, names, sizes = model_steps(Tiny(), 8)
+    >>> [type(s).__name__ for s in steps], names[1], sizes
+    (['Branches', 'Neighborhood'], 'attn', [(8, 8), (4, 4)])
+    """
     size = as_pair("size", size)
     records, modules = _trace(model, size)
     if layer is None:
@@ -308,24 +341,24 @@ def _model_steps(model: nn.Module, size, layer: str | None):
             raise ValueError(f"layer must be an attention layer called in the forward; got layer={layer!r}, "
                              f"called: {', '.join(r.name for r in records)}")
         last = found[0]
-    steps, names, current = [], [], size
+    steps, names, sizes, current = [], [], [], size
     for g, record in enumerate(records[: last + 1]):
-        gap = [m for m in modules if m[0] == g]
-        step = _gap_step(gap, current, record.size)
+        grid = token_map(model, record.size)[1]
+        step = _gap_step([m for m in modules if m[0] == g], current, grid)
         if step is not None:
             steps.append(step)
             names.append(step.label)
+            sizes.append(current)
         steps.append(record.pattern)
         names.append(record.name)
-        current = record.size
-    return steps, names, size
+        sizes.append(grid)
+        current = grid
+    return steps, names, sizes
 
 
 def _gap_step(gap, in_size: Pair, out_size: Pair) -> Branches | None:
     """United chains of the traced modules from ``in_size`` to ``out_size`` (None: the identity)."""
-    pooled = sorted({name for _, name, step, _, _ in gap if step is None})
-    if pooled and in_size != (1, 1):
-        return Branches((), in_size, out_size, f"global pooling before {', '.join(pooled)}", everything=True)
+    pooled = sorted({name for _, name, step, _, _ in gap if step is None}) if in_size != (1, 1) else []
     gap = [m for m in gap if m[2] is not None and (m[2].kernel != (1, 1) or m[2].factor != (1, 1))]
     nodes = [(in_size, ())]
     for _, name, step, a, b in gap:
@@ -334,18 +367,19 @@ def _gap_step(gap, in_size: Pair, out_size: Pair) -> Branches | None:
                 nodes.append((b, chain + ((step, a, b, name),)))
                 break
     chains = [chain for node_size, chain in nodes if node_size == out_size]
-    if chains == [()]:
+    if chains == [()] and not pooled:
         return None
     if not chains:
         if out_size[0] > in_size[0] or out_size[1] > in_size[1]:
             raise ValueError(f"theoretical fields follow down-sampling only; a map grows from {in_size} to {out_size}")
         factor = (-(-in_size[0] // out_size[0]), -(-in_size[1] // out_size[1]))
         approx = Downsample(factor, ceil_mode=True)
-        return Branches(((( approx, in_size, out_size),),), in_size, out_size,
-                        f"{approx} (approximated from the map sizes {in_size} -> {out_size})")
+        return Branches((((approx, in_size, out_size),),), in_size, out_size,
+                        f"{approx} (approximated from the map sizes {in_size} -> {out_size})", everything=bool(pooled))
     names = sorted({link[3] for chain in chains for link in chain})
-    return Branches(tuple(tuple(link[:3] for link in chain) for chain in chains), in_size, out_size,
-                    " | ".join(names))
+    label = f"global pooling before {', '.join(pooled)}" if pooled else " | ".join(names)
+    return Branches(tuple(tuple(link[:3] for link in chain) for chain in chains), in_size, out_size, label,
+                    everything=bool(pooled))
 
 
 # ---------------------------------------------------------------------------------------------

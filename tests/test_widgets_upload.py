@@ -140,6 +140,7 @@ def test_a_checkpoint_object_runs_at_224_imagenet_normalised_with_imagenet_label
     assert "Your model (VisionTransformer): pictures 224x224, ImageNet-normalised; 12 attention layers" in banner
     assert f"{imagenet_classes()[best[0]]} {float(logits[best[0]]):.0%}" in banner
     assert ex.figure.layout.title.text.startswith("VisionTransformer: ")
+    assert ex.get_state()["_model_name"] == "VBoxModel"  # what the browser builds it as (no attribute shadows it)
 
 
 def test_a_small_model_runs_at_its_configured_size_in_0_1_with_labels():
@@ -258,7 +259,7 @@ def test_a_bad_file_leaves_a_message_and_the_photo(name, data, match):
     message = ex.upload.message.value
     assert f"{name} was not used:" in message and "The photo on show is unchanged." in message
     assert re.search(match, message), message
-    assert "Traceback" not in message and ex.upload.button.value == ()
+    assert not re.search(r"Traceback|\w+Error\b|Exception", message) and ex.upload.button.value == ()
     assert ex.upload.load(data, name) is False  # the entry point says so too
     choose(ex, picture_file("PNG", (64, 64)), "second.png")  # and the next good file is used
     assert ex.state.photo == "second.png" and "showing second.png" in ex.upload.message.value

@@ -329,7 +329,7 @@ class AttentionExplorer(Explorer):
         if self.checkpoint is not None:  # the photo menu says which photo: a short title fits the figure
             return f"{checkpoints.CHECKPOINTS[self.checkpoint].label}: {title}"
         if self.custom is not None:
-            return f"{self._model_name()}: {title}"
+            return f"{self._yours_name()}: {title}"
         return f"{s.model} on {s.photo}: {title}"
 
     def _update(self) -> None:
@@ -397,7 +397,7 @@ class AttentionExplorer(Explorer):
         self.message.value = self._caption()
         self.banner.value = self._banner()
 
-    def _model_name(self) -> str:
+    def _yours_name(self) -> str:
         """Your model's name: a ``vizattn.models.Model``'s own, else its class's."""
         name = getattr(self.custom, "name", None)
         return name if isinstance(name, str) else type(self.custom).__name__
@@ -407,7 +407,7 @@ class AttentionExplorer(Explorer):
         for yours: what it takes, and its top-5 classes."""
         if self.custom is not None:
             S, n = self.size, len(attention_layers(self.custom))
-            text = (f"Your model ({self._model_name()}): pictures {S}x{S}, "
+            text = (f"Your model ({self._yours_name()}): pictures {S}x{S}, "
                     f"{'ImageNet-normalised' if self.normalise else 'in [0, 1]'}; {n} attention layers. ")
             if self.top5 is None:
                 out = self.output

@@ -5,7 +5,8 @@ beside an HTML message). It hands each chosen file's bytes and name to ``use(dat
 explorer's own entry point, which prepares the picture (``vizattn.data.image``: the checks and the
 decoding) and shows it, or raises ``ValueError`` for a file that is not an accepted image, is empty or
 too large, having changed nothing. The control then says which file is on show, or why the file was
-refused (the photo on show stays): a message in the view, never a traceback. Attaching it to an
+refused (the photo on show stays): a message in the view (the reason without Python's exception names),
+never a traceback. Attaching it to an
 explorer is one line, ``self.upload = PhotoUpload(self.use_photo)``, plus a place in its layout.
 ``menu_name`` gives an upload its short, unique name in a photo menu.
 
@@ -23,6 +24,7 @@ explorer is one line, ``self.upload = PhotoUpload(self.use_photo)``, plus a plac
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -78,8 +80,10 @@ class PhotoUpload(widgets.HBox):
         try:
             self.use(bytes(data), name)
         except ValueError as err:
+            reason = re.sub(r"\b[A-Z]\w*(Error|Exception|Warning): ", "", str(err))  # words for people: no class names
+            reason = reason.replace("the image bytes", "the file")  # vizattn.data.image's name for bytes
             self.message.value = (f"<span style='font-size: 13px; color: #b00'><b>{html.escape(name)} was not "
-                                  f"used:</b> {html.escape(str(err))}. The photo on show is unchanged.</span>")
+                                  f"used:</b> {html.escape(reason)}. The photo on show is unchanged.</span>")
             return False
         self.message.value = note_html(f"showing {name} (your photo, now in the photo menu)")
         return True

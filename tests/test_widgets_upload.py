@@ -271,3 +271,31 @@ def test_menu_names_are_short_and_unique():
     assert menu_name("", ()) == "your photo"
     assert menu_name("astronaut", ("astronaut", "astronaut (2)")) == "astronaut (3)"
     assert all(len(menu_name(n, ())) <= 16 for n in ("x" * 17, "IMG_0001.JPEG", "a.b.c.d.e.f.g.h.i.png"))
+
+
+def test_a_large_jpeg_is_decoded_scaled_down_and_close_to_a_full_decode(monkeypatch):
+    """A 12 MP photo: pillow's reduced-scale JPEG decoding (to no less than twice the output side) stays
+    within JPEG noise of the full decode resized from the semantics (``prepared``)."""
+    from PIL import JpegImagePlugin
+
+    from vizattn.images import DRAFT_MARGIN, image
+
+    decoded = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        out = draft(self, mode, size)
+        decoded.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    data = picture_file("JPEG", (4000, 3000))
+    for size in (64, 224):
+        decoded.clear()
+        x = image(data, size=size, normalise=False)[0]
+        want = prepared(data, size)
+        assert len(decoded) == 1 and min(decoded[0]) >= DRAFT_MARGIN * size and decoded[0][0] < 4000
+        assert float((x - want).abs().mean()) < 0.01 and float((x - want).abs().max()) < 0.1
+    decoded.clear()
+    image(picture_file("JPEG", (300, 200)), size=224)  # no larger than needed: decoded in full
+    assert decoded == []

@@ -26,7 +26,7 @@ import torch
 from .images import IMAGENET_MEAN, IMAGENET_STD, image, imagenet_normalise, square
 
 __all__ = ["PHOTOS", "TASKS", "SHAPES", "Shapes", "make_loader", "photo", "photos", "imagenet_photo", "image",
-           "imagenet_classes", "imagenet_top", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "imagenet_classes", "imagenet_top", "top_classes", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 TASKS = ("shape", "same")
@@ -103,8 +103,17 @@ def imagenet_top(logits: torch.Tensor, k: int = 5) -> list[list[tuple[str, float
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] != 1000:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be [B, 1000] (ImageNet-1k classes); got shape {got}")
-    probs, index = logits.float().softmax(-1).topk(k, dim=-1)
-    names = imagenet_classes()
+    return top_classes(logits, imagenet_classes(), k)
+
+
+def top_classes(logits: torch.Tensor, names, k: int = 5) -> list[list[tuple[str, float]]]:
+    """The ``k`` most probable classes (softmax; fewer if there are fewer) of each row of ``logits [B, classes]``
+    as ``(name, probability)`` pairs, ``names[c]`` naming class ``c``.
+
+    >>> top_classes(torch.tensor([[0.0, 2.0]]), ("cat", "dog"), k=1)
+    [[('dog', 0.8807970285415649)]]
+    """
+    probs, index = logits.float().softmax(-1).topk(min(k, logits.shape[-1]), dim=-1)
     return [[(names[i], float(p)) for p, i in zip(row_p, row_i)]
             for row_p, row_i in zip(probs.tolist(), index.tolist())]
 

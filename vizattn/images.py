@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -36,6 +37,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # pe
 MAX_FILE_BYTES = 20 * 2**20  # 20 MiB: a camera's JPEG, a screenshot's PNG
 MAX_PIXELS = 25_000_000  # 25 megapixels (e.g. 6000 x 4000): a float copy of its square is at most 300 MB
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # the only pillow decoders ever tried
+DRAFT_MARGIN = 2  # a large JPEG is decoded scaled down to at least twice the output side: a 12 MP photo
+#                   in 0.1 s instead of 0.9 s (one thread); the antialiased resize does the rest
 
 
 def square(pixels: np.ndarray, size: int, crop: float = 1.0) -> torch.Tensor:
@@ -79,7 +82,9 @@ def image(source, size: int = 224, normalise: bool = True, crop: float = 1.0) ->
     ``vizattn.checkpoints`` models take, at ``size=224``) or left in ``[0, 1]`` (``normalise=False``: what
     the small ``vizattn.models`` take, at ``size=64``): the preparation of ``data.imagenet_photo`` and
     ``data.photo``. A source that is not an accepted image raises ``ValueError`` (see the module).
-    Needs pillow (``pip install vizattn[notebooks]``).
+    A JPEG file more than ``DRAFT_MARGIN`` times larger than needed is decoded by pillow at 1/2, 1/4 or 1/8
+    scale, still at least that many times the output (a 12 MP photo at 64 differs from a full decode by
+    0.004 on average, 0.06 at most). Needs pillow (``pip install vizattn[notebooks]``).
     """
     from PIL import Image, ImageOps  # pillow only when a picture comes in
 
@@ -96,6 +101,9 @@ def image(source, size: int = 224, normalise: bool = True, crop: float = 1.0) ->
         raise ValueError(f"{name} is {width} x {height} = {width * height:,} pixels; images may have at most "
                          f"MAX_PIXELS = {MAX_PIXELS:,} pixels")
     with _pillow_errors(name):
+        scale = DRAFT_MARGIN * size / (min(width, height) * crop)  # output side / kept side, with a margin
+        if scale < 1 and picture is not source:  # a file we opened, not the caller's image; no-op unless JPEG
+            picture.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
         rgb = ImageOps.exif_transpose(picture).convert("RGB")  # decodes every pixel
     x = square(np.asarray(rgb), size, crop)
     return imagenet_normalise(x) if normalise else x[None]

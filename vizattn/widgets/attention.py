@@ -12,17 +12,20 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
 import traitlets
+from torch import nn
 from traitlets import Enum, HasTraits, Int
 
 from .. import checkpoints, plots
 from ..checkpoints import files
 from ..checkpoints.vit import patch_records
 from ..checks import check_choice, check_query
-from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
+from ..data import PHOTOS, TASKS, image, imagenet_normalise, imagenet_top, photo, top_classes
+from ..layers.common import attention_layers
 from ..models import list_models
 from ..probe import probe
-from . import figure
-from .base import Explorer, note_html, pretrained, replace, send, set_range, side_by_side
+from . import custom, figure
+from .base import Explorer, note_html, one_thread, pretrained, replace, send, set_range, side_by_side
+from .upload import PhotoUpload, menu_name
 
 __all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
@@ -94,7 +97,8 @@ class AttentionState(HasTraits):
 
     model = Enum(MODELS, default_value="nat")
     task = Enum(TASKS, default_value="shape")
-    photo = Enum(PHOTOS, default_value="astronaut")
+    photos = traitlets.Tuple(PHOTOS)  # the photo menu: the bundled photos, then the user's uploads
+    photo = traitlets.Unicode("astronaut")
     layers = traitlets.Tuple()
     layer = traitlets.Unicode("")
     head = Int(0)
@@ -107,6 +111,11 @@ class AttentionState(HasTraits):
         if self.layers and proposal["value"] not in self.layers:
             raise ValueError(f"layer must be one of the model's attention layers {', '.join(map(repr, self.layers))}; "
                              f"got layer={proposal['value']!r}")
+        return proposal["value"]
+
+    @traitlets.validate("photo")
+    def _known_photo(self, proposal):
+        check_choice("photo", proposal["value"], self.photos)
         return proposal["value"]
 
 
@@ -131,6 +140,18 @@ class AttentionExplorer(Explorer):
     ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
     grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption.
 
+    ``model=`` a model object shows yours: any ``nn.Module`` with vizattn attention layers
+    (``checkpoints.load``/``build``/``from_timm``, ``models.create``, a stack of ``vizattn.layers``;
+    ``ValueError`` without one). A first run under the probe finds its layers and their maps. Its pictures
+    are ``size`` x ``size`` (default: the model's ``config["img_size"]`` or ``img_size``, else 224),
+    ImageNet-normalised unless it is a ``vizattn.models.Model`` (``normalise=`` decides otherwise); the
+    banner names its top-5 classes when it returns ``[1, classes]`` scores: ImageNet's for 1000, else
+    ``labels`` (one name per class) or the class numbers (``widgets.custom``).
+
+    Your photo: the upload control (``upload``, a ``PhotoUpload``) hands a chosen file to ``use_photo``,
+    which prepares it as the bundled photos are (``vizattn.data.image``), adds it to the photo menu and
+    shows it; a file that is not an image, is empty or too large leaves a message there, and the photo.
+
     >>> import numpy as np
     >>> ex = AttentionExplorer("maxvit", layer="stages.2.0.grid_attn", head=1)
     >>> ex.state.query_i, ex.state.query_j = 0, 3
@@ -141,20 +162,35 @@ class AttentionExplorer(Explorer):
 
     def __init__(self, model: str = "nat", task: str = "shape", photo: str = "astronaut", layer: str | None = None,
                  head: int = 0, query=None, scale: str = "local", checkpoint: str | None = None,
-                 weights: str = "imagenet", **kwargs):
+                 weights: str = "imagenet", labels=None, size: int | None = None, normalise: bool | None = None,
+                 **kwargs):
+        self.custom = model if not isinstance(model, str) else None  # a model object: "your model"
+        if self.custom is not None:
+            if checkpoint is not None:
+                raise ValueError(f"give a model object or checkpoint=name, not both; got checkpoint={checkpoint!r}")
+            self.size, self.normalise = custom.model_input(self.custom, size, normalise)
+            model = "nat"  # the (hidden) model menu's value
+        elif (labels, size, normalise) != (None, None, None):
+            raise ValueError(f"labels, size and normalise apply to a model object (model=...); got "
+                             f"labels={labels!r}, size={size!r}, normalise={normalise!r}")
         for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
                                      ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS)]:
             check_choice(name, value, options)
         if checkpoint is not None:
             check_choice("checkpoint", checkpoint, checkpoints.list())
-        self.checkpoint, self.weights = checkpoint, weights
+        if self.custom is None:  # a published model at its input size, ImageNet-normalised; a small one: its own
+            self.size, self.normalise = ((checkpoints.CHECKPOINTS[checkpoint].size, True) if checkpoint
+                                         else (pretrained(model, task).config["img_size"], False))
+        self.checkpoint, self.weights, self.labels = checkpoint, weights, labels
         self.state = AttentionState(model=model, task=task, photo=photo, scale=scale)
         s = self.state
-        self.forwards, self.real, self.top5, self.share = 0, None, None, {}
-        self._captured, self.records, self.image = None, {}, None
+        self.forwards, self.real, self.top5, self.share, self.output = 0, None, None, {}, None
+        self._captured, self.records, self.image, self._uploads = None, {}, None, {}
         self._syncing, self._scene, self._size = False, None, None
         self._capture()
         names = tuple(self.records)
+        if not names:
+            raise ValueError(f"model: none of its attention layers ran on a picture {[1, 3, self.size, self.size]}")
         if layer is None:
             layer = names[0]
         check_choice("layer", layer, names)
@@ -197,10 +233,13 @@ class AttentionExplorer(Explorer):
         for trace in self.figure.data[:2]:
             trace.on_click(self._clicked_photo)
         self.heads_figure.data[0].on_click(self._clicked_head)
-        s.observe(self._changed, names=[n for n in s.trait_names() if n != "layers"])
-        menus = list(self.menus.values()) if checkpoint is None else [self.menus["photo"]]  # a published model
-        controls = widgets.VBox(([] if checkpoint is None else [self.banner]) + [
+        s.observe(self._changed, names=[n for n in s.trait_names() if n not in ("layers", "photos")])
+        small = checkpoint is None and self.custom is None
+        menus = list(self.menus.values()) if small else [self.menus["photo"]]  # a published model or yours
+        self.upload = PhotoUpload(self.use_photo)
+        controls = widgets.VBox(([] if small else [self.banner]) + [
             widgets.HBox(menus),
+            self.upload,
             widgets.HBox([self.layer_menu, self.scale_buttons]),
             widgets.HBox(list(self.sliders.values())),
         ])
@@ -212,9 +251,11 @@ class AttentionExplorer(Explorer):
 
     # -- the model run (the only place that calls the model) ------------------------------------
     @property
-    def model(self):
-        """The current model (``vizattn.models.create(..., pretrained=True)``, or the ``checkpoint``: see
-        ``published``), cached per name and task."""
+    def model(self) -> nn.Module:
+        """The current model: yours (``model=`` an object), the ``checkpoint`` (see ``published``), or
+        ``vizattn.models.create(..., pretrained=True)``, cached per name and task."""
+        if self.custom is not None:
+            return self.custom
         if self.checkpoint is not None:
             return published(self.checkpoint, self.weights)[0]
         return pretrained(self.state.model, self.state.task)
@@ -226,22 +267,43 @@ class AttentionExplorer(Explorer):
         if key == self._captured:
             return
         model = self.model
-        if self.checkpoint is None:
-            self.image = photo(s.photo, size=model.config["img_size"])
-            with torch.no_grad(), probe(model) as rec:
-                model(self.image[None])
-            self.records = {r.name: r for r in rec}
-        else:  # a published model at its input size, ImageNet-normalised; ViT tokens shown on the patch grid
+        self.image = self._uploads.get(s.photo)  # [3, S, S] in [0, 1]
+        if self.image is None:
+            self.image = photo(s.photo, size=self.size)
+        x = imagenet_normalise(self.image) if self.normalise else self.image[None]  # [1, 3, S, S]
+        with one_thread(), probe(model) as rec:  # one thread: 2-4x faster than two on a shared CPU (benchmarks)
+            self.output = custom.forward(model, x)
+        if self.checkpoint is not None:
             self.real = published(self.checkpoint, self.weights)[1]
-            size = checkpoints.CHECKPOINTS[self.checkpoint].size
-            self.image = photo(s.photo, size=size)
-            with torch.no_grad(), probe(model) as rec:
-                logits = model(imagenet_photo(s.photo, size=size))
-            self.top5 = imagenet_top(logits)[0] if self.real else None
-            self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
-                model, "prefix_tokens") else ({r.name: r for r in rec}, {})
+            self.top5 = imagenet_top(self.output)[0] if self.real else None
+        elif self.custom is not None:
+            names = custom.class_names(self.output, self.labels)
+            self.top5 = None if names is None else top_classes(self.output, names)[0]
+        # a ViT's tokens shown on its patch grid
+        self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
+            model, "prefix_tokens") else ({r.name: r for r in rec}, {})
         self.forwards += 1
         self._captured = key
+
+    def use_photo(self, data: bytes, name: str = "your photo") -> str:
+        """Show the picture in ``data``, the bytes of an image file (what the upload control hands over):
+        prepared as the model takes it (``vizattn.data.image`` at the model's side, ImageNet-normalised or
+        not), added to the photo menu (``upload.menu_name``) and chosen there; the model runs on it. Returns
+        its name in the menu. A file that is not an accepted image raises ``ValueError``; nothing changes.
+        """
+        picture = image(data, size=self.size, normalise=False)[0]  # [3, S, S] in [0, 1]
+        s = self.state
+        key = menu_name(name, s.photos)
+        self._uploads[key] = picture
+        self._busy = True  # one redraw, for the new photo
+        try:
+            s.photos = (*s.photos, key)
+            self.menus["photo"].options = s.photos  # (resets the menu to its first photo: absorbed here)
+            s.photo = key
+        finally:
+            self._busy = False
+        self._changed()
+        return key
 
     @property
     def record(self):
@@ -266,6 +328,8 @@ class AttentionExplorer(Explorer):
         title = plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
         if self.checkpoint is not None:  # the photo menu says which photo: a short title fits the figure
             return f"{checkpoints.CHECKPOINTS[self.checkpoint].label}: {title}"
+        if self.custom is not None:
+            return f"{self._yours_name()}: {title}"
         return f"{s.model} on {s.photo}: {title}"
 
     def _update(self) -> None:
@@ -333,8 +397,23 @@ class AttentionExplorer(Explorer):
         self.message.value = self._caption()
         self.banner.value = self._banner()
 
+    def _yours_name(self) -> str:
+        """Your model's name: a ``vizattn.models.Model``'s own, else its class's."""
+        name = getattr(self.custom, "name", None)
+        return name if isinstance(name, str) else type(self.custom).__name__
+
     def _banner(self) -> str:
-        """For a published model: its top-5 ImageNet labels with real weights, else a random-weights warning."""
+        """For a published model: its top-5 ImageNet labels with real weights, else a random-weights warning;
+        for yours: what it takes, and its top-5 classes."""
+        if self.custom is not None:
+            S, n = self.size, len(attention_layers(self.custom))
+            text = (f"Your model ({self._yours_name()}): pictures {S}x{S}, "
+                    f"{'ImageNet-normalised' if self.normalise else 'in [0, 1]'}; {n} attention layers. ")
+            if self.top5 is None:
+                out = self.output
+                shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                return note_html(text + f"Its output ({shape}) holds no class scores.")
+            return note_html(text + "Top-5: " + ", ".join(f"{name} {p:.0%}" for name, p in self.top5))
         if self.checkpoint is None:
             return ""
         if not self.real:

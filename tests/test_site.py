@@ -59,7 +59,7 @@ MOVES_JS = """async (k) => {
 
 # When every figure of the page is drawn (plotly's main SVG in every plot div), in ms since navigation started.
 DRAWN_JS = """() => { const plots = [...document.querySelectorAll('.vizattn-static-panel, .plotly-graph-div')];
-  return plots.length && plots.every(p => p.querySelector('.main-svg')) ? performance.now() : 0; }"""
+  return plots.every(p => p.querySelector('.main-svg')) ? performance.now() : 0; }"""
 
 LINKS_JS = """() => [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))"""
 
@@ -130,9 +130,11 @@ def test_every_page_in_the_browser(site):
 
                 page.route(re.compile(r"^https?://"), route)
                 page.goto(path.as_uri())
-                page.wait_for_function(DRAWN_JS, timeout=WAIT_MS)
-                drawn = page.evaluate(DRAWN_JS)
                 name = path.name
+                try:
+                    drawn = page.wait_for_function(DRAWN_JS, timeout=WAIT_MS).json_value()
+                except Exception as exc:
+                    raise AssertionError(f"{name}: its figures were not all drawn within {WAIT_MS} ms") from exc
                 for href in page.evaluate(LINKS_JS):
                     target = _local_target(path, href)
                     if target is not None and not target.is_file():

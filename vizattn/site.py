@@ -24,6 +24,7 @@ NOTEBOOKS = ROOT / "notebooks"
 TEMPLATE = Path(__file__).with_name("site_template")
 TOUR = "00_tour"
 CELL_TIMEOUT = 600  # seconds a cell may run (nbclient's timeout)
+IOPUB_TIMEOUT = 120  # seconds a cell's outputs may arrive after its reply
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 LIVE = ("Run it live: <code>python3 dev.py lab</code> in a clone of the repository, or on Binder or Colab "
         "(see the README).")
@@ -37,14 +38,24 @@ def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def execute(path: Path):
-    """``path`` executed top to bottom in a kernel started here (environment: this process's), as a notebook
-    node; raises nbclient's ``CellExecutionError`` (which names the cell) if a cell fails."""
+    """``path`` executed top to bottom in a kernel of this Python started here (environment: this process's), as a
+    notebook node; raises nbclient's ``CellExecutionError`` (which names the cell) if a cell fails."""
     import nbformat
+    from jupyter_client.kernelspec import KernelSpec
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
+    class Here(KernelManager):  # this environment's Python, whatever kernels are installed (nbval: current env)
+        @property
+        def kernel_spec(self):
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                              display_name="Python 3", language="python", name="python3")
+
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    # an explorer's output (a kernel-free explorer: about 1 MB) can reach the client after the cell's reply by
+    # more than nbclient's default 4 s on a busy machine, which then dropped it without a word: wait, else fail
+    NotebookClient(nb, km=Here(), timeout=CELL_TIMEOUT, iopub_timeout=IOPUB_TIMEOUT, raise_on_iopub_timeout=True,
+                   store_widget_state=False, resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
 
 

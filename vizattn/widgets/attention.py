@@ -389,7 +389,9 @@ class AttentionExplorer(Explorer):
                 self.state.head = head
 
     # -- without a kernel --------------------------------------------------------------------------
-    STATIC_FLOATS = 400_000  # the kernel-free form's budget: attention weights stored, about 1.6 MB
+    # the kernel-free form's budget: attention weights stored (float32: about 2 MB in the page; a published
+    # model's 56x56 maps: about 0.6 MB) and states (each one a redraw while the site is built)
+    STATIC_FLOATS, STATIC_FLOATS_PUBLISHED, STATIC_STATES = 400_000, 120_000, 600
 
     def _static_layers(self) -> list[str]:
         """Every layer for vizattn's small models; the chosen one for a published model (56x56 maps)."""
@@ -397,12 +399,13 @@ class AttentionExplorer(Explorer):
 
     def static_controls(self) -> list[dict]:
         """Layers (``_static_layers``), every head (a layer with fewer shows its last), and a grid of query
-        positions, as many as ``STATIC_FLOATS`` allows (2 to 5 per axis), placed on the start layer's map and
-        carried to every other layer's map at the same place in the photo."""
+        positions, as many as the budgets allow (2 to 5 per axis, and the start), placed on the start layer's
+        map and carried to every other layer's map at the same place in the photo."""
         s, layers = self.state, self._static_layers()
         heads = max(len(self.records[n].heads) for n in layers)
         floats = sum(2 * heads * self.records[n].size[0] * self.records[n].size[1] for n in layers)
-        n = max(2, min(5, int((self.STATIC_FLOATS / floats) ** 0.5)))
+        budget = self.STATIC_FLOATS if self.checkpoint is None else self.STATIC_FLOATS_PUBLISHED
+        n = max(2, min(5, int((budget / floats) ** 0.5), int((self.STATIC_STATES / heads / len(layers)) ** 0.5)))
         H0, W0 = self.record.size
         controls = [static.control(self, "layer", [(n, {"layer": n}) for n in layers])] if len(layers) > 1 else []
         controls.append(static.control(self, "head", static.options(range(heads), s.head, "head")))

@@ -361,11 +361,12 @@ class PartitionExplorer(Explorer):
             self.set_query(i, j)
 
     # -- without a kernel --------------------------------------------------------------------------
-    QUERIES = 5  # query positions per axis, spread over the map, in the kernel-free form
+    STATIC_STATES = 600  # the kernel-free form's budget of states (each one a redraw while the site is built)
 
     def static_controls(self) -> list[dict]:
         """The compare menu (the notebook's choice, global attention and one more mechanism that reads no other
-        parameter), up to 3 values of each parameter on screen, Swin's view, and a grid of queries."""
+        parameter), up to 3 values of each parameter on screen, Swin's view, and a grid of queries: 3 to 5 per
+        axis and the start, as many as ``STATIC_STATES`` allows."""
         s, controls = self.state, []
         if s.compare is not None:
             reads = {p for m in s.mechanisms() for p in PARAMETERS[m]}
@@ -381,8 +382,10 @@ class PartitionExplorer(Explorer):
         if any(mechanisms.layer(m).kind == "swin" for m in s.mechanisms()):
             controls.append(static.control(self, "Swin view", [("original map", {"rolled": False}),
                                                                ("rolled map", {"rolled": True})]))
+        others = math.prod(len(c["options"]) for c in controls)
+        n = max(3, min(5, math.isqrt(self.STATIC_STATES // others)))  # query positions per axis (and the start)
         for name in ("query_i", "query_j"):
-            values = static.spread(0, s.size - 1, self.QUERIES)
+            values = static.spread(0, s.size - 1, n)
             controls.append(static.control(self, _LABELS[name], static.options(values, getattr(s, name), name)))
         return controls
 

@@ -28,6 +28,7 @@ import html as _html
 import itertools
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def static_figure(explorer) -> dict:
     start; ``states[s]``: a patch index per panel (``s`` counts the controls' option indices, the last
     control fastest); ``patches``: ``[[trace, property, value index]]`` (trace -1: the layout);
     ``values``: the distinct values; ``texts[s]``: a value index per caption; ``shown``: the caption
-    values. The explorer ends where it started.
+    values; ``seconds``: how long it took. The explorer ends where it started.
     """
     controls = explorer.static_controls()
     panels, captions = explorer.static_panels(), explorer.static_texts()
@@ -142,6 +143,7 @@ def static_figure(explorer) -> dict:
                 values = c["options"][i][1]
                 explorer._set(**(values(explorer) if callable(values) else values))  # in order: a layer, its query
 
+    began = time.monotonic()
     go_to(start, None)
     base = [_figure(p, template=True) for p in panels]
     keys = [[(t, k, json.dumps(v, sort_keys=True)) for t, tr in enumerate(b["data"]) for k, v in tr.items()]
@@ -182,7 +184,7 @@ def static_figure(explorer) -> dict:
     return {"controls": [{"label": c["label"], "options": [o[0] for o in c["options"]], "start": c["start"]}
                          for c in controls],
             "base": base, "values": values, "patches": patches, "states": states, "texts": texts, "shown": shown,
-            "note": explorer.static_note()}
+            "note": explorer.static_note(), "seconds": round(time.monotonic() - began, 1)}
 
 
 def figure_at(spec: dict, state: int, panel: int) -> dict:

@@ -422,6 +422,9 @@ class AttentionExplorer(Explorer):
     def static_panels(self) -> list:
         return [self.figure, self.heads_figure]
 
+    def static_texts(self) -> list:
+        return [self.message] if self.checkpoint is None else [self.banner, self.message]  # top-5 or RANDOM WEIGHTS
+
     def static_note(self) -> str:
         what = "the layers, heads" if self.checkpoint is None else "the heads"
         return (f"Kernel-free copy of the attention explorer: {what} and a grid of queries, every state "

@@ -6,6 +6,9 @@ and its plotly figures HTML that uses the page's plotly.js, then converted by nb
 template (``site_template``: plotly.js loaded once from ``plotly.min.js`` next to the pages, no widget
 manager, a bar of links). Links to ``.ipynb`` files become ``.html``; ``index.html`` is the tour's table of
 contents. ``VIZATTN_FAST`` is ``1`` unless set, as in the test suite. Not imported by ``import vizattn``.
+
+>>> _links('<a href="01_sasa.ipynb#idea">next</a> <a href="https://x.org/a.ipynb">there</a>')
+'<a href="01_sasa.html#idea">next</a> <a href="https://x.org/a.ipynb">there</a>'
 """
 
 from __future__ import annotations

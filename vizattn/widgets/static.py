@@ -68,7 +68,7 @@ def spread(lo: int, hi: int, n: int, step: int = 1) -> list[int]:
     """Up to ``n`` values from ``lo`` to ``hi`` evenly (on ``lo``'s steps), ends included.
 
     >>> spread(0, 13, 4), spread(1, 13, 3, step=2)
-    ([0, 4, 8, 13], [1, 7, 13])
+    ([0, 4, 9, 13], [1, 7, 13])
     """
     if hi <= lo:
         return [lo]

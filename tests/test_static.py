@@ -67,7 +67,9 @@ def _live(panel) -> dict:
 
 
 def _check(explorer, make, picks=(0, 1, -1)) -> None:
-    """States ``picks`` of ``explorer``'s kernel-free form against ``make(settings)``, a fresh explorer."""
+    """States ``picks`` of ``explorer``'s kernel-free form against ``make(settings)``, a fresh explorer (a
+    smaller budget of states than the site's: the same code, a shorter test)."""
+    explorer.STATIC_STATES = 100
     spec, controls = explorer.static_figure(), explorer.static_controls()
     sizes = [len(c["options"]) for c in controls]
     assert len(spec["states"]) == int(np.prod(sizes)) >= 2
@@ -124,16 +126,17 @@ def test_attention_explorer_without_a_kernel_draws_what_it_draws_live():
 
 
 def test_cost_receptive_and_lavit_explorers_without_a_kernel():
-    cost = CostExplorer(side=32)
+    cost = CostExplorer(side=32, mechanisms=("global", "NA", "CrossFormer LDA"))  # reads the kernel and interval
 
     def make_cost(settings):
-        fresh = CostExplorer(side=settings["side"])
+        fresh = CostExplorer(side=settings["side"], mechanisms=("global", "NA", "CrossFormer LDA"))
         fresh._set(**{k: v for k, v in settings.items() if k != "side"})
         return fresh
 
     _check(cost, make_cost, picks=(0, 40, -1))
-    fields = ReceptiveFieldExplorer("NA", size=11, depth=2, kernel=3)
-    _check(fields, lambda s: ReceptiveFieldExplorer("NA", size=11, kernel=3, **s), picks=(0, 3, -1))
+    assert [c["label"] for c in cost.static_controls()] == ["map side", "NA/SASA k", "LDA I"]
+    fields = ReceptiveFieldExplorer("NA", size=9, depth=2, kernel=3)
+    _check(fields, lambda s: ReceptiveFieldExplorer("NA", size=9, kernel=3, **s), picks=(0, 3, -1))
     lavit = LaViTExplorer(stage=1)
     _check(lavit, lambda s: LaViTExplorer(**s), picks=(0, 2, -1))
 

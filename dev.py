@@ -5,6 +5,8 @@
     python3 dev.py test [pytest args]        set up, then run the test suite (notebooks included, nbval)
     python3 dev.py strip [--check] [paths]   remove outputs, execution counts and widget state
                                              from notebooks (default: notebooks/*.ipynb)
+    python3 dev.py site [folder]             set up, then build the static site of the notebooks
+                                             (default: site/; explorers without a kernel)
 
 Set-up creates (or reuses) the virtual environment .venv at the repository root,
 makes sure a pinned torch is in it, installs this package editable with its
@@ -47,12 +49,15 @@ USAGE = """\
 usage: python3 dev.py lab  [jupyter lab args...]
        python3 dev.py test [pytest args...]
        python3 dev.py strip [--check] [notebook paths...]
+       python3 dev.py site [folder]
 
   lab   set up .venv if needed, then open JupyterLab on notebooks/00_tour.ipynb
   test  set up .venv if needed, then run pytest (paths are relative to the repo root);
         the notebooks run under nbval with VIZATTN_FAST=1 (set it to 0 for full sizes)
   strip remove outputs, execution counts and widget state from notebooks (default:
         notebooks/*.ipynb); --check only lists the ones that need it (exit code 1)
+  site  set up .venv if needed, then execute every notebook and build the static site into
+        site/ (or folder): open site/index.html; VIZATTN_FAST=1 unless set, as in test
 
 environment: VIZATTN_TORCH (default {default}), VIZATTN_TORCH_INDEX (pip --index-url for torch)
 """.format(default=DEFAULT_TORCH)
@@ -377,6 +382,13 @@ def cmd_test(args):
     execute([venv_python(), "-m", "pytest"] + list(args))
 
 
+def cmd_site(args):
+    ensure_setup()
+    os.chdir(str(ROOT))
+    os.environ.setdefault("VIZATTN_FAST", "1")  # as the tests run the notebooks
+    execute([venv_python(), "-m", "vizattn.site"] + list(args))
+
+
 # --- notebooks: strip outputs (standard library only, no set-up needed) ---------------
 
 # notebook-level metadata that records a run, not the notebook
@@ -449,7 +461,7 @@ def cmd_strip(args):
         say("{} notebook(s) clean".format(len(paths)))
 
 
-COMMANDS = {"lab": cmd_lab, "test": cmd_test, "strip": cmd_strip}
+COMMANDS = {"lab": cmd_lab, "test": cmd_test, "strip": cmd_strip, "site": cmd_site}
 
 
 def main(argv):

@@ -260,7 +260,9 @@ def error_texts(page) -> list[str]:
 
 
 # The layout rules, on every output of the open notebook: returns one sentence per problem.
+MIN_PLOT_PX = 300  # the narrowest drawing area a figure may have (plot area inside its margins, legend and colour bar)
 LAYOUT_JS = """([panel, scope]) => {
+  const MIN_PLOT_PX = """ + str(MIN_PLOT_PX) + """;
   const root = document.querySelector(panel), out = [], mine = scope ? document.querySelector(scope) : null;
   const shown = e => e.offsetParent !== null && e.getClientRects().length > 0;
   const box = e => e.getBoundingClientRect();
@@ -304,6 +306,24 @@ LAYOUT_JS = """([panel, scope]) => {
       if (!shown(p) || !svg) continue;
       const sb = box(svg), t = p.querySelector('.gtitle'), title = t ? t.textContent.slice(0, 50) : '';
       if (sb.right > ob.right + 1) out.push(`${where(p)} figure "${title}" ${Math.round(sb.width)} px wide ends ${Math.round(sb.right - ob.right)} px past its output area`);
+      const size = p._fullLayout && p._fullLayout._size;  // the drawing area: the figure less its margins (legend, colour bar)
+      if (size && p.data && p.data.some(d => d.visible !== false) && size.w < MIN_PLOT_PX)
+        out.push(`${where(p)} figure "${title}": drawing area ${Math.round(size.w)} px wide (< ${MIN_PLOT_PX})`);
+      for (const [axes, ticks, along] of [['.xaxislayer-above', '.xtick text', 'x'], ['.yaxislayer-above', '.ytick text', 'y']]) {
+        // labels plotly turned by 30 or 60 degrees clear each other while their boxes overlap: left out
+        const turn = l => Math.abs(parseFloat(((l.getAttribute('transform') || '').match(/rotate\\((-?[\\d.]+)/) || [0, 0])[1]));
+        for (const axis of p.querySelectorAll(axes)) {
+          const labels = [...axis.querySelectorAll(ticks)].filter(l => l.textContent.trim() && turn(l) % 90 === 0)
+            .map(l => [l.textContent.trim(), box(l)]).filter(([, b]) => b.width > 0)
+            .sort((a, b) => along === 'x' ? a[1].left - b[1].left : a[1].top - b[1].top);
+          for (let i = 1; i < labels.length; i++) {
+            const [ta, a] = labels[i - 1], [tb, b] = labels[i];
+            if (along === 'x' ? a.right > b.left + 0.5 && a.top < b.bottom && b.top < a.bottom
+                              : a.bottom > b.top + 0.5 && a.left < b.right && b.left < a.right)
+              { out.push(`${where(p)} figure "${title}": tick labels "${ta}" and "${tb}" overlap`); break; }
+          }
+        }
+      }
       if (t && t.textContent) {
         const tb = box(t);
         if (tb.left < sb.left - 1 || tb.right > sb.right + 1) out.push(`${where(p)} title "${title}" cut by the figure's edge`);

@@ -6,7 +6,8 @@ driven by Playwright, at 1400x1000 with JupyterLab's defaults (file browser open
 show the tour; then every notebook opens unmodified, runs without an error and passes the layout
 rules of ``browser.LAYOUT_JS`` (slider tracks >= 100 px, no clipped label, no figure past its output
 area, no widget scrolling sideways, titles clear of the figure's edge and of plotly's toolbar,
-labelled Play buttons). The tour's explorers follow the keyboard.
+labelled Play buttons, every figure's drawing area >= 300 px wide, tick labels apart). The tour's
+explorers follow the keyboard.
 
 ``test_every_control_of_every_explorer``: ``notebooks/_widget_smoke.ipynb`` (one explorer per cell)
 is run, checked against the same rules, and every control of every explorer is moved through every

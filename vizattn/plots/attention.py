@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import OUTSIDE_COLOUR, PAGE_PX, QUERY_MARKER, gaps, player, rect
+from .style import OUTSIDE_COLOUR, PAGE_PX, QUERY_MARKER, gaps, player, rect, title_font
 
 __all__ = ["SCALES", "ATTENTION_TRACES", "HEADS_TRACES", "grey", "photo_trace", "query_map_traces", "query_map_title",
            "query_map_figure", "query_maps_figure", "animate_query_maps", "heads_traces", "head_of_cell",
@@ -180,7 +180,8 @@ def query_maps_figure(panels: dict, image, *, columns: int | None = None, title:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     panel = min(220, (PAGE_PX - 20) // columns)  # every column inside the page
-    fig.update_layout(title=title, width=panel * columns + 20, height=panel * rows + 90, showlegend=False,
+    fig.update_layout(title=dict(text=title, font=title_font(title or "", panel * columns + 20)),
+                      width=panel * columns + 20, height=panel * rows + 90, showlegend=False,
                       margin=dict(l=10, r=10, t=70, b=10))
     return fig
 

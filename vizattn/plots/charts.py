@@ -23,7 +23,8 @@ def curves_figure(curves, *, title: str, x_title: str, y_title: str, x_log: bool
                   width: int = 640, height: int = 380) -> go.Figure:
     """Lines with markers, one per curve: ``curves`` is ``{name: (x, y)}``.
 
-    ``x_log``/``y_log``: log axes; ``y_range``: ``(lo, hi)``; ``x_dtick``: tick spacing; ``hline``: a
+    ``x_log``/``y_log``: log axes (labels at 1, 2 and 5 of each decade: plotly's default labels every
+    digit, which run into the next power of ten); ``y_range``: ``(lo, hi)``; ``x_dtick``: tick spacing; ``hline``: a
     dotted horizontal reference line at that value; ``hover``: the value's hover format.
     """
     fig = go.Figure()
@@ -36,10 +37,10 @@ def curves_figure(curves, *, title: str, x_title: str, y_title: str, x_log: bool
         fig.add_hline(y=hline, line=dict(color="#7F7F7F", dash="dot"))
     fig.update_layout(title=dict(text=title, x=0.5), width=width, height=height, plot_bgcolor="white",
                       showlegend=len(curves) > 1, legend=dict(x=0.02, y=0.98), margin=dict(t=50),
-                      xaxis=dict(title=x_title, type="log" if x_log else None, dtick=x_dtick, showgrid=True,
-                                 gridcolor="#EEEEEE"),
+                      xaxis=dict(title=x_title, type="log" if x_log else None, showgrid=True, gridcolor="#EEEEEE",
+                                 dtick=x_dtick if x_dtick is not None or not x_log else "D2"),
                       yaxis=dict(title=y_title, type="log" if y_log else None, range=y_range, showgrid=True,
-                                 gridcolor="#EEEEEE"))
+                                 gridcolor="#EEEEEE", dtick="D2" if y_log else None))
     return fig
 
 

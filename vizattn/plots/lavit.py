@@ -169,8 +169,11 @@ def saturation_figure(curves) -> go.Figure:
                                  line=dict(color=(OKABE_ITO[4], OKABE_ITO[5], OKABE_ITO[2])[n % 3],
                                            dash=DASHES[n % len(DASHES)]),
                                  hovertemplate=label + ": layer %{x} vs the one before: %{y:.3f}<extra></extra>"))
+    # the legend under the plot, one name per line: beside it, long names (notebook 08's) squeezed the plot
+    # to 200 px, and 11 layer numbers on it overlapped
     fig.update_layout(title=dict(text="Saturation: similarity of consecutive layers", x=0.5),
                       xaxis=dict(title="layer l compared with layer l - 1", dtick=1),
-                      yaxis=dict(title="cosine similarity", range=[0, 1.05]), width=440, height=440,
-                      plot_bgcolor="white", margin=dict(l=60, r=20, t=60, b=60))
+                      yaxis=dict(title="cosine similarity", range=[0, 1.05]), width=440, height=440 + 20 * len(curves),
+                      plot_bgcolor="white", margin=dict(l=60, r=20, t=60, b=80 + 20 * len(curves)),
+                      legend=dict(x=0, xanchor="left", yref="container", y=0, yanchor="bottom"))
     return fig

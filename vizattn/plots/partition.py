@@ -231,7 +231,7 @@ def map_spec(traces: list, overlay_layout: dict, rows: tuple, cols: tuple, *, ti
     layout = dict(
         title=dict(text=title, x=0.5), **overlay_layout,
         showlegend=False, plot_bgcolor=OUTSIDE_COLOUR, margin=dict(l=40, r=20, t=50, b=80),
-        width=max(420, side * n_cols + 140), height=side * n_rows + 150,
+        width=max(450, side * n_cols + 150), height=side * n_rows + 150,  # a drawing area >= 300 px
         xaxis=dict(range=[c_lo - 0.5, c_hi + 0.5], constrain="domain", showgrid=False, zeroline=False,
                    title=dict(text=f"column{axis_note}"), dtick=max(1, n_cols // 8)),
         yaxis=dict(range=[r_hi + 0.5, r_lo - 0.5], scaleanchor="x", constrain="domain", showgrid=False,

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 __all__ = ["PAGE_PX", "OKABE_ITO", "GROUP_PALETTE", "KEY_COLOUR", "OUTSIDE_COLOUR", "PALE_CIVIDIS", "DASHES",
-           "QUERY_MARKER", "gaps", "pale", "stepped", "rect", "player"]
+           "QUERY_MARKER", "title_font", "gaps", "pale", "stepped", "rect", "player"]
 
 # the widest a figure may be: a notebook's output area in a 1400 px window with JupyterLab's file browser open
 PAGE_PX = 960
@@ -43,6 +43,16 @@ PALE_CIVIDIS = [[k / 9, c] for k, c in enumerate(("#73859E", "#7D90B0", "#939BAE
                                                  "#CEC9B3", "#DED5AC", "#EEE3A2", "#FEF292"))]
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "solid", "dash")
 QUERY_MARKER = dict(symbol="x-thin", size=12, line=dict(width=3, color="white"))
+
+
+def title_font(text: str, width: int, size: int = 17) -> dict:
+    """The title font (plotly's 17 px, or smaller, down to 11) that fits ``text`` into a ``width`` px figure on
+    one line, so that it is not cut at the figure's edge (about 0.56 em a character, margin 20 px).
+
+    >>> title_font("a short title", 460), title_font("MaxViT stage 1 (16x16 tokens), query (4, 7), mean of heads", 460)
+    ({'size': 17}, {'size': 13})
+    """
+    return {"size": max(11, min(size, int((width - 20) / (0.56 * max(1, len(text))))))}
 
 
 def gaps(z: np.ndarray, *, array: bool = False):

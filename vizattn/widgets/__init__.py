@@ -31,6 +31,11 @@ from .figure import setup
 from .lavit import LaViTExplorer, LaViTState
 from .partition import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve
 from .receptive_field import ReceptiveFieldExplorer, ReceptiveState
+from .static import active as _kernel_free
+from .static import install as _install
+
+if _kernel_free():  # VIZATTN_STATIC=1: a kernel that renders for a page without one (python3 dev.py site)
+    _install()
 
 __all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
            "CostExplorer", "cost_table", "STACKS", "stack_for", "stack_model", "ReceptiveState",

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..models import create
+from . import static
 
 __all__ = ["Explorer", "set_range", "side_by_side", "send", "replace", "explain", "blank_figure", "note_html",
            "one_thread", "pretrained"]
@@ -56,6 +57,37 @@ class Explorer(widgets.VBox):
         finally:
             self._busy = False
         self._changed()
+
+    # -- without a kernel (vizattn.widgets.static) ------------------------------------------------
+    def static_controls(self) -> list[dict]:
+        """The controls the kernel-free form keeps: ``[{"label", "options": [(label, {trait: value} or
+        explorer -> {trait: value})], "start"}]``, set in this order (``static.control`` builds one)."""
+        raise NotImplementedError
+
+    def static_panels(self) -> list:
+        """The figures the kernel-free form draws, in the order of ``static_layout``'s rows."""
+        return [self.figure]
+
+    def static_layout(self) -> list[list[int]]:
+        """Rows of panel indices (a row wraps when the page is narrow)."""
+        return [list(range(len(self.static_panels())))]
+
+    def static_texts(self) -> list:
+        """The captions (``ipywidgets.HTML``) the kernel-free form shows under the figures."""
+        return [self.message]
+
+    def static_note(self) -> str:
+        """HTML: what the kernel-free form keeps and what it cannot (``static.LIVE`` says how to run live)."""
+        raise NotImplementedError
+
+    def static_figure(self) -> dict:
+        """Every state of ``static_controls`` as drawn by this explorer (``static.static_figure``)."""
+        return static.static_figure(self)
+
+    def _repr_mimebundle_(self, **kwargs):
+        if static.active():  # a page without a kernel: the precomputed explorer instead of the widgets
+            return {"text/plain": f"{type(self).__name__} (kernel-free)", "text/html": static.html(self)}
+        return super()._repr_mimebundle_(**kwargs)
 
 
 def side_by_side(panels) -> widgets.HBox:

@@ -15,7 +15,7 @@ import traitlets
 from traitlets import HasTraits, Int
 
 from .. import mechanisms, plots
-from . import figure
+from . import figure, static
 from .base import Explorer, send
 
 __all__ = ["CostState", "cost_table", "CostExplorer"]
@@ -121,6 +121,30 @@ class CostExplorer(Explorer):
         if key not in self._cache:
             self._cache[key] = plots.cost_curves(mechanisms=plots.COST_MECHANISMS, **self.state.params())
         return self._cache[key]
+
+    # -- without a kernel --------------------------------------------------------------------------
+    def static_controls(self) -> list[dict]:
+        """The map side (every 16th of its slider's values and the start) and up to 3 values of each cost
+        parameter the shown mechanisms read (kernel, window, interval)."""
+        s, controls = self.state, []
+        side = self.sliders["side"]
+        controls.append(static.control(self, "map side", static.options(
+            range(side.min, side.max + 1, 2 * side.step), s.side, "side")))
+        for name in ("kernel", "window", "interval"):
+            slider = self.sliders[name]
+            if self._reads(name):
+                values = static.spread(slider.min, slider.max, 3)
+                controls.append(static.control(self, slider.description, static.options(values, getattr(s, name),
+                                                                                         name)))
+        return controls
+
+    def static_texts(self) -> list:
+        return [self.table]
+
+    def static_note(self) -> str:
+        return ("Kernel-free copy of the cost explorer: the map side and the parameters above, every state "
+                "precomputed by the explorer itself; click a curve's name in the legend to hide or show it. Not "
+                "precomputed: the mechanism list, the channels and heads, other parameter values. " + static.LIVE)
 
     def to_figure(self) -> go.Figure:
         """A static figure of the shown mechanisms, the map side marked.

@@ -17,7 +17,7 @@ from .. import metrics, plots
 from ..checks import check_choice
 from ..data import PHOTOS, TASKS, photo
 from ..probe import probe
-from . import figure
+from . import figure, static
 from .base import Explorer, note_html, one_thread, pretrained, send, side_by_side
 
 __all__ = ["LaViTState", "VANILLA_HERE", "LaViTExplorer"]
@@ -177,6 +177,22 @@ class LaViTExplorer(Explorer):
                 f"vanilla attention, mean over queries (0: the same), head {s.head}: {tv}. A uniform map has "
                 f"diagonality 1/N. The models ran {self.forwards} times.")
         return note_html(text)
+
+    # -- without a kernel --------------------------------------------------------------------------
+    def static_controls(self) -> list[dict]:
+        """Every stage and every head."""
+        return [static.control(self, name, static.options(range(slider.min, slider.max + 1), slider.value, name))
+                for name, slider in self.sliders.items()]
+
+    def static_panels(self) -> list:
+        return [self.chain_figure, self.measures_figure, self.saturation_figure]
+
+    def static_layout(self) -> list[list[int]]:
+        return [[0], [1, 2]]
+
+    def static_note(self) -> str:
+        return ("Kernel-free copy of the LaViT explorer: every stage and head of the reuse chain, precomputed by "
+                "the explorer itself. Not precomputed: the task and photo menus. " + static.LIVE)
 
     # -- export ----------------------------------------------------------------------------------
     def to_figure(self) -> go.Figure:

@@ -33,7 +33,7 @@ from traitlets import Bool, Enum, HasTraits, Int
 from .. import mechanisms, plots
 from ..checks import check_query
 from ..patterns import Global, Pattern
-from . import figure
+from . import figure, static
 from .base import Explorer, blank_figure, explain, note_html, replace, send, set_range, side_by_side
 
 __all__ = ["MECHANISMS", "PARAMETERS", "PartitionState", "pattern_for", "resolve", "rolled_here", "bounds", "steps",
@@ -357,6 +357,48 @@ class PartitionExplorer(Explorer):
                 i, j = (i + pattern.shift[0]) % Hp, (j + pattern.shift[1]) % Wp
         if 0 <= i < self.state.size and 0 <= j < self.state.size:
             self.set_query(i, j)
+
+    # -- without a kernel --------------------------------------------------------------------------
+    STATIC_STATES = 600  # the kernel-free form's budget of states (each one a redraw while the site is built)
+
+    def static_controls(self) -> list[dict]:
+        """The compare menu (the notebook's choice, global attention and one more mechanism that reads no other
+        parameter), up to 3 values of each parameter on screen, Swin's view, and a grid of queries: 3 to 5 per
+        axis and the start, as many as ``STATIC_STATES`` allows."""
+        s, controls = self.state, []
+        if s.compare is not None:
+            reads = {p for m in s.mechanisms() for p in PARAMETERS[m]}
+            others = [m for m in MECHANISMS if m not in (s.mechanism, s.compare) and set(PARAMETERS[m]) <= reads
+                      and mechanisms.layer(m).kind not in ("swin", "less")]
+            choices = [s.compare, *others[:2]]
+            controls.append(static.control(self, "compare with", [(m, {"compare": m}) for m in choices]))
+        b, step = bounds(s), steps(s)
+        for name in [p for p in mechanisms.PARAMETERS if p in {q for m in s.mechanisms() for q in PARAMETERS[m]}]:
+            lo, hi = b[name]
+            values = static.spread(lo, min(hi, max(lo, 2 * getattr(s, name))), 3, step[name])
+            controls.append(static.control(self, _LABELS[name], static.options(values, getattr(s, name), name)))
+        if any(mechanisms.layer(m).kind == "swin" for m in s.mechanisms()):
+            controls.append(static.control(self, "Swin view", [("original map", {"rolled": False}),
+                                                               ("rolled map", {"rolled": True})]))
+        others = math.prod(len(c["options"]) for c in controls)
+        n = max(3, min(5, math.isqrt(self.STATIC_STATES // others)))  # query positions per axis (and the start)
+        for name in ("query_i", "query_j"):
+            values = static.spread(0, s.size - 1, n)
+            controls.append(static.control(self, _LABELS[name], static.options(values, getattr(s, name), name)))
+        return controls
+
+    def static_panels(self) -> list:
+        return self.figures[:len(self.state.mechanisms())]
+
+    def static_texts(self) -> list:
+        return self.messages[:len(self.state.mechanisms())]
+
+    def static_note(self) -> str:
+        s = self.state
+        return (f"Kernel-free copy of the partition explorer: {s.mechanism} on a {s.size}x{s.size} map, every "
+                f"state precomputed by the explorer itself. Not precomputed: the mechanism menu, the map size, other "
+                f"parameter values and queries between the grid's (click-to-move and the sweep need a kernel). "
+                + static.LIVE)
 
     # -- export ----------------------------------------------------------------------------------
     def to_figure(self, which: int = 0) -> go.Figure:

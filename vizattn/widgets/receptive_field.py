@@ -18,7 +18,7 @@ from traitlets import Enum, HasTraits, Int
 
 from .. import plots, receptive
 from ..checks import check_choice
-from . import figure
+from . import figure, static
 from .base import Explorer, explain, one_thread, send, side_by_side
 
 __all__ = ["DEPTH_MAX", "RF_SIZE_RANGE", "ReceptiveState", "ReceptiveFieldExplorer"]
@@ -186,6 +186,20 @@ class ReceptiveFieldExplorer(Explorer):
                          "yaxis": {"visible": False}},
                   arrays={"shapes": (), "annotations": ()})
         self.message.value = html.escape(text)
+
+    # -- without a kernel --------------------------------------------------------------------------
+    def static_controls(self) -> list[dict]:
+        """The depth, 1 to ``DEPTH_MAX`` (an effective field per depth: a forward and a backward pass each)."""
+        return [static.control(self, "depth", static.options(range(1, DEPTH_MAX + 1), self.state.depth, "depth"))]
+
+    def static_panels(self) -> list:
+        return [self.figure, self.effective_figure]
+
+    def static_note(self) -> str:
+        s = self.state
+        return (f"Kernel-free copy of the receptive-field explorer: {s.stack} on a {s.size}x{s.size} map at every "
+                f"depth, precomputed by the explorer itself. Not precomputed: the layers menu, the map size, the "
+                f"effective-field switch. " + static.LIVE)
 
     def to_figure(self) -> go.Figure:
         """A static figure with one animation frame per depth up to the slider's: the theoretical field

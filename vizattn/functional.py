@@ -41,7 +41,7 @@ from . import native
 from .checks import check_attention, check_choice, check_instance
 from .patterns import Global, Pattern, axis_mask
 from .slots import geometry_on, slot_terms
-from .tiled import tiled
+from .tiled import finite, tiled
 
 __all__ = ["attend", "slot_logits", "combine"]
 
@@ -82,11 +82,14 @@ def attend(q, k, v, pattern, bias=None, scale=None, return_weights=False, *, rel
                 "the flex backend supports neither return_weights, rel_emb nor zero-padded slots; "
                 f"got return_weights={return_weights}, rel_emb given={rel_emb is not None}, pattern={pattern}"
             )
-        out, weights = _flex(q, k, v, pattern, bias, scale), None
+        if finite(k, v):
+            out, weights = _flex(q, k, v, pattern, bias, scale), None
+        else:  # its blocks read masked keys too (see tiled): NaN or inf there takes the per-slot path
+            out, weights = _reference(q, k, v, pattern, slot_terms(q, pattern, bias, None, scale), scale, False)
     elif isinstance(pattern, Global) and backend == "tiled" and rel_emb is None and not return_weights:
         out, weights = _global(q, k, v, bias, scale), None
     else:
-        run = {"reference": _dense, "tiled": tiled, "native": native.native}[backend]
+        run = {"reference": _reference, "tiled": tiled, "native": native.native}[backend]
         out, weights = run(q, k, v, pattern, slot_terms(q, pattern, bias, rel_emb, scale), scale, return_weights)
     return (out, weights) if return_weights else out
 
@@ -107,17 +110,8 @@ def slot_logits(q, k, pattern, bias=None, scale=None, *, rel_emb=None):
     _validate(q, k, k, pattern, bias, rel_emb, "auto")
     B, heads, H, W, head_dim = q.shape
     scale = head_dim**-0.5 if scale is None else float(scale)
-    keys = geometry_on(pattern, H, W, q.device)[0]
-    qf = q.reshape(B, heads, H * W, head_dim)
-    if isinstance(pattern, Global):  # slot j is token j: a plain product, no gathered copy
-        logits = scale * qf @ k.reshape(B, heads, H * W, head_dim).transpose(-1, -2)
-    else:
-        logits = scale * torch.einsum("bhnd,bhnkd->bhnk", qf, _gather_slots(k, keys))  # [B, heads, N, K]
-    terms = slot_terms(q, pattern, bias, rel_emb, scale)
-    if terms is not None:
-        logits = logits + terms
-    excluded = (keys < 0) & (not pattern.zero_slots)
-    return logits.masked_fill(excluded, -math.inf).reshape(B, heads, H, W, -1)
+    logits = _slot_logits(q, k, pattern, slot_terms(q, pattern, bias, rel_emb, scale), scale)
+    return logits.reshape(B, heads, H, W, -1)
 
 
 def combine(weights, v, pattern):
@@ -129,18 +123,37 @@ def combine(weights, v, pattern):
         raise ValueError("combine needs weights [B, heads, H, W, K] and v [B, heads, H, W, head_dim_v]")
     B, heads, H, W, _ = v.shape
     pattern.check(H, W)
-    keys = geometry_on(pattern, H, W, v.device)[0]
-    if tuple(weights.shape) != (B, heads, H, W, keys.shape[1]):
+    K = geometry_on(pattern, H, W, v.device)[0].shape[1]
+    if tuple(weights.shape) != (B, heads, H, W, K):
         raise ValueError(
-            f"weights must have shape {(B, heads, H, W, keys.shape[1])} for {pattern} and v {tuple(v.shape)}; "
+            f"weights must have shape {(B, heads, H, W, K)} for {pattern} and v {tuple(v.shape)}; "
             f"got {tuple(weights.shape)}"
         )
-    weights = weights.reshape(B, heads, H * W, -1)
-    if isinstance(pattern, Global):
-        out = weights @ v.reshape(B, heads, H * W, -1)
+    return _combine(weights.reshape(B, heads, H * W, K), v, pattern).reshape(B, heads, H, W, -1)
+
+
+def _slot_logits(q, k, pattern, terms, scale):
+    """``[B, heads, N, K]`` logits of each query's own slots (no other token is read), ``-inf`` where excluded."""
+    B, heads, H, W, head_dim = q.shape
+    keys = geometry_on(pattern, H, W, q.device)[0]
+    qf = q.reshape(B, heads, H * W, head_dim)
+    if isinstance(pattern, Global):  # slot j is token j: a plain product, no gathered copy
+        logits = scale * qf @ k.reshape(B, heads, H * W, head_dim).transpose(-1, -2)
     else:
-        out = torch.einsum("bhnk,bhnkd->bhnd", weights, _gather_slots(v, keys))
-    return out.reshape(B, heads, H, W, -1)
+        logits = scale * torch.einsum("bhnd,bhnkd->bhnk", qf, _gather_slots(k, keys))  # [B, heads, N, K]
+    if terms is not None:
+        logits = logits + terms
+    excluded = (keys < 0) & (not pattern.zero_slots)
+    return logits.masked_fill(excluded, -math.inf)
+
+
+def _combine(weights, v, pattern):
+    """``weights [B, heads, N, K]`` x v ``[B, heads, H, W, dv]`` -> ``[B, heads, N, dv]``."""
+    B, heads, H, W, _ = v.shape
+    if isinstance(pattern, Global):
+        return weights @ v.reshape(B, heads, H * W, -1)
+    keys = geometry_on(pattern, H, W, v.device)[0]
+    return torch.einsum("bhnk,bhnkd->bhnd", weights, _gather_slots(v, keys))
 
 
 def _gather_slots(x, keys):
@@ -190,30 +203,15 @@ def _warn_no_native(why):
 
 
 # ---------------------------------------------------------------------------------------------
-# reference: dense [N, N] logits with a mask
+# reference: each query's softmax over its own slots, gathered (memory N * K * head_dim)
 # ---------------------------------------------------------------------------------------------
-def _dense(q, k, v, pattern, terms, scale, return_weights):
-    B, heads, H, W, head_dim = q.shape
-    N = H * W
-    keys, _, _ = geometry_on(pattern, H, W, q.device)
-    K = keys.shape[1]
-    qf, kf, vf = (t.reshape(B, heads, N, -1) for t in (q, k, v))
-    logits = scale * qf @ kf.transpose(-1, -2)  # [B, heads, N, N]
-    slot = torch.zeros(1, 1, N, K, dtype=q.dtype, device=q.device) if terms is None else terms
-    # scatter each real slot's term to its key column; the -1 slots land in a spare column N
-    columns = keys.where(keys >= 0, N).expand(slot.shape[:2] + (N, K))
-    add = torch.full(slot.shape[:2] + (N, N + 1), -math.inf, dtype=q.dtype, device=q.device)
-    add = add.scatter(-1, columns, slot)[..., :N]
-    zero = (keys < 0) & pattern.zero_slots  # [N, K]: SASA's zero keys, one column each
-    extra = slot.masked_fill(~zero, -math.inf).expand(logits.shape[:2] + (N, K))
-    probs = torch.cat([logits + add, extra], dim=-1).softmax(-1)  # [B, heads, N, N + K]
-    out = probs[..., :N] @ vf
-    weights = None
-    if return_weights:
-        real = probs[..., :N].gather(-1, keys.clamp(min=0).expand(B, heads, N, K))
-        weights = torch.where(keys >= 0, real, torch.where(zero, probs[..., N:], 0.0))
-        weights = weights.reshape(B, heads, H, W, K)
-    return out.reshape(B, heads, H, W, -1), weights
+def _reference(q, k, v, pattern, terms, scale, return_weights):
+    B, heads, H, W, _ = q.shape
+    keys = geometry_on(pattern, H, W, q.device)[0]
+    excluded = (keys < 0) & (not pattern.zero_slots)
+    weights = _slot_logits(q, k, pattern, terms, scale).softmax(-1).masked_fill(excluded, 0)  # [B, heads, N, K]
+    out = _combine(weights, v, pattern).reshape(B, heads, H, W, -1)
+    return out, weights.reshape(B, heads, H, W, -1) if return_weights else None
 
 
 # ---------------------------------------------------------------------------------------------

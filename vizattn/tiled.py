@@ -149,6 +149,12 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
 def tiled(q, k, v, pattern, terms, scale, return_weights):
     B, heads, H, W, _ = q.shape
     plan = _plan(pattern, H, W, TILE, q.device)
+    if not plan.full and not finite(k, v):
+        # a tile reads its whole halo: a masked NaN or inf key would still reach the tile's other rows
+        # (NaN + -inf, 0 * NaN), so such inputs take the reference's per-slot path
+        from .functional import _reference
+
+        return _reference(q, k, v, pattern, terms, scale, return_weights)
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
     halos = 2 * B * heads * plan.kv_idx.numel() * q.shape[-1] * q.element_size()
@@ -167,6 +173,11 @@ def tiled(q, k, v, pattern, terms, scale, return_weights):
     ts = None if terms is None else terms.expand(B, heads, -1, -1).reshape(1, B * heads, *terms.shape[2:])
     out = _HaloAttention.apply(qs, ks, vs, ts, pattern, plan, scale)
     return out.reshape(B, heads, H, W, -1), None
+
+
+def finite(*tensors):
+    """Whether every value of every tensor is finite (one reduction each)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class _HaloAttention(torch.autograd.Function):

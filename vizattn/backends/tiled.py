@@ -4,13 +4,16 @@ Queries are cut into tiles of neighbours inside one group of the pattern (dilati
 grid line); a tile attends to the union of its windows (its *halo*) with a small mask, and all
 tiles run as one batched ``scaled_dot_product_attention``. Partition patterns have tile = group
 and need no mask. Memory grows with ``N * halo``. Training runs one autograd Function over chunks
-of (batch, head) slices whose backward re-gathers the halos instead of keeping them.
+of (batch, head) slices whose backward re-gathers the halos instead of keeping them. ``Global``
+without weights or relative embeddings is one plain SDPA call (a bias becomes a dense table).
+A halo holds keys that some of its queries do not see: a NaN or inf in k or v, which the masked
+product would spread to them (``NaN + -inf``, ``0 * NaN``), takes the reference's per-slot path.
 
 Glossary as in ``vizattn.functional``: ``q, k, v [B, heads, H, W, head_dim]``.
 
 >>> import torch; from vizattn.patterns import Neighborhood
 >>> q = k = v = torch.randn(1, 2, 9, 9, 4)
->>> out, weights = tiled(q, k, v, Neighborhood(3), None, 0.5, False)  # terms=None, scale=0.5
+>>> out, weights = run(q, k, v, Neighborhood(3), None, None, 0.5, False)  # no bias, rel_emb; scale 0.5
 >>> out.shape, weights
 (torch.Size([1, 2, 9, 9, 4]), None)
 """
@@ -25,8 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .patterns import AxisRule, Pattern, geometry
-from .slots import zero_slot_logsumexp, zero_slots
+from ..patterns import AxisRule, Global, Pattern, geometry
+from ..slots import slot_terms, table_index, zero_slot_logsumexp, zero_slots
+from . import reference
+
+NAME = "tiled"
 
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
 HALO_BYTES = 2 * 2**20  # (batch, head) slices run in chunks whose gathered k halo stays below this (see _chunks)
@@ -146,15 +152,20 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
                     count.cumsum(0) - count, full, identity)
 
 
-def tiled(q, k, v, pattern, terms, scale, return_weights):
+def can_run(q, pattern, rel_emb, return_weights, choosing):
+    """Always None: tiles run on any device and dtype."""
+    return None
+
+
+def run(q, k, v, pattern, bias, rel_emb, scale, return_weights):
+    """``(out [B, heads, H, W, dv], weights [B, heads, H, W, K] or None)``."""
+    if isinstance(pattern, Global) and rel_emb is None and not return_weights:
+        return _global(q, k, v, bias, scale), None
+    terms = slot_terms(q, pattern, bias, rel_emb, scale)
     B, heads, H, W, _ = q.shape
     plan = _plan(pattern, H, W, TILE, q.device)
     if not plan.full and not finite(k, v):
-        # a tile reads its whole halo: a masked NaN or inf key would still reach the tile's other rows
-        # (NaN + -inf, 0 * NaN), so such inputs take the reference's per-slot path
-        from .functional import _reference
-
-        return _reference(q, k, v, pattern, terms, scale, return_weights)
+        return reference.attend_slots(q, k, v, pattern, terms, scale, return_weights)
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
     halos = 2 * B * heads * plan.kv_idx.numel() * q.shape[-1] * q.element_size()
@@ -173,6 +184,19 @@ def tiled(q, k, v, pattern, terms, scale, return_weights):
     ts = None if terms is None else terms.expand(B, heads, -1, -1).reshape(1, B * heads, *terms.shape[2:])
     out = _HaloAttention.apply(qs, ks, vs, ts, pattern, plan, scale)
     return out.reshape(B, heads, H, W, -1), None
+
+
+def _global(q, k, v, bias, scale):
+    """``Global``: plain SDPA; a bias becomes a dense ``[heads, N, N]`` table, indexed per axis (no ``[N, N, 2]``)."""
+    B, heads, H, W, head_dim = q.shape
+    mask = None
+    if bias is not None:
+        dh, dw = torch.arange(H, device=q.device), torch.arange(W, device=q.device)
+        offsets = torch.stack(torch.broadcast_tensors((dh[None, :] - dh[:, None])[:, None, :, None],
+                                                      (dw[None, :] - dw[:, None])[None, :, None, :]), -1)
+        mask = bias.flatten(1)[:, table_index(offsets, (H, W)).reshape(H * W, H * W)][None]  # [1, heads, N, N]
+    qf, kf, vf = (t.reshape(B, heads, H * W, -1) for t in (q, k, v))
+    return F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask, scale=scale).reshape(B, heads, H, W, -1)
 
 
 def finite(*tensors):

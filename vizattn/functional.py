@@ -22,8 +22,9 @@ import torch
 from . import backends
 from .backends import reference
 from .checks import check_attention, check_choice, check_instance
+from .geometry import geometry
 from .patterns import Pattern
-from .slots import geometry_on, slot_terms
+from .slots import slot_terms
 
 __all__ = ["attend", "slot_logits", "combine"]
 
@@ -95,7 +96,7 @@ def combine(weights, v, pattern):
         raise ValueError("combine needs weights [B, heads, H, W, K] and v [B, heads, H, W, head_dim_v]")
     B, heads, H, W, _ = v.shape
     pattern.check(H, W)
-    K = geometry_on(pattern, H, W, v.device)[0].shape[1]
+    K = geometry(pattern, H, W, v.device).keys.shape[1]
     if tuple(weights.shape) != (B, heads, H, W, K):
         raise ValueError(
             f"weights must have shape {(B, heads, H, W, K)} for {pattern} and v {tuple(v.shape)}; "

@@ -20,12 +20,12 @@ row rule applied to ``h`` and a column rule applied to ``w``. So each pattern on
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
 
 from .checks import as_pair  # also importable as patterns.as_pair
+from .geometry import AxisRule, axis_mask, geometry
 
 Pair = tuple[int, int]
 
@@ -34,22 +34,6 @@ __all__ = ["Pattern", "Global", "Neighborhood", "LocalWindow", "Block", "Grid", 
 
 def _short(pair: Pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"({pair[0]}, {pair[1]})"
-
-
-@dataclasses.dataclass(frozen=True)
-class AxisRule:
-    """The 1-D rule of a pattern on an axis of length ``L``.
-
-    keys, offsets: ``LongTensor [L, k]``: key index (``-1`` if not a real token) and key minus
-    query in the pattern's own units. group, position: ``LongTensor [L]``: which group of the
-    axis a query belongs to (dilation group, block, grid line) and its index inside that group;
-    kernels tile queries that are neighbours inside a group.
-    """
-
-    keys: torch.Tensor
-    offsets: torch.Tensor
-    group: torch.Tensor
-    position: torch.Tensor
 
 
 class Pattern:
@@ -80,16 +64,15 @@ class Pattern:
 
     def keys(self, H: int, W: int) -> torch.Tensor:
         """``LongTensor [H*W, K]``: flat key index of every slot of every query; ``-1`` = no token."""
-        return geometry(self, H, W)[0].clone()
+        return geometry(self, *as_pair("map size", (H, W))).keys.clone()
 
     def offsets(self, H: int, W: int) -> torch.Tensor:
         """``LongTensor [H*W, K, 2]``: (dh, dw) = key - query in the pattern's own units."""
-        return geometry(self, H, W)[1].clone()
+        return geometry(self, *as_pair("map size", (H, W))).offsets.clone()
 
     def extent(self, H: int, W: int) -> Pair:
         """Slots per axis ``(kh, kw)``; a bias table is ``[heads, 2*kh-1, 2*kw-1]``."""
-        rows, cols = self.axes(H, W)
-        return rows.keys.shape[1], cols.keys.shape[1]
+        return geometry(self, *as_pair("map size", (H, W))).extent
 
     def mask(self, H: int, W: int) -> torch.Tensor:
         """``BoolTensor [H*W, H*W]``: ``mask[q, k]`` is True iff real token k is among q's keys."""
@@ -98,8 +81,8 @@ class Pattern:
 
     def axes(self, H: int, W: int) -> tuple[AxisRule, AxisRule]:
         """The row rule and the column rule on an ``H x W`` map (cached: treat as read-only)."""
-        self.check(H, W)
-        return _axes(self, H, W)
+        g = geometry(self, *as_pair("map size", (H, W)))
+        return g.rows, g.cols
 
     def unit(self, L: int, axis: int) -> int:
         """Positions per offset unit on an axis of length ``L``: key = query + offset * unit, every slot."""
@@ -109,35 +92,6 @@ class Pattern:
         """First and last position of the window centred on ``i`` as if the axis had no border, for a
         pattern whose window shifts inward at borders (NA); None for the others."""
         return None
-
-
-@functools.lru_cache(maxsize=256)
-def _axes(pattern: Pattern, H: int, W: int) -> tuple[AxisRule, AxisRule]:
-    return pattern._axis(H, 0), pattern._axis(W, 1)
-
-
-def axis_mask(rule: AxisRule) -> torch.Tensor:
-    """``BoolTensor [L, L]``: is position j among query i's keys on this axis."""
-    L = rule.keys.shape[0]
-    return torch.zeros(L, L + 1, dtype=torch.bool).scatter_(1, rule.keys.where(rule.keys >= 0, L), True)[:, :L]
-
-
-@functools.lru_cache(maxsize=256)
-def geometry(pattern: Pattern, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, Pair]:
-    """Cached ``(keys [N, K], offsets [N, K, 2], extent)`` of ``pattern`` on an ``H x W`` map.
-
-    The returned tensors are shared: treat them as read-only.
-    """
-    rows, cols = pattern.axes(H, W)
-    kh, kw = rows.keys.shape[1], cols.keys.shape[1]
-    # [H, 1, kh, 1] and [1, W, 1, kw] broadcast to [H, W, kh, kw]: slot (a, b) of query (h, w)
-    kr = rows.keys[:, None, :, None]
-    kc = cols.keys[None, :, None, :]
-    keys = torch.where((kr >= 0) & (kc >= 0), kr * W + kc, -1).reshape(H * W, kh * kw)
-    offsets = torch.stack(
-        torch.broadcast_tensors(rows.offsets[:, None, :, None], cols.offsets[None, :, None, :]), dim=-1
-    ).reshape(H * W, kh * kw, 2)
-    return keys, offsets, (kh, kw)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import functools
 
 import torch
 
-from ..patterns import Pattern, axis_mask
+from ..geometry import axis_mask, geometry, table_index
 from . import reference
 from .tiled import finite
 
@@ -57,12 +57,13 @@ def run(q, k, v, pattern, bias, rel_emb, scale, return_weights):
     B, heads, H, W, head_dim = q.shape
     score_mod = None
     if bias is not None:
-        _, index_h, _, index_w = tables(pattern, H, W, q.device)
-        width = bias.shape[-1]
+        g = geometry(pattern, H, W, q.device)
+        _, offset_h, _, offset_w = g.derived("flex tables", _tables)
         table = bias.flatten(1)  # [heads, (2kh-1) * (2kw-1)]
 
         def score_mod(score, b, h, q_idx, kv_idx):
-            return score + table[h, index_h[q_idx // W, kv_idx // W] * width + index_w[q_idx % W, kv_idx % W]]
+            dh, dw = offset_h[q_idx // W, kv_idx // W], offset_w[q_idx % W, kv_idx % W]
+            return score + table[h, table_index(dh, dw, g.extent)]
 
     qf, kf, vf = (t.reshape(B, heads, H * W, -1) for t in (q, k, v))
     out = _kernel(q.device.type)(qf, kf, vf, score_mod=score_mod, block_mask=block_mask(pattern, H, W, q.device),
@@ -70,27 +71,27 @@ def run(q, k, v, pattern, bias, rel_emb, scale, return_weights):
     return out.reshape(B, heads, H, W, -1), None
 
 
-@functools.lru_cache(maxsize=64)
-def tables(pattern: Pattern, H: int, W: int, device: torch.device):
-    """Per-axis lookup tables ``[L, L]``: is key j in query i's window, and its table index."""
+def _tables(g):
+    """Per-axis lookup tables ``[L, L]`` of a geometry: is key j in query i's window, and its offset."""
     out = []
-    for rule in pattern.axes(H, W):
-        L, k = rule.keys.shape
+    for rule in (g.rows, g.cols):
+        L = rule.keys.shape[0]
         slots = rule.keys.where(rule.keys >= 0, L)
-        index = torch.zeros(L, L + 1, dtype=torch.long).scatter_(1, slots, rule.offsets + k - 1)
-        out += [axis_mask(rule).to(device), index[:, :L].to(device)]
+        offset = torch.zeros(L, L + 1, dtype=torch.long).scatter_(1, slots, rule.offsets)[:, :L]
+        out += [axis_mask(rule).to(g.device), offset.to(g.device)]
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=64)
-def block_mask(pattern: Pattern, H: int, W: int, device: torch.device):
-    """The pattern as FlexAttention's block mask on ``N = H * W`` tokens (cached)."""
-    member_h, _, member_w, _ = tables(pattern, H, W, device)
+def block_mask(pattern, H: int, W: int, device: torch.device):
+    """The pattern as FlexAttention's block mask on ``N = H * W`` tokens (made once per geometry)."""
+    g = geometry(pattern, H, W, device)
+    member_h, _, member_w, _ = g.derived("flex tables", _tables)
 
     def mask_mod(b, h, q_idx, kv_idx):
         return member_h[q_idx // W, kv_idx // W] & member_w[q_idx % W, kv_idx % W]
 
-    return api().create_block_mask(mask_mod, None, None, H * W, H * W, device=str(device))
+    return g.derived("flex block mask", lambda g: api().create_block_mask(mask_mod, None, None, H * W, H * W,
+                                                                            device=str(device)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,6 +1,6 @@
 """The ``"native"`` backend of ``attend``: a C++ kernel that computes exactly ``K`` logits per query.
 
-Every pattern is a key table (``vizattn.slots.geometry_on``): query n attends to the tokens
+Every pattern is a key table (``vizattn.geometry``): query n attends to the tokens
 ``keys[n, s]``. The kernel (``vizattn/csrc/slot_attention.cpp``) runs over the table directly,
 one query at a time in parallel (``at::parallel_for``: ``torch.set_num_threads`` applies), with the
 rows of q, k, v held in vector registers; it keeps the weights ``[B, heads, N, K]`` for backward
@@ -47,8 +47,9 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..geometry import geometry
 from ..patterns import Global
-from ..slots import geometry_on, slot_terms
+from ..slots import slot_terms
 
 NAME = "native"
 SOURCE = Path(__file__).parents[1] / "csrc" / "slot_attention.cpp"
@@ -57,7 +58,6 @@ ISA_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
 }
 BUILD_COMMAND = "python -m vizattn.native build"
-CPU = torch.device("cpu")
 # the most key slots per query for which the native kernel beats the tiled backend (benchmarks/attention.py,
 # 2 cores): a sliding window computes halo x tile logits in tiled, K in native; a partition's group is
 # tiled's exact tile, where its GEMMs win once groups are large (LDA I8 at 64x64, K = 64: 1.1x slower)
@@ -73,7 +73,7 @@ def can_run(q, pattern, rel_emb, return_weights, choosing):
     if choosing:
         if isinstance(pattern, Global):
             return "Global is one SDPA call in the tiled backend"
-        K = geometry_on(pattern, *q.shape[2:4], CPU)[0].shape[1]
+        K = geometry(pattern, *q.shape[2:4]).keys.shape[1]
         if K > MAX_SLOTS["partition" if pattern.partition else "sliding"]:
             return f"{K} slots per query: the tiled backend is faster"
     why = unavailable()
@@ -170,9 +170,8 @@ def kernel():
     return ext
 
 
-@functools.lru_cache(maxsize=128)
-def tables(pattern, H: int, W: int):
-    """The key table, a visiting order and the inverse table: ``keys [N, K]``, ``order [N]``,
+def tables(g):
+    """A geometry's key table, a visiting order and the inverse table: ``keys [N, K]``, ``order [N]``,
     ``start [N + 1]``, ``uses [M]``.
 
     ``order`` sorts the queries by their largest key (the same for all members of a partition's
@@ -180,12 +179,12 @@ def tables(pattern, H: int, W: int):
     share keys side by side. ``uses[start[j] : start[j + 1]]`` are the flat slots ``n * K + s``
     whose key is token j, in order.
     """
-    keys = geometry_on(pattern, H, W, CPU)[0].contiguous()
+    keys = g.keys.contiguous()
     order = keys.max(1).values.argsort(stable=True)
     flat = keys.flatten()
     by_token = flat.argsort(stable=True)
     uses = by_token[flat[by_token] >= 0].contiguous()
-    count = torch.bincount(flat[uses], minlength=H * W)
+    count = torch.bincount(flat[uses], minlength=g.H * g.W)
     start = torch.cat([count.new_zeros(1), count.cumsum(0)])
     return keys, order, start, uses
 
@@ -206,7 +205,7 @@ class _SlotAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, terms, pattern, H, W, heads, scale):
-        keys, order, start, uses = tables(pattern, H, W)
+        keys, order, start, uses = geometry(pattern, H, W).derived("native tables", tables)
         out, weights = kernel().forward(q, k, v, keys, order, terms, scale, pattern.zero_slots, heads)
         ctx.save_for_backward(q, k, v, weights)
         ctx.set_materialize_grads(False)

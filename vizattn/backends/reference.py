@@ -21,8 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..geometry import geometry
 from ..patterns import Global
-from ..slots import geometry_on, slot_terms
+from ..slots import slot_terms
 
 NAME = "reference"
 
@@ -40,8 +41,7 @@ def run(q, k, v, pattern, bias, rel_emb, scale, return_weights):
 def attend_slots(q, k, v, pattern, terms, scale, return_weights):
     """``run`` with the per-slot terms already formed (``vizattn.slots.slot_terms``)."""
     B, heads, H, W, _ = q.shape
-    keys = geometry_on(pattern, H, W, q.device)[0]
-    excluded = (keys < 0) & (not pattern.zero_slots)
+    excluded = geometry(pattern, H, W, q.device).excluded
     weights = logits(q, k, pattern, terms, scale).softmax(-1).masked_fill(excluded, 0)  # [B, heads, N, K]
     out = combine(weights, v, pattern).reshape(B, heads, H, W, -1)
     return out, weights.reshape(B, heads, H, W, -1) if return_weights else None
@@ -50,15 +50,15 @@ def attend_slots(q, k, v, pattern, terms, scale, return_weights):
 def logits(q, k, pattern, terms, scale):
     """``[B, heads, N, K]`` logits of each query's own slots, ``-inf`` where a slot is excluded."""
     B, heads, H, W, head_dim = q.shape
-    keys = geometry_on(pattern, H, W, q.device)[0]
+    g = geometry(pattern, H, W, q.device)
     qf = q.reshape(B, heads, H * W, head_dim)
     if isinstance(pattern, Global):  # slot j is token j: a plain product, no gathered copy
         out = scale * qf @ k.reshape(B, heads, H * W, head_dim).transpose(-1, -2)
     else:
-        out = scale * torch.einsum("bhnd,bhnkd->bhnk", qf, gather_slots(k, keys))
+        out = scale * torch.einsum("bhnd,bhnkd->bhnk", qf, gather_slots(k, g.keys))
     if terms is not None:
         out = out + terms
-    return out.masked_fill((keys < 0) & (not pattern.zero_slots), -math.inf)
+    return out.masked_fill(g.excluded, -math.inf)
 
 
 def combine(weights, v, pattern):
@@ -66,7 +66,7 @@ def combine(weights, v, pattern):
     B, heads, H, W, _ = v.shape
     if isinstance(pattern, Global):
         return weights @ v.reshape(B, heads, H * W, -1)
-    keys = geometry_on(pattern, H, W, v.device)[0]
+    keys = geometry(pattern, H, W, v.device).keys
     return torch.einsum("bhnk,bhnkd->bhnd", weights, gather_slots(v, keys))
 
 

@@ -21,10 +21,11 @@ from cases import CASES, IDS
 POISONS = [("q", "nan"), ("k", "nan"), ("v", "nan"), ("q", "inf"), ("k", "inf"), ("v", "inf")]
 
 
-def seen_by(spec_h, spec_w, H, W):
-    """``BoolTensor [N, N]``: ``seen[n, j]`` iff token j is one of query n's keys, from brute.py's table."""
+def seen_by(spec_h, spec_w, H, W, table=None):
+    """``BoolTensor [N, N]``: ``seen[n, j]`` iff token j is one of query n's keys, from brute.py's table
+    (or ``table``, one in its format)."""
     seen = torch.zeros(H * W, H * W, dtype=torch.bool)
-    for n, row in enumerate(brute.slots(spec_h, spec_w, H, W)):
+    for n, row in enumerate(table or brute.slots(spec_h, spec_w, H, W)):
         for key, _ in row:
             if key is not None:
                 seen[n, key] = True
@@ -47,7 +48,11 @@ def run(q, k, v, pattern, backend):
 @pytest.mark.parametrize("where, value", POISONS, ids=[f"{v} in {w}" for w, v in POISONS])
 @pytest.mark.parametrize("pattern, spec_h, spec_w, H, W", CASES, ids=IDS)
 def test_a_nonfinite_value_reaches_exactly_the_queries_that_see_it(pattern, spec_h, spec_w, H, W, where, value):
-    seen = seen_by(spec_h, spec_w, H, W)
+    check_reach(pattern, seen_by(spec_h, spec_w, H, W), H, W, where, value)
+
+
+def check_reach(pattern, seen, H, W, where, value):
+    """The rule on every backend for ``pattern``, whose key sets ``seen [N, N]`` come from a brute-force table."""
     assert torch.equal(seen, pattern.mask(H, W))  # the two descriptions of the pattern agree
     q, k, v = qkv(2, 2, H, W, 4)
     q[..., 0], k[..., 0] = q[..., 0].abs() + 0.5, k[..., 0].abs() + 0.5  # every q . k term on axis 0 positive

@@ -148,3 +148,35 @@ def test_repr_names_what_differs_from_na():
     assert repr(Neighborhood((3, 4), dilation=2, stride=(1, 2), causal=True)) == (
         "Neighborhood((3, 4), dilation=2, stride=(1, 2), causal=True)")
     assert Neighborhood(3, stride=1, causal=False) == Neighborhood(3)
+
+
+def test_the_partition_explorers_stride_slider_morphs_na_into_windows():
+    pytest.importorskip("ipywidgets")
+    import numpy as np
+
+    from vizattn import plots
+    from vizattn.plots.style import GROUP_PALETTE
+    from vizattn.widgets import PartitionExplorer
+
+    ex = PartitionExplorer("GNA", size=12, kernel=4, query=(5, 6))
+    assert ex.sliders["stride"].layout.display != "none" and ex.sliders["stride"].max == 4  # stride <= kernel
+    keys = lambda: plots.cells(ex.figures[0].data[plots.TRACES.index("keys")])  # noqa: E731
+
+    def own_group():  # the cells of the query's group, drawn in its strong shade (plots.group_z)
+        z = np.asarray(ex.figures[0].data[plots.TRACES.index("groups")].z)
+        return {(int(h), int(w)) for h, w in zip(*np.nonzero(z >= len(GROUP_PALETTE)))}
+
+    assert keys() == {(h, w) for h in range(3, 7) for w in range(4, 8)}  # stride 1: NA's 4 x 4 window around it
+    ex.state.stride = 4
+    tile = {(h, w) for h in range(4, 8) for w in range(4, 8)}  # the query's 4 x 4 stride tile, Block(4)'s window
+    assert keys() == tile
+    assert own_group() == tile
+    ex.state.stride = 2  # tiles of 2 x 2 queries share one 4 x 4 window
+    assert own_group() == {(4, 6), (4, 7), (5, 6), (5, 7)}
+    assert keys() == {(h, w) for h in range(3, 7) for w in range(5, 9)}  # centred on the tile's leader (5, 7)
+
+
+def test_the_worked_examples_of_semantics_md():
+    keys = lambda pattern: [[j for j in row if j >= 0] for row in pattern._axis(7, 0).keys.tolist()]  # noqa: E731
+    assert [row[0] for row in keys(Neighborhood(3, stride=2))] == [0, 0, 2, 2, 4, 4, 4]
+    assert keys(Neighborhood(3, stride=3, causal=True))[3:] == [[3], [3, 4], [3, 4, 5], [4, 5, 6]]

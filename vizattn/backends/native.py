@@ -30,7 +30,6 @@ Glossary as in ``vizattn.functional``: ``q, k, v [B, heads, H, W, head_dim]``.
 ...     assert out.shape == (1, 2, 9, 9, 8) and weights.shape == (1, 2, 9, 9, 9)
 >>> can_run(q.half(), Neighborhood(3), None, False, choosing=False)
 'the native backend runs on float32 or float64 CPU tensors; got torch.float16 on cpu'
-
 """
 
 from __future__ import annotations

@@ -157,43 +157,42 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, con
       const T* vs = v + s * z.N * z.dv;
       T* pn = p + i * z.K;
       qn.load(q + i * z.d);
-      // top: the largest logit, or NaN if one is NaN (then every weight and the output are NaN, as in
-      // torch's softmax: a NaN or inf in q or in a key's k reaches the query)
       T top = minus_inf;
-      bool live = false;
+      bool live = zero_slots;  // does the query have a slot in the softmax at all
       for (int64_t slot = 0; slot < z.K; ++slot) {
         const int64_t j = kn[slot];
         T logit = minus_inf;
         if (j >= 0) {
           logit = scale * qn.dot(ks + j * z.d) + (tn ? tn[slot] : T(0));
+          live = true;
         } else if (zero_slots) {
           logit = tn ? tn[slot] : T(0);
         }
-        live = live || j >= 0 || zero_slots;
         pn[slot] = logit;
-        top = logit > top || logit != logit ? logit : top;
-        if (top != top) break;
+        top = logit > top ? logit : top;
       }
       on.zero();
-      if (top != top) {
-        for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] = kn[slot] >= 0 || zero_slots ? top : T(0);
-        for (int64_t c = 0; c < z.dv; ++c) out[i * z.dv + c] = top;
-        continue;
-      }
       if (!live) {  // no slot at all: zero output, zero weights
         for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] = 0;
         on.store(out + i * z.dv);
         continue;
       }
-      // every live logit -inf (an inf in q or k): -inf - -inf is NaN, as in torch's softmax
-      for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] = kn[slot] >= 0 || zero_slots ? pn[slot] - top : minus_inf;
+      for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] -= top;
       exp_nonpositive(pn, z.K);
       T total = 0;
       for (int64_t slot = 0; slot < z.K; ++slot) total += pn[slot];
+      if (!(total < std::numeric_limits<T>::infinity())) {
+        // a NaN logit, an inf one, or all live ones -inf (from a NaN or inf in q or a key's k): as in
+        // torch's softmax, every weight and the output are NaN; a slot without a key still weighs 0
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] = kn[slot] >= 0 || zero_slots ? nan : T(0);
+        for (int64_t c = 0; c < z.dv; ++c) out[i * z.dv + c] = nan;
+        continue;
+      }
       const T inv = T(1) / total;
       for (int64_t slot = 0; slot < z.K; ++slot) {
+        pn[slot] *= inv;
         const int64_t j = kn[slot];
-        pn[slot] = j >= 0 || zero_slots ? pn[slot] * inv : T(0);
         if (j >= 0) on.fma(pn[slot], vs + j * z.dv);
       }
       on.store(out + i * z.dv);

@@ -58,10 +58,11 @@ def table_index(dh, dw, extent):
 class Geometry:
     """A pattern on an ``H x W`` map, on one device (read-only: shared by every caller).
 
-    rows, cols: the two ``AxisRule`` (on the CPU). keys ``[N, K]``, offsets ``[N, K, 2]`` (dh, dw),
-    extent ``(kh, kw)``. zero ``[N, K]``: SASA's zero slots (a zero key and value that stay in the
-    softmax). excluded ``[N, K]``: slots that drop out of it. bias_index ``[N, K]``: each slot's
-    flat index into a ``[heads, 2*kh-1, 2*kw-1]`` table.
+    rows, cols: the two ``AxisRule`` (on the CPU); extent ``(kh, kw)``. Made when first read (a
+    ``Global`` table on a large map is ``N x N``): keys ``[N, K]``, offsets ``[N, K, 2]`` (dh, dw);
+    zero ``[N, K]``: SASA's zero slots (a zero key and value that stay in the softmax); excluded
+    ``[N, K]``: slots that drop out of it; bias_index ``[N, K]``: each slot's flat index into a
+    ``[heads, 2*kh-1, 2*kw-1]`` table.
     """
 
     pattern: object
@@ -70,19 +71,52 @@ class Geometry:
     device: torch.device
     rows: AxisRule
     cols: AxisRule
-    keys: torch.Tensor
-    offsets: torch.Tensor
-    extent: tuple[int, int]
-    zero: torch.Tensor
-    excluded: torch.Tensor
-    bias_index: torch.Tensor
     _derived: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        return self.rows.keys.shape[1], self.cols.keys.shape[1]
 
     def derived(self, key, make):
         """``make(self)``, made once per geometry and key (a backend's own tables)."""
         if key not in self._derived:
             self._derived[key] = make(self)
         return self._derived[key]
+
+    def _table(self, name, make):
+        """A 2-D table, made on the CPU once and copied to this geometry's device once."""
+        if self.device != CPU:
+            return self.derived(name, lambda g: getattr(geometry(g.pattern, g.H, g.W), name).to(g.device))
+        return self.derived(name, make)
+
+    @property
+    def keys(self) -> torch.Tensor:
+        def make(g):
+            # [H, 1, kh, 1] and [1, W, 1, kw] broadcast to [H, W, kh, kw]: slot (a, b) of query (h, w)
+            kr, kc = g.rows.keys[:, None, :, None], g.cols.keys[None, :, None, :]
+            return torch.where((kr >= 0) & (kc >= 0), kr * g.W + kc, -1).reshape(g.H * g.W, -1)
+
+        return self._table("keys", make)
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        def make(g):
+            dh, dw = torch.broadcast_tensors(g.rows.offsets[:, None, :, None], g.cols.offsets[None, :, None, :])
+            return torch.stack([dh, dw], dim=-1).reshape(g.H * g.W, -1, 2)
+
+        return self._table("offsets", make)
+
+    @property
+    def zero(self) -> torch.Tensor:
+        return self._table("zero", lambda g: (g.keys < 0) & g.pattern.zero_slots)
+
+    @property
+    def excluded(self) -> torch.Tensor:
+        return self._table("excluded", lambda g: (g.keys < 0) & (not g.pattern.zero_slots))
+
+    @property
+    def bias_index(self) -> torch.Tensor:
+        return self._table("bias_index", lambda g: table_index(g.offsets[..., 0], g.offsets[..., 1], g.extent))
 
 
 def geometry(pattern, H: int, W: int, device=CPU) -> Geometry:
@@ -94,17 +128,6 @@ def geometry(pattern, H: int, W: int, device=CPU) -> Geometry:
 def _geometry(pattern, H: int, W: int, device: torch.device) -> Geometry:
     if device != CPU:
         g = _geometry(pattern, H, W, CPU)
-        tensors = {f.name: getattr(g, f.name).to(device) for f in dataclasses.fields(g)
-                   if isinstance(getattr(g, f.name), torch.Tensor)}
-        return dataclasses.replace(g, device=device, _derived={}, **tensors)
+        return Geometry(pattern, H, W, device, g.rows, g.cols)
     pattern.check(H, W)
-    rows, cols = pattern._axis(H, 0), pattern._axis(W, 1)
-    kh, kw = rows.keys.shape[1], cols.keys.shape[1]
-    # [H, 1, kh, 1] and [1, W, 1, kw] broadcast to [H, W, kh, kw]: slot (a, b) of query (h, w)
-    kr, kc = rows.keys[:, None, :, None], cols.keys[None, :, None, :]
-    keys = torch.where((kr >= 0) & (kc >= 0), kr * W + kc, -1).reshape(H * W, kh * kw)
-    dh, dw = torch.broadcast_tensors(rows.offsets[:, None, :, None], cols.offsets[None, :, None, :])
-    offsets = torch.stack([dh, dw], dim=-1).reshape(H * W, kh * kw, 2)
-    empty = keys < 0
-    return Geometry(pattern, H, W, device, rows, cols, keys, offsets, (kh, kw), empty & pattern.zero_slots,
-                    empty & (not pattern.zero_slots), table_index(offsets[..., 0], offsets[..., 1], (kh, kw)))
+    return Geometry(pattern, H, W, device, pattern._axis(H, 0), pattern._axis(W, 1))

@@ -254,19 +254,16 @@ def ensure_setup():
 
 
 def ensure_native():
-    """Compile attend's native CPU kernel (vizattn.native) into torch's extension cache once per change of
-    its sources, so that tests and notebooks never wait on it. Without a compiler it says why and goes
-    on: attend then uses its tiled backend (CI's tests fail instead)."""
-    sources = [ROOT / "vizattn" / "csrc" / "slot_attention.cpp", ROOT / "vizattn" / "native.py"]
+    """Compile attend's native CPU kernel into torch's extension cache (`python -m vizattn.native build`) once
+    per change of its sources: attend never compiles it. Without a compiler it says why and goes on: attend
+    then uses its tiled backend and says so (CI's tests fail instead)."""
+    sources = [ROOT / "vizattn" / "csrc" / "slot_attention.cpp", ROOT / "vizattn" / "backends" / "native.py"]
     wanted = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
     if NATIVE_STAMP.is_file() and NATIVE_STAMP.read_text(encoding="utf-8").strip() == wanted:
         return
-    say("compiling the native attention kernel (vizattn/csrc; about a minute, once)")
-    check = "from vizattn import native; print(native.unavailable() or '')"
-    result = subprocess.run([str(venv_python()), "-c", check], cwd=str(ROOT), capture_output=True, text=True)
-    why = result.stdout.strip() if result.returncode == 0 else (result.stderr.strip().splitlines() or ["?"])[-1]
-    if why:
-        say("the native kernel was not built ({}); attend uses its tiled backend".format(why))
+    result = subprocess.run([str(venv_python()), "-m", "vizattn.native", "build"], cwd=str(ROOT))
+    if result.returncode != 0:
+        say("the native kernel was not built (see above); attend uses its tiled backend")
         return
     NATIVE_STAMP.write_text(wanted + "\n", encoding="utf-8")
     say("native kernel built")

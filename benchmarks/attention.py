@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from vizattn import attend, functional
+from vizattn.backends import flex as flex_backend
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
 STATS = {"best": min, "median": statistics.median}
@@ -123,7 +124,7 @@ def peers(name, size, batch, heads, head_dim, backend="auto"):
         fns["natten"] = lambda: natten.na2d(*last, kernel_size=pattern.kernel_size, dilation=pattern.dilation)
     if not pattern.partition and not pattern.zero_slots:
         flex = torch.compile(torch.nn.attention.flex_attention.flex_attention, dynamic=False)
-        block_mask = functional._flex_block_mask(pattern, H, W, q.device)  # the pattern as a block mask
+        block_mask = flex_backend.block_mask(pattern, H, W, q.device)  # the pattern as a block mask
         fns["flex"] = lambda: flex(*flat, block_mask=block_mask)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

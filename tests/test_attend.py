@@ -4,7 +4,8 @@ import warnings
 import pytest
 import torch
 
-from vizattn import attend, native, tiled
+from vizattn import attend
+from vizattn.backends import native, tiled
 from vizattn.bias import DynamicPositionBias, RelativeEmbedding, RelativePositionBias
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
@@ -207,7 +208,7 @@ def test_flex_backend_forward(pattern, H, W):
 
 
 def test_memory_of_the_tiled_kernel_grows_with_tokens_times_window():
-    from vizattn.tiled import TILE, _plan
+    from vizattn.backends.tiled import TILE, _plan
     for H in (32, 64):
         plan = _plan(Neighborhood(7), H, H, TILE, torch.device("cpu"))
         assert plan.tile_slot.numel() <= H * H * (TILE + 6) ** 2  # N * halo, not N^2

@@ -14,7 +14,7 @@ from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Nei
 
 NAMES = list(LAYERS)
 # the parameters a layer reads, set so that every group size divides a 12 x 12 map
-VALUES = dict(kernel=3, dilation=2, block=4, grid=3, interval=3)
+VALUES = dict(kernel=3, dilation=2, stride=2, block=4, grid=3, interval=3)
 
 
 def keys_per_query(pattern, side):
@@ -66,6 +66,7 @@ def test_costs_follow_the_formulas():
         ("global", ()): (proj + 2 * N * N * C, N * N),
         ("NA", (("kernel", 7),)): (proj + 2 * N * C * 49, N * 49),
         ("DiNAT", (("kernel", 7), ("dilation", 2))): (proj + 2 * N * C * 49, N * 49),
+        ("GNA", (("kernel", 5), ("dilation", 2), ("stride", 3))): (proj + 2 * N * C * 25, N * 25),  # stride: same k^2
         ("SASA", (("kernel", 7),)): (proj / h + 2 * N * C * 49, N * 49),
         ("MaxViT block", (("block", 8),)): (proj + 2 * N * C * 64, N * 64),
         ("MaxViT grid", (("grid", 4),)): (proj + 2 * N * C * 16, N * 16),

@@ -1,8 +1,8 @@
-"""The native backend (vizattn/native.py, vizattn/csrc/slot_attention.cpp) against the reference.
+"""The native backend (vizattn/backends/native.py, vizattn/csrc/slot_attention.cpp) against the reference.
 
 test_attend.py runs it through the brute-force cases and gradcheck with head_dim 4 (the kernel's
 plain loops); here the register paths (rows of 16 float32 or 8 float64 values), threads, and
-what happens without a compiler. In CI (CI=true) the kernel must build: nothing is skipped there.
+what happens without a compiler or without a build. In CI (CI=true) the kernel must build: nothing is skipped there.
 """
 
 import os
@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from vizattn import attend, functional, native
+from vizattn import attend, backends
+from vizattn.backends import native
 from vizattn.patterns import Block, Global, Grid, LocalWindow, LongDistance, Neighborhood
 
 from conftest import generator
@@ -108,23 +109,60 @@ def test_auto_picks_native_on_cpu_for_small_windows_and_groups():
     q = torch.zeros(1, 1, 64, 64, 16)
     for pattern in (Neighborhood(7), Neighborhood(16), LocalWindow(7), Block(7, pad=True), Grid(7, pad=True),
                     LongDistance(10, pad=True)):  # K = 49, 256, 49, 49, 49 (LDA: groups of ceil(64 / 10)^2)
-        assert functional._choose_backend(q, pattern, None, False) == "native", pattern
+        assert backends.choose(q, pattern, None, False).NAME == "native", pattern
     for pattern in (Global(), Neighborhood(17), Block(8), LongDistance(8)):  # K = 4096, 289, 64, 64
-        assert functional._choose_backend(q, pattern, None, False) == "tiled", pattern
-    assert functional._choose_backend(q.half(), Neighborhood(3), None, False) == "tiled"
+        assert backends.choose(q, pattern, None, False).NAME == "tiled", pattern
+    assert backends.choose(q.half(), Neighborhood(3), None, False).NAME == "tiled"
 
 
 def test_without_a_compiler_explicit_native_raises_and_auto_falls_back(monkeypatch):
     why = "no C++ compiler: 'c++' is not on PATH (install g++, or set CXX)"
     monkeypatch.setattr(native, "_extension", lambda: why)
-    functional._warn_no_native.cache_clear()
+    native._warn_once.cache_clear()
     q = torch.randn(1, 2, 6, 5, 8)
-    with pytest.raises(RuntimeError, match="native backend needs its C.. kernel compiled.*no C.. compiler"):
+    with pytest.raises(ValueError, match="no C.. compiler"):
         attend(q, q, q, Neighborhood(3), backend="native")
     with pytest.warns(UserWarning, match="using the tiled backend: no C.. compiler"):
         out = attend(q, q, q, Neighborhood(3))
     torch.testing.assert_close(out, attend(q, q, q, Neighborhood(3), backend="reference"))
-    functional._warn_no_native.cache_clear()
+    native._warn_once.cache_clear()
+
+
+def test_attend_never_compiles_it_falls_back_and_says_once_how_to_build(monkeypatch, tmp_path):
+    import warnings
+
+    import torch.utils.cpp_extension
+
+    def compile_(*args, **kwargs):
+        raise AssertionError("attend compiled the kernel")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", compile_)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # a cold cache
+    native._extension.cache_clear()
+    native._warn_once.cache_clear()
+    try:
+        q = torch.randn(1, 2, 6, 5, 8)
+        with pytest.warns(UserWarning, match=r"not built .*build it once with `python -m vizattn.native build`"):
+            out = attend(q, q, q, Neighborhood(3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per process
+            again = attend(q, q, q, Neighborhood(3))
+        torch.testing.assert_close(out, attend(q, q, q, Neighborhood(3), backend="tiled"))
+        assert torch.equal(again, out)
+        with pytest.raises(ValueError, match=r"not built .*python -m vizattn.native build"):
+            attend(q, q, q, Neighborhood(3), backend="native")
+        assert list(tmp_path.iterdir()) == []  # nothing was built
+    finally:
+        native._extension.cache_clear()
+        native._warn_once.cache_clear()
+
+
+def test_the_build_command_finds_the_build(capsys):
+    from vizattn.native import main
+
+    assert main(["build"]) == 0  # built (this module runs only then): nothing compiled, it says where it is
+    assert str(native.build_directory()) in capsys.readouterr().out
+    assert main([]) == 2
 
 
 def test_native_refuses_other_dtypes():

@@ -144,3 +144,19 @@ def test_padded_partitions_cover_non_dividing_maps():
         assert torch.equal((mask.float() @ mask.float() > 0), mask)
         assert mask.diagonal().all()
     assert LongDistance(4, pad=True).extent(H, W) == (math.ceil(7 / 4), math.ceil(10 / 4))
+
+
+@pytest.mark.parametrize("pattern, spec_h, spec_w, H, W", CASES, ids=IDS)
+def test_one_geometry_per_pattern_and_map_holds_the_facts_every_backend_reads(pattern, spec_h, spec_w, H, W):
+    from vizattn.geometry import geometry
+
+    g = geometry(pattern, H, W)
+    assert geometry(pattern, H, W, "cpu") is g and geometry(type(pattern)(**vars(pattern)), H, W) is g  # cached once
+    assert g.derived("a table", lambda g: object()) is g.derived("a table", lambda g: object())
+    table = brute.slots(spec_h, spec_w, H, W)
+    kh, kw = g.extent
+    for n, row in enumerate(table):
+        for s, (key, (dh, dw)) in enumerate(row):
+            assert g.zero[n, s] == (key is None and pattern.zero_slots)
+            assert g.excluded[n, s] == (key is None and not pattern.zero_slots)
+            assert g.bias_index[n, s] == (dh + kh - 1) * (2 * kw - 1) + (dw + kw - 1)  # [dh + kh - 1, dw + kw - 1]

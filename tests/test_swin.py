@@ -164,7 +164,7 @@ def test_gradients_equal_swins_and_pass_gradcheck(backend):
 
 
 def test_memory_of_the_fast_path_grows_with_tokens_times_window():
-    from vizattn.tiled import TILE, _plan
+    from vizattn.backends.tiled import TILE, _plan
     for side in (28, 56):
         plan = _plan(Block(7, shift=3), side, side, TILE, torch.device("cpu"))
         assert plan.tile_slot.numel() <= (side // 7 + 1) ** 2 * 49 * 49  # windows + the cut ones, never N^2

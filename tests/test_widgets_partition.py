@@ -44,9 +44,10 @@ def natten_window(L, k, d, i):
 # the state -> pattern function
 # ---------------------------------------------------------------------------------------------
 def test_pattern_for_every_mechanism():
-    s = PartitionState(size=12, kernel=3, dilation=2, block=4, grid=3, interval=3)
+    s = PartitionState(size=12, kernel=3, dilation=2, stride=2, block=4, grid=3, interval=3)
     want = {"global": Global(), "SASA": LocalWindow(3), "NA": Neighborhood(3),
-            "DiNAT": Neighborhood(3, dilation=2), "MaxViT block": Block(4), "MaxViT grid": Grid(3),
+            "DiNAT": Neighborhood(3, dilation=2), "GNA": Neighborhood(3, dilation=2, stride=2),
+            "MaxViT block": Block(4), "MaxViT grid": Grid(3),
             "CrossFormer SDA": Block(4), "CrossFormer LDA": LongDistance(3), "LaViT LA": Global(),
             "Swin W": Block(4), "Swin SW": Block(4, shift=2)}
     assert set(want) == set(MECHANISMS)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .checks import as_pair, check_positive
+from .patterns import LocalWindow
 
 __all__ = ["RelativePositionBias", "DynamicPositionBias", "RelativeEmbedding"]
 
@@ -116,9 +117,7 @@ class RelativeEmbedding(nn.Module):
 
     def __init__(self, heads: int, head_dim: int, kernel_size):
         super().__init__()
-        kh, kw = as_pair("kernel_size", kernel_size)
-        if kh % 2 == 0 or kw % 2 == 0:
-            raise ValueError(f"SASA's window is centred, so kernel_size must be odd; got kernel_size={(kh, kw)}")
+        kh, kw = LocalWindow(kernel_size).kernel_size  # its rule: an odd kernel (the window is centred)
         if head_dim < 2:
             raise ValueError("head_dim must be at least 2 to split into row and column halves; "
                              f"got head_dim={head_dim}")

@@ -13,7 +13,9 @@ its smallest valid value), how it builds its pattern for a map, and its cost for
 pattern class in ``vizattn.patterns``; the menus, sliders, cost figures, stacks and layer kinds
 follow, and ``tests/test_mechanisms.py`` asks for the new cost formula written out by hand. Swin
 (W-MSA, then SW-MSA shifted by ``P // 2``, docs/semantics.md §7) is such a row: ``Block(P, shift=s)``,
-the cost of ``Block(P)`` (the same as NA's with ``k = P``, as the NAT paper says).
+the cost of ``Block(P)`` (the same as NA's with ``k = P``, as the NAT paper says). So is GNA (NATTEN's
+generalized NA): ``Neighborhood(k, dilation, stride)``, whose stride tiles share one window (``stride = k``:
+Swin-like windows), the cost of NA (every query still has ``k^2`` keys).
 
 Parameters not listed by a layer are ignored by it.
 
@@ -47,6 +49,7 @@ class Parameter:
 PARAMETERS = {
     "kernel": Parameter("kernel k", "kernel size", 7),
     "dilation": Parameter("dilation d", "dilation", 1),
+    "stride": Parameter("stride s", "stride", 1),
     "block": Parameter("block P / SDA G", "block size", 7),
     "grid": Parameter("grid G", "grid size", 7),
     "interval": Parameter("LDA interval I", "interval", 8),
@@ -148,6 +151,11 @@ TABLE: tuple[Mechanism, ...] = (
     Mechanism("LaViT", "Zhang et al. 2024, You Only Need Less Attention at Each Stage", (
         Layer("LaViT LA", {}, lambda p, side: Global(), _less_cost, kind="less"),
     ), stack=("global", "LaViT LA"), stack_name="LaViT VA + LA"),
+    Mechanism("GNA", "Hassani et al. 2025, Generalized Neighborhood Attention (NATTEN's na2d)", (
+        Layer("GNA", {"kernel": 2, "dilation": 1, "stride": 1},
+              lambda p, side: Neighborhood(p["kernel"], dilation=p["dilation"], stride=p["stride"]),
+              _windowed("kernel"), kind="neighborhood"),
+    ), stack=("GNA",), stack_name="GNA"),
 )
 
 LAYERS: dict[str, Layer] = {lay.name: lay for row in TABLE for lay in row.layers}
@@ -186,7 +194,7 @@ def cost(name: str, side: int, channels: int = 64, heads: int = 4, **values) -> 
     """``(MACs, attention entries per head)`` of one ``name`` layer on a ``side x side`` map (docs/semantics.md §6).
 
     ``values``: the layer's parameters (``PARAMETERS``; defaults there). With ``N = side**2``
-    tokens and ``C = channels``: global ``4NC^2 + 2N^2C``; NA/DiNAT and SASA (k) ``4NC^2 + 2NCk^2``
+    tokens and ``C = channels``: global ``4NC^2 + 2N^2C``; NA/DiNAT/GNA and SASA (k) ``4NC^2 + 2NCk^2``
     (SASA's grouped projections: the 4NC^2 divided by ``heads``); MaxViT block (P) / grid (G) and
     CrossFormer SDA (G) and Swin W / SW (P) ``4NC^2 + 2NCP^2``; LDA (I) ``4NC^2 + 2NC N/I^2``; LaViT LA layer
     ``2NC^2 + 2hN^3 + N^2C``.

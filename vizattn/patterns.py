@@ -20,12 +20,12 @@ row rule applied to ``h`` and a column rule applied to ``w``. So each pattern on
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
 
 from .checks import as_pair  # also importable as patterns.as_pair
+from .geometry import AxisRule, axis_mask, geometry
 
 Pair = tuple[int, int]
 
@@ -34,22 +34,6 @@ __all__ = ["Pattern", "Global", "Neighborhood", "LocalWindow", "Block", "Grid", 
 
 def _short(pair: Pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"({pair[0]}, {pair[1]})"
-
-
-@dataclasses.dataclass(frozen=True)
-class AxisRule:
-    """The 1-D rule of a pattern on an axis of length ``L``.
-
-    keys, offsets: ``LongTensor [L, k]``: key index (``-1`` if not a real token) and key minus
-    query in the pattern's own units. group, position: ``LongTensor [L]``: which group of the
-    axis a query belongs to (dilation group, block, grid line) and its index inside that group;
-    kernels tile queries that are neighbours inside a group.
-    """
-
-    keys: torch.Tensor
-    offsets: torch.Tensor
-    group: torch.Tensor
-    position: torch.Tensor
 
 
 class Pattern:
@@ -80,16 +64,15 @@ class Pattern:
 
     def keys(self, H: int, W: int) -> torch.Tensor:
         """``LongTensor [H*W, K]``: flat key index of every slot of every query; ``-1`` = no token."""
-        return geometry(self, H, W)[0].clone()
+        return geometry(self, *as_pair("map size", (H, W))).keys.clone()
 
     def offsets(self, H: int, W: int) -> torch.Tensor:
         """``LongTensor [H*W, K, 2]``: (dh, dw) = key - query in the pattern's own units."""
-        return geometry(self, H, W)[1].clone()
+        return geometry(self, *as_pair("map size", (H, W))).offsets.clone()
 
     def extent(self, H: int, W: int) -> Pair:
         """Slots per axis ``(kh, kw)``; a bias table is ``[heads, 2*kh-1, 2*kw-1]``."""
-        rows, cols = self.axes(H, W)
-        return rows.keys.shape[1], cols.keys.shape[1]
+        return geometry(self, *as_pair("map size", (H, W))).extent
 
     def mask(self, H: int, W: int) -> torch.Tensor:
         """``BoolTensor [H*W, H*W]``: ``mask[q, k]`` is True iff real token k is among q's keys."""
@@ -98,8 +81,8 @@ class Pattern:
 
     def axes(self, H: int, W: int) -> tuple[AxisRule, AxisRule]:
         """The row rule and the column rule on an ``H x W`` map (cached: treat as read-only)."""
-        self.check(H, W)
-        return _axes(self, H, W)
+        g = geometry(self, *as_pair("map size", (H, W)))
+        return g.rows, g.cols
 
     def unit(self, L: int, axis: int) -> int:
         """Positions per offset unit on an axis of length ``L``: key = query + offset * unit, every slot."""
@@ -109,35 +92,6 @@ class Pattern:
         """First and last position of the window centred on ``i`` as if the axis had no border, for a
         pattern whose window shifts inward at borders (NA); None for the others."""
         return None
-
-
-@functools.lru_cache(maxsize=256)
-def _axes(pattern: Pattern, H: int, W: int) -> tuple[AxisRule, AxisRule]:
-    return pattern._axis(H, 0), pattern._axis(W, 1)
-
-
-def axis_mask(rule: AxisRule) -> torch.Tensor:
-    """``BoolTensor [L, L]``: is position j among query i's keys on this axis."""
-    L = rule.keys.shape[0]
-    return torch.zeros(L, L + 1, dtype=torch.bool).scatter_(1, rule.keys.where(rule.keys >= 0, L), True)[:, :L]
-
-
-@functools.lru_cache(maxsize=256)
-def geometry(pattern: Pattern, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, Pair]:
-    """Cached ``(keys [N, K], offsets [N, K, 2], extent)`` of ``pattern`` on an ``H x W`` map.
-
-    The returned tensors are shared: treat them as read-only.
-    """
-    rows, cols = pattern.axes(H, W)
-    kh, kw = rows.keys.shape[1], cols.keys.shape[1]
-    # [H, 1, kh, 1] and [1, W, 1, kw] broadcast to [H, W, kh, kw]: slot (a, b) of query (h, w)
-    kr = rows.keys[:, None, :, None]
-    kc = cols.keys[None, :, None, :]
-    keys = torch.where((kr >= 0) & (kc >= 0), kr * W + kc, -1).reshape(H * W, kh * kw)
-    offsets = torch.stack(
-        torch.broadcast_tensors(rows.offsets[:, None, :, None], cols.offsets[None, :, None, :]), dim=-1
-    ).reshape(H * W, kh * kw, 2)
-    return keys, offsets, (kh, kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,25 +148,47 @@ class Global(Pattern):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Neighborhood(Pattern):
-    """Neighborhood attention (NAT) and its dilated form (DiNAT), NATTEN's rule per axis.
+    """Neighborhood attention: NAT, DiNAT (``dilation``) and generalized NA (``stride``, ``causal``),
+    NATTEN's ``na2d`` rule per axis (docs/semantics.md §1).
 
-    Axis length L, kernel k >= 2, dilation d, ``k * d <= L``. Query i is in dilation group
-    ``g = i mod d`` at group coordinate ``i' = i // d``; the group has ``Lg = ceil((L - g) / d)``
-    positions. Its window starts at ``s = clamp(i' - k // 2, 0, Lg - k)`` and the keys are
-    ``(s + t) * d + g`` for ``t = 0 .. k-1``: shifted inward at borders, never clipped.
-    Offsets are in dilation units, so the NAT bias table is ``[heads, 2k-1, 2k-1]``.
+    Axis length L, kernel k >= 2, dilation d, stride ``1 <= s <= k``, ``k * d <= L``. Query i is in
+    dilation group ``g = i mod d`` at group coordinate ``i' = i // d``; the group has
+    ``Lg = ceil((L - g) / d)`` positions, cut into stride tiles of s, whose queries share one
+    *leader*. Not causal: the leader is ``min(i' // s * s + s // 2, Lg - 1)``, the window starts at
+    ``clamp(leader - k // 2, 0, Lg - k)`` and holds k keys ``(start + t) * d + g``: shifted inward at
+    borders, never clipped, one window per tile. Causal: the leader is ``min(i' // s * s + s - 1,
+    Lg - 1)`` and the keys are ``leader - k + 1 + t`` (in group coordinates) that lie in ``[0, i']``;
+    the other slots are -1. Offsets are in dilation units (NAT's bias table ``[heads, 2k-1, 2k-1]``).
+    ``stride == kernel`` on a map the kernel divides is ``Block(kernel)``.
 
     >>> Neighborhood(3, dilation=2).keys(7, 7)[5].tolist()  # query (0, 5): rows 0 2 4, cols 1 3 5
     [1, 3, 5, 15, 17, 19, 29, 31, 33]
+    >>> Neighborhood((2, 3), stride=(1, 3)).keys(2, 6)[:6, :3].tolist()  # row 0: two tiles of 3 columns
+    [[0, 1, 2], [0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5], [3, 4, 5]]
     """
 
     kernel_size: Pair | int
     dilation: Pair | int = 1
-    partition = False
+    stride: Pair | int = 1
+    causal: tuple[bool, bool] | bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "kernel_size", as_pair("kernel_size", self.kernel_size, minimum=2))
+        k = as_pair("kernel_size", self.kernel_size, minimum=2)
+        object.__setattr__(self, "kernel_size", k)
         object.__setattr__(self, "dilation", as_pair("dilation", self.dilation))
+        stride = as_pair("stride", self.stride)
+        if stride[0] > k[0] or stride[1] > k[1]:
+            raise ValueError(f"stride must not exceed kernel_size on each axis; got kernel_size={k}, stride={stride}")
+        object.__setattr__(self, "stride", stride)
+        causal = self.causal if isinstance(self.causal, (tuple, list)) else (self.causal, self.causal)
+        if len(causal) != 2 or not all(isinstance(c, bool) for c in causal):  # a bool, not just truthy
+            raise ValueError(f"causal must be True, False or a pair of them; got causal={self.causal!r}")
+        object.__setattr__(self, "causal", causal)
+
+    @property
+    def partition(self):
+        """Every query of a stride tile shares its window when no axis is causal or unstrided."""
+        return all(s > 1 and not c for s, c in zip(self.stride, self.causal))
 
     def _check(self, H, W):
         k, d = self.kernel_size, self.dilation
@@ -222,27 +198,47 @@ class Neighborhood(Pattern):
                 f"got kernel_size={k}, dilation={d}, map={(H, W)}"
             )
 
+    def _leader(self, i_group, group_len, axis):
+        """The query of each stride tile whose window (not causal) or window end (causal) the tile shares."""
+        s = self.stride[axis]
+        return torch.minimum(i_group // s * s + (s - 1 if self.causal[axis] else s // 2), group_len - 1)
+
     def _axis(self, L, axis):
-        k, d = self.kernel_size[axis], self.dilation[axis]
+        k, d, s = self.kernel_size[axis], self.dilation[axis], self.stride[axis]
         i = torch.arange(L)
         g, i_group = i % d, i // d
         group_len = (L - g + d - 1) // d
-        start = torch.minimum((i_group - k // 2).clamp(min=0), group_len - k)
+        leader = self._leader(i_group, group_len, axis)
         t = torch.arange(k)
-        keys = (start[:, None] + t) * d + g[:, None]
-        return AxisRule(keys, (start - i_group)[:, None] + t, g, i_group)
+        if self.causal[axis]:
+            key = (leader - k + 1)[:, None] + t  # group coordinates; only those in [0, i'] are keys
+            real = (key >= 0) & (key <= i_group[:, None])
+        else:
+            key = torch.minimum((leader - k // 2).clamp(min=0), group_len - k)[:, None] + t
+            real = torch.ones_like(key, dtype=torch.bool)
+        # groups: the dilation groups (stride 1), or the stride tiles inside them
+        group = g if s == 1 else i_group // s * d + g
+        position = i_group if s == 1 else i_group % s
+        return AxisRule((key * d + g[:, None]).where(real, -1), key - i_group[:, None], group, position)
 
     def unit(self, L, axis):
         return self.dilation[axis]
 
     def centred(self, i, axis):
-        k, d = self.kernel_size[axis], self.dilation[axis]
+        k, d, s = self.kernel_size[axis], self.dilation[axis], self.stride[axis]
         g, ig = i % d, i // d
-        return (ig - k // 2) * d + g, (ig - k // 2 + k - 1) * d + g
+        if self.causal[axis]:  # the k positions up to the tile's last query
+            first = ig // s * s + s - 1 - k + 1
+        else:  # centred on the tile's middle query
+            first = ig // s * s + s // 2 - k // 2
+        return first * d + g, (first + k - 1) * d + g
 
     def __repr__(self):
         d = "" if self.dilation == (1, 1) else f", dilation={_short(self.dilation)}"
-        return f"Neighborhood({_short(self.kernel_size)}{d})"
+        s = "" if self.stride == (1, 1) else f", stride={_short(self.stride)}"
+        causal = self.causal[0] if self.causal[0] == self.causal[1] else self.causal
+        c = "" if self.causal == (False, False) else f", causal={causal}"
+        return f"Neighborhood({_short(self.kernel_size)}{d}{s}{c})"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

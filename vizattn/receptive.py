@@ -26,7 +26,8 @@ import math
 import torch
 from torch import nn
 
-from .patterns import Pair, Pattern, as_pair, axis_mask
+from .geometry import axis_mask
+from .patterns import Pair, Pattern, as_pair
 from .probe import attention_layers, probe
 from .stacks import STACKS, PatternStack, stack_for, stack_model  # re-exported: the stacks the fields are drawn for
 

@@ -102,12 +102,12 @@ struct Row<T, 0> {
   }
 };
 
-// x[s] = exp(x[s]) for x <= 0 (-inf -> 0). float: a branch-free polynomial the compiler vectorises
-// (2^n * exp(r), |r| <= ln2 / 2, Taylor to r^7: truncation below 1e-8, so float rounding dominates);
-// double: std::exp.
+// x[s] = exp(x[s]) for x <= 0 (-inf -> 0, NaN stays NaN). float: a branch-free polynomial the compiler
+// vectorises (2^n * exp(r), |r| <= ln2 / 2, Taylor to r^7: truncation below 1e-8, so float rounding
+// dominates); double: std::exp.
 inline void exp_nonpositive(float* x, int64_t K) {
   for (int64_t s = 0; s < K; ++s) {
-    const float y = x[s] < -87.0f ? -87.0f : x[s];
+    const float y = x[s] >= -87.0f ? x[s] : -87.0f;  // NaN -> -87: a finite value to convert to int
     const float n = (y * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23
     const float r = (y - n * 0.693145752f) - n * 1.42860677e-6f;  // ln2 split in two parts
     float p = 1.0f / 5040;
@@ -121,7 +121,7 @@ inline void exp_nonpositive(float* x, int64_t K) {
     const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    x[s] = x[s] < -87.0f ? 0.0f : p * scale;
+    x[s] = x[s] < -87.0f ? 0.0f : x[s] != x[s] ? x[s] : p * scale;
   }
 }
 
@@ -158,11 +158,13 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, con
       T* pn = p + i * z.K;
       qn.load(q + i * z.d);
       T top = minus_inf;
+      bool live = zero_slots;  // does the query have a slot in the softmax at all
       for (int64_t slot = 0; slot < z.K; ++slot) {
         const int64_t j = kn[slot];
         T logit = minus_inf;
         if (j >= 0) {
           logit = scale * qn.dot(ks + j * z.d) + (tn ? tn[slot] : T(0));
+          live = true;
         } else if (zero_slots) {
           logit = tn ? tn[slot] : T(0);
         }
@@ -170,7 +172,7 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, con
         top = logit > top ? logit : top;
       }
       on.zero();
-      if (top == minus_inf) {  // no slot at all: zero output, zero weights
+      if (!live) {  // no slot at all: zero output, zero weights
         for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] = 0;
         on.store(out + i * z.dv);
         continue;
@@ -179,6 +181,14 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* keys, con
       exp_nonpositive(pn, z.K);
       T total = 0;
       for (int64_t slot = 0; slot < z.K; ++slot) total += pn[slot];
+      if (!(total < std::numeric_limits<T>::infinity())) {
+        // a NaN logit, an inf one, or all live ones -inf (from a NaN or inf in q or a key's k): as in
+        // torch's softmax, every weight and the output are NaN; a slot without a key still weighs 0
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        for (int64_t slot = 0; slot < z.K; ++slot) pn[slot] = kn[slot] >= 0 || zero_slots ? nan : T(0);
+        for (int64_t c = 0; c < z.dv; ++c) out[i * z.dv + c] = nan;
+        continue;
+      }
       const T inv = T(1) / total;
       for (int64_t slot = 0; slot < z.K; ++slot) {
         pn[slot] *= inv;

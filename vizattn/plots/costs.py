@@ -10,18 +10,18 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..mechanisms import LAYERS, TABLE, cost
-from .style import OKABE_ITO
+from .style import GROUP_PALETTE, OKABE_ITO
 
 __all__ = ["COST_MECHANISMS", "SIDES", "STYLES", "cost_curves", "cost_title", "side_marks", "cost_figure"]
 
 COST_MECHANISMS = tuple(LAYERS)  # every layer kind of the mechanisms table
 SIDES = tuple(range(8, 257, 8))  # the map sides of a cost figure
-# a colour per paper (row of the mechanisms table: global, SASA, NAT, DiNAT, MaxViT, CrossFormer, Swin,
-# LaViT; Okabe-Ito without its yellow, which is faint on white, plus grey and black) and a dash per layer
-# of it: a curve keeps its style whichever others are shown, and MaxViT's block and grid share a colour
-PAPER_COLOURS = ("#7F7F7F", *OKABE_ITO[:3], *OKABE_ITO[4:], "#000000")
+# a colour per paper (row of the mechanisms table, in its order: Okabe-Ito without its yellow, which is
+# faint on white, plus grey and black, then Tol's muted colours for further rows) and a dash per layer of
+# it: a curve keeps its style whichever others are shown, and MaxViT's block and grid share a colour
+PAPER_COLOURS = ("#7F7F7F", *OKABE_ITO[:3], *OKABE_ITO[4:], "#000000", *GROUP_PALETTE)
 STYLES = {lay.name: dict(color=colour, dash=("solid", "dash")[n], width=2)
-          for row, colour in zip(TABLE, PAPER_COLOURS, strict=True) for n, lay in enumerate(row.layers)}
+          for row, colour in zip(TABLE, PAPER_COLOURS) for n, lay in enumerate(row.layers)}
 
 
 def cost_curves(sides=SIDES, mechanisms=COST_MECHANISMS, **params) -> dict[str, tuple[tuple, tuple]]:

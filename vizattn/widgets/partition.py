@@ -5,7 +5,7 @@ The menus list the layer kinds of ``vizattn.mechanisms`` (``MECHANISMS``); ``pat
 
 Slider bounds (``bounds``) make invalid choices impossible where a rule allows it:
 ``kernel * dilation <= size`` (kernel's maximum follows ``size // dilation``, dilation's
-``size // kernel``), the kernel is at least the smallest a mechanism allows (2 for NA/DiNAT), the
+``size // kernel``), ``stride <= kernel``, the kernel is at least the smallest a mechanism allows (2 for NA/DiNAT), the
 query lies on the map, a kernel that must be odd (SASA: its window is centred; the table's ``odd``)
 moves in steps of 2 from an odd minimum (``steps``). Block, grid and interval may be any value up to the map size:
 when one does not divide the map the pattern is built with ``pad=True`` (the map is padded bottom/right, padded
@@ -63,6 +63,7 @@ class PartitionState(HasTraits):
     size = Int(14)
     kernel = Int(5)
     dilation = Int(1)
+    stride = Int(1)
     block = Int(7)
     grid = Int(7)
     interval = Int(2)
@@ -149,6 +150,7 @@ def bounds(state: PartitionState) -> dict[str, tuple[int, int]]:
         "size": SIZE_RANGE,
         "kernel": (k_min, k_max - (k_max - k_min) % step),
         "dilation": (1, max(1, size // kernel)),
+        "stride": (1, min(kernel, k_max)),  # a stride tile is at most the window
         "block": (1, size),
         "grid": (1, size),
         "interval": (1, size),
@@ -188,9 +190,9 @@ class PartitionExplorer(Explorer):
 
     def __init__(self, mechanism: str = "NA", size: int = 14, kernel: int = 5, dilation: int = 1, block: int = 7,
                  grid: int = 7, interval: int = 2, query=(7, 7), compare: str | None = None, rolled: bool = False,
-                 **kwargs):
+                 stride: int = 1, **kwargs):
         self.state = PartitionState(mechanism=mechanism, compare=compare, size=size, kernel=kernel,
-                                    dilation=dilation, block=block, grid=grid, interval=interval,
+                                    dilation=dilation, stride=stride, block=block, grid=grid, interval=interval,
                                     query_i=query[0], query_j=query[1], rolled=rolled)
         self._scenes = [None, None]  # what each panel shows: (mechanism, pattern, size, cell size)
         # what was asked for (a slider move, a value set): clamping follows the map down and back up

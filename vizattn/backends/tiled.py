@@ -4,13 +4,16 @@ Queries are cut into tiles of neighbours inside one group of the pattern (dilati
 grid line); a tile attends to the union of its windows (its *halo*) with a small mask, and all
 tiles run as one batched ``scaled_dot_product_attention``. Partition patterns have tile = group
 and need no mask. Memory grows with ``N * halo``. Training runs one autograd Function over chunks
-of (batch, head) slices whose backward re-gathers the halos instead of keeping them.
+of (batch, head) slices whose backward re-gathers the halos instead of keeping them. ``Global``
+without weights or relative embeddings is one plain SDPA call (a bias becomes a dense table).
+A halo holds keys that some of its queries do not see: a NaN or inf in k or v, which the masked
+product would spread to them (``NaN + -inf``, ``0 * NaN``), takes the reference's per-slot path.
 
 Glossary as in ``vizattn.functional``: ``q, k, v [B, heads, H, W, head_dim]``.
 
 >>> import torch; from vizattn.patterns import Neighborhood
 >>> q = k = v = torch.randn(1, 2, 9, 9, 4)
->>> out, weights = tiled(q, k, v, Neighborhood(3), None, 0.5, False)  # terms=None, scale=0.5
+>>> out, weights = run(q, k, v, Neighborhood(3), None, None, 0.5, False)  # no bias, rel_emb; scale 0.5
 >>> out.shape, weights
 (torch.Size([1, 2, 9, 9, 4]), None)
 """
@@ -18,15 +21,18 @@ Glossary as in ``vizattn.functional``: ``q, k, v [B, heads, H, W, head_dim]``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .patterns import AxisRule, Pattern, geometry
-from .slots import zero_slot_logsumexp, zero_slots
+from ..geometry import AxisRule, geometry, table_index
+from ..patterns import Global, Pattern
+from ..slots import slot_terms, zero_slot_logsumexp
+from . import reference
+
+NAME = "tiled"
 
 TILE = 8  # queries per axis in a sliding-window tile (see benchmarks/attention.py)
 HALO_BYTES = 2 * 2**20  # (batch, head) slices run in chunks whose gathered k halo stays below this (see _chunks)
@@ -105,11 +111,16 @@ def _axis_tiles(rule: AxisRule, size: int) -> _AxisTiles:
     return _AxisTiles(*map(torch.tensor, (tiles, halos, slot, tile_of, row_of, col_of)))
 
 
-@functools.lru_cache(maxsize=128)
 def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> TilePlan:
-    if device.type != "cpu":
-        return _plan(pattern, H, W, tile, torch.device("cpu")).to(device)
-    rows, cols = pattern.axes(H, W)
+    """The tile plan of a geometry, made once per geometry and tile size."""
+    if torch.device(device).type != "cpu":
+        return geometry(pattern, H, W, device).derived(("tile plan", tile),
+                                                       lambda g: _plan(pattern, H, W, tile, "cpu").to(device))
+    return geometry(pattern, H, W).derived(("tile plan", tile), lambda g: _make_plan(g, tile))
+
+
+def _make_plan(g, tile: int) -> TilePlan:
+    pattern, H, W, rows, cols = g.pattern, g.H, g.W, g.rows, g.cols
     N = H * W
     size = lambda rule: rule.keys.shape[0] if pattern.partition else tile  # noqa: E731
     th, tw = _axis_tiles(rows, size(rows)), _axis_tiles(cols, size(cols))
@@ -130,7 +141,7 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
         zero_col = kv_idx.shape[1]
         kv_idx = F.pad(kv_idx, (0, 1), value=N)
         tile_slot = F.pad(tile_slot, (0, 1), value=-1)
-        slot_col = torch.where((slot_col < 0) & (geometry(pattern, H, W)[0] < 0), zero_col, slot_col)
+        slot_col = torch.where((slot_col < 0) & g.zero, zero_col, slot_col)
     else:  # halo padding may point at any token (it is masked): no zero token, no padded copy of k, v
         kv_idx = kv_idx.where(kv_idx < N, 0)
     full = bool((tile_slot >= 0).all())
@@ -146,9 +157,20 @@ def _plan(pattern: Pattern, H: int, W: int, tile: int, device: torch.device) -> 
                     count.cumsum(0) - count, full, identity)
 
 
-def tiled(q, k, v, pattern, terms, scale, return_weights):
+def can_run(q, pattern, rel_emb, return_weights, choosing):
+    """Always None: tiles run on any device and dtype."""
+    return None
+
+
+def run(q, k, v, pattern, bias, rel_emb, scale, return_weights):
+    """``(out [B, heads, H, W, dv], weights [B, heads, H, W, K] or None)``."""
+    if isinstance(pattern, Global) and rel_emb is None and not return_weights:
+        return _global(q, k, v, bias, scale), None
+    terms = slot_terms(q, pattern, bias, rel_emb, scale)
     B, heads, H, W, _ = q.shape
     plan = _plan(pattern, H, W, TILE, q.device)
+    if not plan.full and not finite(k, v):
+        return reference.attend_slots(q, k, v, pattern, terms, scale, return_weights)
     if return_weights:
         return _tiled_with_weights(q, k, v, pattern, plan, terms, scale)
     halos = 2 * B * heads * plan.kv_idx.numel() * q.shape[-1] * q.element_size()
@@ -167,6 +189,26 @@ def tiled(q, k, v, pattern, terms, scale, return_weights):
     ts = None if terms is None else terms.expand(B, heads, -1, -1).reshape(1, B * heads, *terms.shape[2:])
     out = _HaloAttention.apply(qs, ks, vs, ts, pattern, plan, scale)
     return out.reshape(B, heads, H, W, -1), None
+
+
+def _global(q, k, v, bias, scale):
+    """``Global``: plain SDPA; a bias becomes a dense ``[heads, N, N]`` table, indexed per axis (no ``[N, N, 2]``)."""
+    B, heads, H, W, head_dim = q.shape
+    mask = None
+    if bias is not None:
+        dh, dw = torch.arange(H, device=q.device), torch.arange(W, device=q.device)
+        offsets = torch.broadcast_tensors((dh[None, :] - dh[:, None])[:, None, :, None],
+                                          (dw[None, :] - dw[:, None])[None, :, None, :])  # [H, W, H, W] each
+        mask = bias.flatten(1)[:, table_index(*offsets, (H, W)).reshape(H * W, H * W)][None]  # [1, heads, N, N]
+    qf, kf, vf = (t.reshape(B, heads, H * W, -1) for t in (q, k, v))
+    return F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask, scale=scale).reshape(B, heads, H, W, -1)
+
+
+def finite(*tensors):
+    """Whether every value of every tensor is finite, read from their sum (one fast reduction each, float32 or
+    wider): a NaN or inf makes it NaN or inf. A sum of finite values that overflows says False too; such
+    inputs then take the exact per-slot path, only slower."""
+    return bool(torch.isfinite(sum(t.sum(dtype=torch.float32) if t.element_size() < 4 else t.sum() for t in tensors)))
 
 
 class _HaloAttention(torch.autograd.Function):
@@ -326,7 +368,7 @@ def _tiled_with_weights(q, k, v, pattern, plan, terms, scale):
     rows = _untile(probs, plan, q.shape)  # [B, heads, N, Tk]
     weights = rows.gather(-1, plan.slot_col.clamp(min=0).expand(B, heads, -1, -1)).masked_fill(plan.slot_col < 0, 0)
     if plan.zero_col is not None:  # split the zero column's mass over the zero slots
-        zero = zero_slots(pattern, H, W, q.device)
+        zero = geometry(pattern, H, W, q.device).zero
         weights = torch.where(zero, weights * _zero_slot_share(terms, zero, q.dtype), weights)
     return out, weights.reshape(B, heads, H, W, -1)
 
@@ -366,22 +408,23 @@ def _tile_logit_terms(plan, pattern, terms, H, W, dtype):
     """Additive logits on the tiles ``[B|1, heads|1, nT, Tq, Tk]``: slot terms, ``-inf`` outside windows."""
     if terms is None and plan.zero_col is None and plan.full:
         return None
-    add = _tile_mask(pattern, H, W, plan.q_idx.device, dtype)[None, None]  # 0 / -inf
+    add = geometry(pattern, H, W, plan.q_idx.device).derived(("tile mask", dtype, plan.tile_slot.shape),
+                                                                    lambda g: _tile_mask(plan, dtype))
+    add = add[None, None]  # 0 / -inf
     if terms is not None:
         per_row = terms[:, :, plan.q_idx]  # [.., nT, Tq, K]
         add = add + per_row.gather(-1, plan.tile_slot.clamp(min=0).expand(per_row.shape[:2] + plan.tile_slot.shape))
     if plan.zero_col is not None:
-        zero_logit = zero_slot_logsumexp(terms, zero_slots(pattern, H, W, add.device), dtype)  # [.., N]
+        zero_logit = zero_slot_logsumexp(terms, geometry(pattern, H, W, add.device).zero, dtype)  # [.., N]
         zero_column = zero_logit[..., plan.q_idx, None].expand(add.shape[:-1] + (1,))
         add = torch.cat([add[..., : plan.zero_col], zero_column], -1)
     return add
 
 
-@functools.lru_cache(maxsize=64)
-def _tile_mask(pattern, H, W, device, dtype):
-    """``[nT, Tq, Tk]``: 0 where the halo key is in the query's window, ``-inf`` elsewhere (cached)."""
-    plan = _plan(pattern, H, W, TILE, device)
-    return torch.zeros(plan.tile_slot.shape, dtype=dtype, device=device).masked_fill(plan.tile_slot < 0, -math.inf)
+def _tile_mask(plan, dtype):
+    """``[nT, Tq, Tk]``: 0 where the halo key is in the query's window, ``-inf`` elsewhere."""
+    return torch.zeros(plan.tile_slot.shape, dtype=dtype, device=plan.tile_slot.device).masked_fill(
+        plan.tile_slot < 0, -math.inf)
 
 
 def _add_terms(logits, add):

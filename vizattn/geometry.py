@@ -48,6 +48,12 @@ def axis_mask(rule: AxisRule) -> torch.Tensor:
     return torch.zeros(L, L + 1, dtype=torch.bool).scatter_(1, rule.keys.where(rule.keys >= 0, L), True)[:, :L]
 
 
+def assemble(row_keys: torch.Tensor, col_keys: torch.Tensor, W: int) -> torch.Tensor:
+    """Flat key index ``row * W + col`` of the slots whose row key and column key (broadcast against
+    each other) are both real; ``-1`` otherwise."""
+    return torch.where((row_keys >= 0) & (col_keys >= 0), row_keys * W + col_keys, -1)
+
+
 def table_index(dh, dw, extent):
     """Flat index into a ``[2*kh-1, 2*kw-1]`` table of the offsets ``(dh, dw)`` (tensors of one shape)."""
     kh, kw = extent
@@ -93,10 +99,14 @@ class Geometry:
     def keys(self) -> torch.Tensor:
         def make(g):
             # [H, 1, kh, 1] and [1, W, 1, kw] broadcast to [H, W, kh, kw]: slot (a, b) of query (h, w)
-            kr, kc = g.rows.keys[:, None, :, None], g.cols.keys[None, :, None, :]
-            return torch.where((kr >= 0) & (kc >= 0), kr * g.W + kc, -1).reshape(g.H * g.W, -1)
+            return assemble(g.rows.keys[:, None, :, None], g.cols.keys[None, :, None, :], g.W).reshape(g.H * g.W, -1)
 
         return self._table("keys", make)
+
+    def query_keys(self, i: int, j: int) -> torch.Tensor:
+        """``keys[i * W + j]``, ``LongTensor [K]``, without building the ``[N, K]`` table (one query of a
+        large ``Global`` map)."""
+        return assemble(self.rows.keys[i][:, None], self.cols.keys[j][None, :], self.W).reshape(-1)
 
     @property
     def offsets(self) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..checks import check_query
+from ..geometry import geometry
 from ..patterns import Pattern
 from .style import (
     GROUP_PALETTE,
@@ -40,8 +41,8 @@ TRACES = ("groups", "keys", "slots", "query")  # trace order of partition_figure
 def query_slots(pattern: Pattern, H: int, W: int, i: int, j: int):
     """Key slots of query ``(i, j)``: ``(keys, rows, cols)``, numpy ``[K]`` each.
 
-    ``keys`` equals ``pattern.keys(H, W)[i * W + j]`` (assembled the same way, from the row and
-    column rules, without building the ``[N, K]`` table); ``rows``/``cols`` place every slot,
+    ``keys`` is ``pattern.keys(H, W)[i * W + j]``, read from the pattern's geometry without building
+    the ``[N, K]`` table (``Geometry.query_keys``); ``rows``/``cols`` place every slot,
     also the ``-1`` ones, at ``query + offset * unit``: off the map for SASA's zero padding and
     for ``pad=True`` positions.
 
@@ -50,14 +51,13 @@ def query_slots(pattern: Pattern, H: int, W: int, i: int, j: int):
     >>> keys.tolist(), rows.tolist(), cols.tolist()
     ([-1, -1, -1, -1, 0, 1, -1, 3, 4], [-1, -1, -1, 0, 0, 0, 1, 1, 1], [-1, 0, 1, -1, 0, 1, -1, 0, 1])
     """
-    rule_r, rule_c = pattern.axes(H, W)
-    kr, kc = rule_r.keys[i].numpy(), rule_c.keys[j].numpy()
-    pr = i + rule_r.offsets[i].numpy() * pattern.unit(H, 0)
-    pc = j + rule_c.offsets[j].numpy() * pattern.unit(W, 1)
-    keys = np.where((kr[:, None] >= 0) & (kc[None, :] >= 0), kr[:, None] * W + kc[None, :], -1)
-    rows = np.broadcast_to(pr[:, None], keys.shape)
-    cols = np.broadcast_to(pc[None, :], keys.shape)
-    return keys.reshape(-1), rows.reshape(-1).copy(), cols.reshape(-1).copy()
+    g = geometry(pattern, H, W)
+    keys = g.query_keys(i, j).numpy()
+    pr = i + g.rows.offsets[i].numpy() * pattern.unit(H, 0)  # [kh]
+    pc = j + g.cols.offsets[j].numpy() * pattern.unit(W, 1)  # [kw]
+    rows = np.broadcast_to(pr[:, None], (len(pr), len(pc)))
+    cols = np.broadcast_to(pc[None, :], (len(pr), len(pc)))
+    return keys, rows.reshape(-1).copy(), cols.reshape(-1).copy()
 
 
 def _axis_area(pattern: Pattern, rule, L: int, axis: int) -> tuple[int, int]:

@@ -92,7 +92,7 @@ class FlowExplorer(Explorer):
 
     >>> ex = FlowExplorer("nat", photo="shapes 0")
     >>> ex.state.depth = 2
-    >>> ex.forwards, ex.flow.names[1], ex.figure.layout.title.text.startswith("nat: rollout, layers 1-2")
+    >>> ex.forwards, ex.flow.names[1], "layers 1-2" in ex.figure.layout.title.text
     (1, 'stages.0.1.attn', True)
     """
 

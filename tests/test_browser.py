@@ -59,7 +59,8 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOK = ROOT / "notebooks" / "_widget_smoke.ipynb"
 EXPLORERS = {"partition": ".vizattn-partition", "attention": ".vizattn-attention", "lavit": ".vizattn-lavit",
-             "receptive": ".vizattn-receptive", "cost": ".vizattn-cost"}
+             "receptive": ".vizattn-receptive", "cost": ".vizattn-cost", "flow": ".vizattn-flow-rollout",
+             "flow relevance": ".vizattn-flow-relevance"}
 TARGETS_MS = {"first": 100, "finished": 250, "switch": 400}  # the targets (model/photo switches: "switch")
 SWITCHES = ("model", "photo", "task")  # each loads other trained weights or runs the models on another photo
 # the targets are asserted only when asked (VIZATTN_LATENCY=1, a quiet machine): on a shared CPU a sweep's

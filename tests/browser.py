@@ -345,7 +345,8 @@ CONTROLS_JS = """(scope) => {
     if (kind === 'menu' || kind === 'multi') { const s = w.querySelector('select');
       Object.assign(c, {options: [...s.options].map(o => o.value), value: s.value,
                         selected: [...s.selectedOptions].map(o => o.value)}); }
-    if (kind === 'toggles') Object.assign(c, {options: [...w.querySelectorAll('button')].map(b => b.textContent.trim())});
+    if (kind === 'toggles') Object.assign(c, {options: [...w.querySelectorAll('button')].map(b => b.textContent.trim()),
+                                              value: [...w.querySelectorAll('button')].findIndex(b => b.classList.contains('mod-active'))});
     found.push(c);
   }
   return found;
@@ -473,10 +474,11 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             move(c, f"{option} {'off' if option in c['selected'] else 'on'}", lambda: select.select_option(toggled))
             move(c, "back", lambda: select.select_option(c["selected"]))
 
-    def toggles_pass(c):
-        for k, option in enumerate(c["options"][1:] + c["options"][:1]):
-            button = page.locator(f"[data-sweep='{c['id']}'] button").nth((k + 1) % len(c["options"]))
-            move(c, option, button.click)
+    def toggles_pass(c):  # each other button, then back to the one that was active
+        n, start = len(c["options"]), max(c["value"], 0)
+        for k in range(start + 1, start + n + 1):
+            button = page.locator(f"[data-sweep='{c['id']}'] button").nth(k % n)
+            move(c, c["options"][k % n], button.click)
             sweep_new_sliders()
 
     def checkbox_pass(c):

@@ -81,7 +81,7 @@ def flow_figure(image, pixels, *, title: str, pixel=(0, 0)) -> go.Figure:
                       hovertemplate="x %{x}, y %{y}<br>share %{z:.2%}<extra></extra>")
     fig = go.Figure([photo_trace(grey(image)), heat, go.Scatter(_marker(pixel))])
     fig.update_layout(
-        title=dict(text=title, x=0.5, font=dict(size=13)), width=440, height=470, showlegend=False,
+        title=dict(text=title, x=0.5, font=dict(size=13)), width=440, height=430, showlegend=False,
         margin=dict(l=40, r=20, t=50, b=40), plot_bgcolor=OUTSIDE_COLOUR,
         xaxis=dict(range=[-0.5, W - 0.5], constrain="domain", showgrid=False, zeroline=False),
         yaxis=dict(range=[H - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False))

@@ -16,17 +16,18 @@ from traitlets import Enum, HasTraits, Int
 
 from .. import checkpoints, plots
 from ..checkpoints import files
-from ..checkpoints.vit import patch_records
+from ..checkpoints.vit import class_records, patch_records
 from ..data import PHOTOS, TASKS, imagenet_photo, imagenet_top, photo
 from ..models import list_models
 from ..probe import probe
 from .base import Explorer, choice, note_html, pretrained, replace, send, set_range, side_by_side
 from .figure import FigureWidget
 
-__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
+__all__ = ["MODELS", "QUERY_TOKENS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
 MODELS = list_models()
 WEIGHTS = ("imagenet", "random")
+QUERY_TOKENS = ("patch", "class token")  # what queries: a patch of the map, or a ViT's class token
 RANDOM_HTML = "<b style='color:#b00'>RANDOM WEIGHTS</b> "  # the warning every random-weights banner starts with
 RANDOM_NOTE = "the maps show the architecture, not what the trained model learned."
 
@@ -82,7 +83,8 @@ class AttentionState(HasTraits):
 
     ``layers`` lists the attention layers of the current model (the explorer fills it after each
     forward pass); ``layer`` must be one of them. ``query_i``/``query_j`` are on the layer's own
-    map (stages differ in size), ``head`` indexes the layer's heads.
+    map (stages differ in size), ``head`` indexes the layer's heads; ``token="class token"`` (a ViT with a
+    class token) queries with the class token instead of patch ``(query_i, query_j)``.
 
     >>> s = AttentionState(model="maxvit", layers=("a", "b"), layer="b")
     >>> s.layer = "c"
@@ -100,6 +102,7 @@ class AttentionState(HasTraits):
     query_i = Int(0)
     query_j = Int(0)
     scale = Enum(plots.SCALES, default_value="local")
+    token = Enum(QUERY_TOKENS, default_value="patch")
 
     @traitlets.validate("layer")
     def _known_layer(self, proposal):
@@ -127,7 +130,9 @@ class AttentionExplorer(Explorer):
     photo at 224 x 224, ImageNet-normalised; the model and task menus are hidden. A banner above the
     controls gives the top-5 ImageNet labels, or says RANDOM WEIGHTS. Hierarchical models show their
     56 x 56 ... 7 x 7 maps (pixels per cell: ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
-    grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption.
+    grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption;
+    ``token="class token"`` (the "query" buttons) shows the class token's own row over the patches instead
+    (``checkpoints.vit.class_records``: the map DINO and vit-explain draw), its share on itself in the caption.
 
     >>> import numpy as np
     >>> ex = AttentionExplorer("maxvit", layer="stages.2.0.grid_attn", head=1)
@@ -139,9 +144,10 @@ class AttentionExplorer(Explorer):
 
     def __init__(self, model: str = "nat", task: str = "shape", photo: str = "astronaut", layer: str | None = None,
                  head: int = 0, query=None, scale: str = "local", checkpoint: str | None = None,
-                 weights: str = "imagenet", **kwargs):
+                 weights: str = "imagenet", token: str = "patch", **kwargs):
         for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
-                                     ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS)]:
+                                     ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS),
+                                     ("token", token, QUERY_TOKENS)]:
             choice(name, value, options)
         if checkpoint is not None:
             choice("checkpoint", checkpoint, checkpoints.list())
@@ -150,8 +156,13 @@ class AttentionExplorer(Explorer):
         s = self.state
         self.forwards, self.real, self.top5, self.share = 0, None, None, {}
         self._captured, self.records, self.image = None, {}, None
+        self.class_records, self.class_share = {}, {}  # a ViT's class-token queries (checkpoints.vit.class_records)
         self._syncing, self._scene, self._size = False, None, None
         self._capture()
+        if token != "patch" and not self.class_records:
+            raise ValueError(f"token='class token' needs a model with a class token (a ViT checkpoint such as "
+                             f"deit_tiny_patch16_224); got model={checkpoint or model!r}")
+        s.token = token
         names = tuple(self.records)
         if layer is None:
             layer = names[0]
@@ -182,6 +193,11 @@ class AttentionExplorer(Explorer):
                                        layout=widgets.Layout(width="330px"))
             slider.add_class(f"vizattn-{name.replace('_', '-')}")
             self.sliders[name] = slider
+        shown = widgets.Layout(display=None if self.class_records else "none")  # only a model with a class token
+        self.token_buttons = widgets.ToggleButtons(options=QUERY_TOKENS, value=s.token, description="query",
+                                                   style=style, tooltips=("a patch of the map (sliders, click)",
+                                                                          "the class token: its map over the patches"),
+                                                   layout=shown)
         self.message = widgets.HTML()
         self.banner = widgets.HTML(self._banner())
         self.figure = FigureWidget(self._main_figure())
@@ -192,6 +208,7 @@ class AttentionExplorer(Explorer):
         self._links = [widgets.link((menu, "value"), (s, name)) for name, menu in self.menus.items()]
         self._links += [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
         self._links.append(widgets.link((self.scale_buttons, "value"), (s, "scale")))
+        self._links.append(widgets.link((self.token_buttons, "value"), (s, "token")))
         self.layer_menu.observe(self._picked_layer, "value")
         for trace in self.figure.data[:2]:
             trace.on_click(self._clicked_photo)
@@ -201,6 +218,7 @@ class AttentionExplorer(Explorer):
         controls = widgets.VBox(([] if checkpoint is None else [self.banner]) + [
             widgets.HBox(menus),
             widgets.HBox([self.layer_menu, self.scale_buttons]),
+            self.token_buttons,
             widgets.HBox(list(self.sliders.values())),
         ])
         super().__init__([controls, side_by_side([self.figure, self.heads_figure]), self.message], **kwargs)
@@ -238,17 +256,20 @@ class AttentionExplorer(Explorer):
             self.top5 = imagenet_top(logits)[0] if self.real else None
             self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
                 model, "prefix_tokens") else ({r.name: r for r in rec}, {})
+            self.class_records, self.class_share = class_records(rec, model.grid, model.prefix_tokens) if hasattr(
+                model, "prefix_tokens") else ({}, {})
         self.forwards += 1
         self._captured = key
 
     @property
     def record(self):
-        """The ``AttentionRecord`` of the selected layer."""
-        return self.records[self.state.layer]
+        """The ``AttentionRecord`` of the selected layer (its class-token queries with ``token="class token"``)."""
+        s = self.state
+        return (self.class_records if s.token != "patch" else self.records)[s.layer]
 
     # -- state -> view ---------------------------------------------------------------------------
     def _scene_key(self):
-        return self._captured, self.state.layer
+        return self._captured, self.state.layer, self.state.token
 
     def _main_figure(self) -> go.Figure:
         s = self.state
@@ -262,6 +283,8 @@ class AttentionExplorer(Explorer):
     def _title(self) -> str:
         s = self.state
         title = plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        if s.token != "patch":
+            title = f"{s.layer}: the class token's map, head {s.head}"
         if self.checkpoint is not None:  # the photo menu says which photo: a short title fits the figure
             return f"{checkpoints.CHECKPOINTS[self.checkpoint].label}: {title}"
         return f"{s.model} on {s.photo}: {title}"
@@ -270,6 +293,8 @@ class AttentionExplorer(Explorer):
         s, before = self.state, tuple(self.records)
         self._capture()
         names = tuple(self.records)
+        if s.token != "patch" and s.layer not in self.class_records:
+            s.token = "patch"  # (every layer of a ViT has the class token: only a model without one gets here)
         if s.layers != names:
             previous = s.layer
             s.layers = names
@@ -299,6 +324,8 @@ class AttentionExplorer(Explorer):
         for name, hi in [("head", len(record.heads) - 1), ("query_i", H - 1), ("query_j", W - 1)]:
             set_range(self.sliders[name], 0, hi)
             self.sliders[name].value = getattr(s, name)  # a value set past the old bounds (the link clamped it)
+        for name in ("query_i", "query_j"):  # the class token has no cell: the sliders would change nothing
+            self.sliders[name].disabled = s.token != "patch"
         self._syncing = True  # new options reset a Dropdown's value: not a choice of the user
         try:
             options = tuple((f"{r.name}: {r.pattern!r} on {r.size[0]}x{r.size[1]}", n) for n, r in self.records.items())
@@ -315,6 +342,9 @@ class AttentionExplorer(Explorer):
             same_photo = self._scene is not None and self._scene[0] == scene[0]
             replace(self.figure, self._main_figure(), keep=(0,) if same_photo else ())
             replace(self.heads_figure, self._heads_figure())
+            if s.token != "patch":  # no query cell to mark: the class token has no place on the map
+                send(self.figure, {2: {"visible": False}})
+                send(self.heads_figure, {1: {"visible": False}}, layout={"title": {"text": self._heads_title()}})
             self._scene = scene
         else:  # same photo and layer: only what follows the query, head and scale
             S = self.image.shape[-1]
@@ -326,10 +356,15 @@ class AttentionExplorer(Explorer):
             send(self.heads_figure, {0: {"z": mosaic.z, "customdata": mosaic.customdata, "zmax": mosaic.zmax,
                                           "colorbar": {"title": {"text": mosaic.colorbar.title.text}}},
                                       1: {"x": marks.x, "y": marks.y}},
-                  layout={"title": {"text": f"{record.name}: every head, query ({s.query_i}, {s.query_j})"}},
+                  layout={"title": {"text": self._heads_title()}},
                   arrays={"shapes": plots.head_shapes(record, s.head)})
         self.message.value = self._caption()
         self.banner.value = self._banner()
+
+    def _heads_title(self) -> str:
+        s = self.state
+        query = "the class token" if s.token != "patch" else f"query ({s.query_i}, {s.query_j})"
+        return f"{s.layer}: every head, {query}"
 
     def _banner(self) -> str:
         """For a published model: its top-5 ImageNet labels with real weights, else a random-weights warning."""
@@ -357,6 +392,12 @@ class AttentionExplorer(Explorer):
                 f"{len(record.heads)} heads. Query ({s.query_i}, {s.query_j}) covers image rows {rows}, "
                 f"columns {cols}; it attends to {keys} {what} (transparent: tokens it cannot see). "
                 f"Colour: {scale}. The model ran {self.forwards} time(s).")
+        if s.token != "patch":
+            share = float(self.class_share[s.layer][s.head])
+            return note_html(f"{record.name}: the class token's attention over the {H}x{W} patches, head {s.head} "
+                             f"of {len(record.heads)}: the map DINO and vit-explain draw. It gives itself {share:.1%}, "
+                             f"not drawn: the map shows the other {1 - share:.1%}. Colour: {scale}. "
+                             f"The model ran {self.forwards} time(s).")
         if s.layer in self.share:
             share = float(self.share[s.layer][s.head, s.query_i, s.query_j])
             text += (f" Class token: this query gives it {share:.1%} of its attention, not drawn: the map "
@@ -369,8 +410,8 @@ class AttentionExplorer(Explorer):
             self.state.layer = change["new"]
 
     def set_query(self, i: int, j: int) -> None:
-        """Move the query to cell ``(i, j)`` of the layer's map with one redraw."""
-        self._set(query_i=int(i), query_j=int(j))
+        """Move the query to cell ``(i, j)`` of the layer's map with one redraw (a patch query)."""
+        self._set(query_i=int(i), query_j=int(j), token="patch")
 
     def _clicked_photo(self, trace, points, _device_state=None) -> None:
         if not points.xs:

@@ -169,3 +169,18 @@ def test_fields_figure_squares_sit_on_the_effective_panel():
     erf = receptive.EffectiveField(torch.tensor(col), {0.5: 1, 0.99: 3}, "attn", (2, 3), (2, 3))
     fig = fields_figure(col, col > 0, erf, pixel=(2, 3))
     assert [s.xref for s in fig.layout.shapes] == ["x3", "x3"] and "99% within 3x3" in fig.layout.annotations[3].text
+
+
+def test_another_task_resets_the_class_and_a_failed_effective_field_is_said_in_the_caption(monkeypatch):
+    ex = FlowExplorer("vit", photo="shapes 2", method="relevance", target=3)
+    assert "relevance of cross" in ex.figure.layout.title.text
+    ex.state.task = "same"  # two classes: class 3 does not exist there, the predicted one is explained
+    assert ex.state.target == -1 and ex.figure.layout.title.text.startswith("vit: relevance of")
+
+    def no_gradient(*args, **kwargs):
+        raise ValueError("the gradient is zero everywhere: no effective field")
+
+    monkeypatch.setattr(receptive, "effective", no_gradient)
+    ex.set_pixel(3, 3)
+    assert "No effective field: the gradient is zero" in ex.message.value and ex.fields.data[2].visible is False
+    assert ex.figure.data[1].visible is not False and ex.figure.layout.title.text != "nothing to draw"

@@ -113,6 +113,7 @@ class FlowExplorer(Explorer):
         self._runs, self._flows, self._maps, self._columns, self._fields, self._steps = {}, {}, {}, {}, {}, {}
         self._scene = None
         run = self._run()
+        self._classes = run["key"][:2]
         L = len(self.flow.names)
         depth = L if depth is None else depth
         if not (isinstance(depth, int) and 1 <= depth <= L):
@@ -250,9 +251,13 @@ class FlowExplorer(Explorer):
         if self.state.effective and self._fields[key][1] is None:
             prefix, w = f.operators[layer].prefix, f.grids[layer][1]
             position = (0, prefix + i * w + j) if prefix else (i, j)  # a ViT runs its tokens as a 1 x N map
-            with one_thread():
-                self._fields[key][1] = receptive.effective(run["model"], run["x"], position, layer=name)
-        return self._fields[key][0], self._fields[key][1] if self.state.effective else None
+            try:
+                with one_thread():
+                    self._fields[key][1] = receptive.effective(run["model"], run["x"], position, layer=name)
+            except ValueError as exc:  # e.g. no gradient reaches the input: the caption says so
+                self._fields[key][1] = exc
+        erf = self._fields[key][1] if self.state.effective else None
+        return self._fields[key][0], None if isinstance(erf, ValueError) else erf
 
     # -- state -> view ---------------------------------------------------------------------------
     def _scene_key(self):
@@ -286,14 +291,14 @@ class FlowExplorer(Explorer):
         s = self.state
         try:
             run = self._run()
+            if self._classes != run["key"][:2]:  # another model or task, other classes: the predicted one
+                s.target, self._classes = -1, run["key"][:2]
             f = self.flow
             L = len(f.names)
             if self._scene != self._scene_key():  # another model or photo: the depth to the whole map, the pixel kept
                 S = run["image"].shape[-1]
                 s.pixel_i, s.pixel_j = min(s.pixel_i * S // self._size, S - 1), min(s.pixel_j * S // self._size, S - 1)
                 self._size, s.depth = S, L
-                if s.target >= f.logits.shape[-1]:
-                    s.target = -1
             s.depth = min(max(s.depth, 1), L)
             self._redraw(run)
         except ValueError as exc:  # an invalid combination: both panels say why, nothing stale stays
@@ -381,6 +386,9 @@ class FlowExplorer(Explorer):
                 f"{tuple(map(int, top))}. "
                 f"Pixel ({s.pixel_i}, {s.pixel_j}) lies under token ({i}, {j}) of {f.names[layer]} ({H}x{W}); "
                 f"that token draws on {int((col > 0).sum())} input pixels. ")
+        failed = self._fields.get((self._run_key(), f.names[layer], i, j), [None, None])[1]
+        if s.effective and isinstance(failed, ValueError):
+            text += f"No effective field: {failed}. "
         if s.method == "relevance":
             text += "Relevance: heads fused by gradient (fusion and residual apply to rollout only). "
         else:

@@ -64,7 +64,8 @@ def test_the_map_at_every_depth_is_the_flows(nat):
         ex.state.depth = d
         expect = (want.pixels if d == len(want.names) else want.depth(d))[0].numpy()
         np.testing.assert_allclose(z(ex.figure.data[1]), expect, atol=1e-7)
-        assert f"layers 1-{d}" in ex.figure.layout.title.text and want.names[d - 1] in ex.figure.layout.title.text
+        h, w = want.grids[d - 1]
+        assert ex.figure.layout.title.text == f"nat: rollout, layers 1-{d} ({want.kinds[d - 1]}, {h}x{w})"
     assert ex.forwards == before  # a depth move runs no model
 
 
@@ -97,7 +98,10 @@ def test_relevance_explains_the_chosen_class_and_disables_rollouts_options(nat):
     assert ex.target_menu.disabled and not ex.fusion_buttons.disabled
     ex.state.method = "relevance"
     assert not ex.target_menu.disabled and ex.fusion_buttons.disabled and ex.residual_slider.disabled
-    assert [v for _, v in ex.target_menu.options] == [-1, 0, 1, 2, 3]
+    assert [v for _, v in ex.target_menu.options] == [0, 1, 2, 3]
+    predicted = int(flow.relevance(pretrained("nat", "shape"), reference_input()).target[0])
+    assert [label.endswith("(predicted)") for label, _ in ex.target_menu.options] == [k == predicted for k in range(4)]
+    assert ex.target_menu.value == predicted and ex.state.target == -1
     ex.target_menu.value = 1  # "square"
     want = flow.relevance(pretrained("nat", "shape"), reference_input(), target=1)
     np.testing.assert_allclose(z(ex.figure.data[1]), want.pixels[0].numpy(), atol=1e-7)
@@ -120,7 +124,7 @@ def test_another_model_shows_its_whole_map_and_keeps_the_pixel(nat):
     np.testing.assert_allclose(z(ex.figure.data[1]), f.pixels[0].numpy(), atol=1e-7)
     assert (ex.state.pixel_i, ex.state.pixel_j) == (40, 20)
     ex.state.task = "same"
-    assert [label.split()[0] for label, _ in ex.target_menu.options[1:]] == ["different", "same"]
+    assert [label.split()[0] for label, _ in ex.target_menu.options] == ["different", "same"]
     ex.state.model, ex.state.task = "nat", "shape"
 
 
@@ -128,7 +132,8 @@ def test_a_checkpoint_with_random_weights_says_so_and_offers_its_top5():
     ex = FlowExplorer("deit_tiny_patch16_224", photo="chelsea", weights="random", effective=False,
                       models=("nat", "deit_tiny_patch16_224"))
     assert "RANDOM WEIGHTS" in ex.banner.value and ex.menus["task"].disabled
-    assert len(ex.target_menu.options) == 6 and ex.target_menu.options[0][1] == -1
+    assert len(ex.target_menu.options) == 5 and ex.target_menu.options[0][0].endswith("(predicted)")
+    assert ex.figure.layout.title.text == "DeiT-Ti: rollout, layers 1-12 (global, 14x14)"
     assert z(ex.figure.data[1]).shape == (56, 56) and np.isclose(z(ex.figure.data[1]).sum(), 1)
     assert ex.flow.grids[0] == (14, 14) and ex.state.depth == 12
     ex.set_pixel(0, 223)  # the class token is not on the grid: the patch under the pixel, (0, 13)

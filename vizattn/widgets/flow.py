@@ -266,11 +266,10 @@ class FlowExplorer(Explorer):
     def _title(self) -> str:
         s, f = self.state, self.flow
         d = s.depth
-        what = s.method if s.method == "relevance" else f"rollout ({s.fusion} of heads, residual {s.residual:.1f})"
-        if s.method == "relevance":
-            what += f" of {self._class_name(int(f.target[0]))}"
-        return f"{s.model}: {what}, layers 1-{d}<br>(last: {f.names[d - 1]}, {f.kinds[d - 1]} on " \
-               f"{f.grids[d - 1][0]}x{f.grids[d - 1][1]})"
+        what = f"relevance of {self._class_name(int(f.target[0]))[:18]}" if s.method == "relevance" else "rollout"
+        model = checkpoints.CHECKPOINTS[s.model].label if s.model in checkpoints.list() else s.model
+        h, w = f.grids[d - 1]
+        return f"{model}: {what}, layers 1-{d} ({f.kinds[d - 1]}, {h}x{w})"  # one line: clear of plotly's toolbar
 
     def _field_titles(self) -> tuple[str, str, str]:
         layer, (i, j) = self.token()
@@ -335,14 +334,16 @@ class FlowExplorer(Explorer):
             return imagenet_classes()[index]
         return Shapes.classes(s.task)[index]
 
+    def _predicted(self) -> int:
+        return int(self.flow.logits[0].argmax())
+
     def _class_options(self) -> tuple:
-        """The class menu: the predicted class, then the task's classes (or the checkpoint's top 5)."""
-        logits = self.flow.logits[0].float()
-        p = logits.softmax(-1)
+        """The class menu: the task's classes (or the checkpoint's top 5), the predicted one marked."""
+        p = self.flow.logits[0].float().softmax(-1)
         order = range(len(p)) if self.state.model not in checkpoints.list() else p.topk(5).indices.tolist()
-        best = int(p.argmax())
-        return ((f"predicted: {self._class_name(best)} {float(p[best]):.0%}", -1),
-                *((f"{self._class_name(k)} {float(p[k]):.0%}", k) for k in order))
+        best = self._predicted()
+        return tuple((f"{self._class_name(k)} {float(p[k]):.0%}{' (predicted)' if k == best else ''}", k)
+                     for k in order)
 
     def _sync_controls(self, run) -> None:
         s, f = self.state, self.flow
@@ -353,7 +354,7 @@ class FlowExplorer(Explorer):
         try:
             if self.target_menu.options != options:
                 self.target_menu.options = options
-            self.target_menu.value = s.target if s.target in [v for _, v in options] else -1
+            self.target_menu.value = self._predicted() if s.target < 0 else s.target
         finally:
             self._syncing = False
         rollout = s.method == "rollout"
@@ -364,8 +365,8 @@ class FlowExplorer(Explorer):
     _syncing = False
 
     def _picked_target(self, change) -> None:
-        if not self._syncing and change["new"] is not None:
-            self.state.target = change["new"]
+        if not self._syncing and change["new"] is not None:  # the predicted class is target -1 (its default)
+            self.state.target = -1 if change["new"] == self._predicted() else change["new"]
 
     def _banner(self, run) -> str:
         s = self.state
@@ -392,7 +393,8 @@ class FlowExplorer(Explorer):
         if s.method == "relevance":
             text += "Relevance: heads fused by gradient (fusion and residual apply to rollout only). "
         else:
-            text += "Rollout does not depend on the class (pick relevance to choose one). "
+            text += (f"Rollout: heads fused by their {s.fusion}, the residual weighs {s.residual:.1f}; it does not "
+                     "depend on the class (pick relevance to choose one). ")
         text += f"Flows computed: {self.forwards}."
         return note_html(text)
 

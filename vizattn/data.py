@@ -212,6 +212,21 @@ class Shapes(torch.utils.data.Dataset):
         ]
         return {"label": int(p["label"]), "objects": objects}
 
+    def masks(self, index: int) -> torch.Tensor:
+        """``BoolTensor [objects, size, size]``: the pixels each object of item ``index`` covers (any
+        antialiased coverage), from the same signed distances the rendering uses.
+
+        >>> data = Shapes("same", split="test")
+        >>> m = data.masks(0)
+        >>> m.shape, bool(m[0].any() and m[1].any()), bool((m[0] & m[1]).any())
+        (torch.Size([2, 64, 64]), True, False)
+        """
+        p = {k: v[0] for k, v in self._draw(np.array([index % self.length])).items()}
+        y = np.arange(self.size, dtype=np.float64)[:, None]
+        x = np.arange(self.size, dtype=np.float64)[None, :]
+        out = [_SDF[s](y - c[0], x - c[1], r) < 0.5 for s, c, r in zip(p["shape"], p["center"], p["radius"])]
+        return torch.from_numpy(np.stack(out))
+
     # -- generation ------------------------------------------------------------------------
     def _draw(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """Every random choice of items ``index [n]`` as arrays ``[n, ...]`` (lengths in pixels).

@@ -171,7 +171,10 @@ def _flow(model: nn.Module, images: torch.Tensor, method: str, target=None, fusi
     if not layers:
         raise ValueError(f"{type(model).__name__} has no attention layers (modules with an AttentionProbs "
                          "'attn_probs' child and a 'fused' switch): there is no attention to follow")
-    structure = _structure(model, size)
+    try:
+        structure = _structure(model, size)
+    except RuntimeError as err:
+        raise ValueError(f"images of shape {tuple(images.shape)} do not fit {type(model).__name__}: {err}") from None
     kept, seen, handles = [], {}, []
     if method == "relevance":
         handles += [m.attn_probs.register_forward_hook(lambda mod, args, out: kept.append(out))

@@ -1,0 +1,70 @@
+"""CPU time of ``flow.rollout`` and ``flow.relevance`` against one forward pass of the same model, in one run.
+
+    python benchmarks/flow.py                          # the 8 small models (64 x 64) and every checkpoint (224 x 224)
+    python benchmarks/flow.py --runs 3 nat swin_tiny_patch4_window7_224
+
+Each row: the fastest of ``--runs`` wall times (on a shared machine, the least disturbed) of one
+forward pass under ``torch.no_grad()`` on the fused path and on the explicit path
+(``layers.explicit``: the path the probe runs), of ``rollout`` (a probed forward, then the operators
+carried back) and of ``relevance`` (a probed forward with gradients, one backward, the operators
+carried back), after one warm-up call each (which also traces the model's structure, cached per
+model and image size); the ratios are against the explicit forward. Targets (issue 26):
+relevance <= 3x, rollout <= 1x. Random weights, batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import torch
+
+from vizattn import checkpoints, flow, models
+from vizattn.layers import explicit
+
+
+def best_seconds(call, runs: int) -> float:
+    """The fastest of ``runs`` calls after a warm-up (on a shared machine the least disturbed one)."""
+    call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def forward(model, x) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=[*models.list_models(), *checkpoints.list()])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"batch 1, {args.threads} CPU threads, fastest of {args.runs} runs, torch {torch.__version__}")
+    print(f"{'model':<30}{'size':>5}{'fused ms':>10}{'explicit ms':>13}{'rollout ms':>12}{'relevance ms':>14}"
+          f"{'rollout/fwd':>13}{'relevance/fwd':>15}")
+    for name in args.names:
+        torch.manual_seed(0)
+        small = name in models.list_models()
+        model = models.create(name).eval() if small else checkpoints.build(name)
+        size = 64 if small else 224
+        x = torch.rand(1, 3, size, size)
+
+        fused = best_seconds(functools.partial(forward, model, x), args.runs)
+        with explicit(model):
+            slow = best_seconds(functools.partial(forward, model, x), args.runs)
+        roll = best_seconds(functools.partial(flow.rollout, model, x), args.runs)
+        rel = best_seconds(functools.partial(flow.relevance, model, x), args.runs)
+        print(f"{name:<30}{size:>5}{fused * 1e3:>10.1f}{slow * 1e3:>13.1f}{roll * 1e3:>12.1f}{rel * 1e3:>14.1f}"
+              f"{roll / slow:>13.2f}{rel / slow:>15.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

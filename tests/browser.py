@@ -345,8 +345,7 @@ CONTROLS_JS = """(scope) => {
     if (kind === 'menu' || kind === 'multi') { const s = w.querySelector('select');
       Object.assign(c, {options: [...s.options].map(o => o.value), value: s.value,
                         selected: [...s.selectedOptions].map(o => o.value)}); }
-    if (kind === 'toggles') Object.assign(c, {options: [...w.querySelectorAll('button')].map(b => b.textContent.trim()),
-                                              value: [...w.querySelectorAll('button')].findIndex(b => b.classList.contains('mod-active'))});
+    if (kind === 'toggles') Object.assign(c, {options: [...w.querySelectorAll('button')].map(b => b.textContent.trim())});
     found.push(c);
   }
   return found;
@@ -475,10 +474,10 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             move(c, "back", lambda: select.select_option(c["selected"]))
 
     def toggles_pass(c):  # each other button, then back to the one that was active
-        n, start = len(c["options"]), max(c["value"], 0)
+        buttons, n = page.locator(f"[data-sweep='{c['id']}'] button"), len(c["options"])
+        start = max(buttons.evaluate_all("bs => bs.findIndex(b => b.classList.contains('mod-active'))"), 0)
         for k in range(start + 1, start + n + 1):
-            button = page.locator(f"[data-sweep='{c['id']}'] button").nth(k % n)
-            move(c, c["options"][k % n], button.click)
+            move(c, c["options"][k % n], buttons.nth(k % n).click)
             sweep_new_sliders()
 
     def checkbox_pass(c):

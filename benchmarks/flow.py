@@ -4,12 +4,13 @@
     python benchmarks/flow.py --runs 3 nat swin_tiny_patch4_window7_224
 
 Each row: the fastest of ``--runs`` wall times (on a shared machine, the least disturbed) of one
-forward pass under ``torch.no_grad()`` on the fused path and on the explicit path
-(``layers.explicit``: the path the probe runs), of ``rollout`` (a probed forward, then the operators
-carried back) and of ``relevance`` (a probed forward with gradients, one backward, the operators
-carried back), after one warm-up call each (which also traces the model's structure, cached per
-model and image size); the ratios are against the explicit forward. Targets (issue 26):
-relevance <= 3x, rollout <= 1x. Random weights, batch 1.
+forward pass under ``torch.no_grad()`` on the fused path, on the explicit path
+(``layers.explicit``), with ``vizattn.probe`` recording every layer (``probed``), of ``rollout`` (a
+probed forward, then the operators carried back) and of ``relevance`` (a probed forward with
+gradients, one backward, the operators carried back), after one warm-up call each (which also
+traces the model's structure, cached per model and image size). Ratios are against the explicit
+forward; ``(roll-probed)/fwd`` is what rollout adds to the probed forward it needs. Targets
+(issue 26): relevance <= 3x, rollout <= 1x. Random weights, batch 1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from vizattn import checkpoints, flow, models
+from vizattn import checkpoints, flow, models, probe
 from vizattn.layers import explicit
 
 
@@ -40,6 +41,11 @@ def forward(model, x) -> None:
         model(x)
 
 
+def probed_forward(model, x) -> None:
+    with torch.no_grad(), probe(model):
+        model(x)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", default=[*models.list_models(), *checkpoints.list()])
@@ -48,8 +54,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"batch 1, {args.threads} CPU threads, fastest of {args.runs} runs, torch {torch.__version__}")
-    print(f"{'model':<30}{'size':>5}{'fused ms':>10}{'explicit ms':>13}{'rollout ms':>12}{'relevance ms':>14}"
-          f"{'rollout/fwd':>13}{'relevance/fwd':>15}")
+    print(f"{'model':<30}{'size':>5}{'fused ms':>10}{'explicit':>10}{'probed':>10}{'rollout':>10}{'relevance':>11}"
+          f"{'roll/fwd':>10}{'(roll-probed)/fwd':>19}{'rel/fwd':>9}")
     for name in args.names:
         torch.manual_seed(0)
         small = name in models.list_models()
@@ -60,11 +66,11 @@ def main(argv=None) -> None:
         fused = best_seconds(functools.partial(forward, model, x), args.runs)
         with explicit(model):
             slow = best_seconds(functools.partial(forward, model, x), args.runs)
+        probed = best_seconds(functools.partial(probed_forward, model, x), args.runs)
         roll = best_seconds(functools.partial(flow.rollout, model, x), args.runs)
         rel = best_seconds(functools.partial(flow.relevance, model, x), args.runs)
-        print(f"{name:<30}{size:>5}{fused * 1e3:>10.1f}{slow * 1e3:>13.1f}{roll * 1e3:>12.1f}{rel * 1e3:>14.1f}"
-              f"{roll / slow:>13.2f}{rel / slow:>15.2f}", flush=True)
-
+        print(f"{name:<30}{size:>5}{fused * 1e3:>10.1f}{slow * 1e3:>10.1f}{probed * 1e3:>10.1f}{roll * 1e3:>10.1f}"
+              f"{rel * 1e3:>11.1f}{roll / slow:>10.2f}{(roll - probed) / slow:>19.2f}{rel / slow:>9.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -67,7 +67,8 @@ def dense_rollout_layer(r, fusion="mean", residual=0.5, discard=0.0, prefix=0) -
     padded = (weights * (r.keys < 0)).sum(-1)  # SASA's zero slots
     F = (1 - residual) * F
     total = residual + F.sum(-1) + (1 - residual) * padded
-    return (residual * torch.eye(N, dtype=D) + F) / total[..., None]
+    out = (residual * torch.eye(N, dtype=D) + F) / total[..., None]
+    return out.nan_to_num(0.0)  # a row left with nothing (all discarded, residual 0) passes nothing
 
 
 def readout(model, images, last_tokens: int, prefix: int) -> torch.Tensor:

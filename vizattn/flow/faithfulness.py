@@ -1,7 +1,7 @@
 """Are the whole-model maps faithful? Measured on the shipped trained small models, where the answer is
 known: every Shapes test item says where its objects are (``Shapes.masks``).
 
-``python -m vizattn.flow.faithfulness [--items 100] [--steps 8]`` writes ``vizattn/weights/faithfulness.json``
+``python -m vizattn.flow.faithfulness [--items 50] [--steps 8]`` writes ``vizattn/weights/faithfulness.json``
 and prints the README's table. Per model, task (``shape``, ``same``) and map (``rollout``, ``relevance``,
 ``gradient``: plain input-gradient saliency ``|dy_t/dx|`` summed over colours), over the first ``items``
 test items, ``t`` their true label:
@@ -49,7 +49,7 @@ def _order(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     B, n = maps.shape[0], maps[0].numel()
     perm = torch.stack([torch.randperm(n, generator=generator) for _ in range(B)])  # [B, n]
     flat = maps.reshape(B, n).gather(1, perm)
-    return perm.gather(1, flat.sort(1, descending=True, stable=True).indices)
+    return perm.gather(1, flat.sort(dim=1, descending=True, stable=True).indices)
 
 
 @torch.no_grad()
@@ -122,7 +122,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m vizattn.flow.faithfulness", description=__doc__.split("\n")[0])
-    parser.add_argument("--items", type=int, default=100, help="test items per task (default 100)")
+    parser.add_argument("--items", type=int, default=50, help="test items per task (default 50)")
     parser.add_argument("--steps", type=int, default=8, help="points of the deletion/insertion curves - 1")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
     parser.add_argument("--models", nargs="*", default=list(models.list_models()))

@@ -234,7 +234,8 @@ def _pools_max(model: nn.Module) -> bool:
 def _fuse(probs: torch.Tensor, keys: torch.Tensor, fusion: str, discard: float, prefix: int, residual: float):
     """Rollout's per-layer weights: heads fused, the lowest ``discard`` share of the real slots dropped, scaled by
     ``1 - residual``; and the row scale ``1 / (residual + row total)`` (the total counts SASA's padded slots, whose
-    weight then leaves the map). ``probs [B, heads, N, K]`` -> ``([B, N, K], [B, N])``."""
+    weight then leaves the map; 0 for a row left with nothing).
+    ``probs [B, heads, N, K]`` -> ``([B, N, K], [B, N])``."""
     fused = probs.mean(1) if fusion == "mean" else probs.amax(1) if fusion == "max" else probs.amin(1)
     if discard > 0:
         real = (keys >= 0).to(fused.device)  # [N, K]
@@ -248,7 +249,8 @@ def _fuse(probs: torch.Tensor, keys: torch.Tensor, fusion: str, discard: float, 
             lowest = flat.topk(drop, dim=-1, largest=False).indices
             fused = fused.reshape(B, -1).scatter(1, lowest, 0.0).reshape(fused.shape)
     fused = (1 - residual) * fused
-    return fused, 1 / (residual + fused.sum(-1))
+    total = residual + fused.sum(-1)  # [B, N]; 0 where discard left a row nothing and residual is 0
+    return fused, torch.where(total > 0, 1 / total.where(total > 0, torch.ones_like(total)), torch.zeros_like(total))
 
 
 def _check_rollout(fusion, residual, discard) -> None:

@@ -138,6 +138,11 @@ def test_a_checkpoint_with_random_weights_says_so_and_offers_its_top5():
     assert ex.flow.grids[0] == (14, 14) and ex.state.depth == 12
     ex.set_pixel(0, 223)  # the class token is not on the grid: the patch under the pixel, (0, 13)
     assert "token (0, 13)" in ex.fields.layout.annotations[0].text
+    top5 = [v for _, v in ex.target_menu.options]
+    other = next(k for k in range(1000) if k not in top5)
+    ex.state.method, ex.state.target = "relevance", other  # a class outside the top 5, set through the state
+    assert ex.target_menu.value == other and len(ex.target_menu.options) == 6
+    assert ex.figure.layout.title.text.startswith("DeiT-Ti: relevance of")
 
 
 def test_the_state_is_typed_and_bad_arguments_state_the_rule():

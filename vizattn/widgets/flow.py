@@ -338,9 +338,12 @@ class FlowExplorer(Explorer):
         return int(self.flow.logits[0].argmax())
 
     def _class_options(self) -> tuple:
-        """The class menu: the task's classes (or the checkpoint's top 5), the predicted one marked."""
+        """The class menu: the task's classes (or the checkpoint's top 5, and the class on show), the predicted one
+        marked."""
         p = self.flow.logits[0].float().softmax(-1)
-        order = range(len(p)) if self.state.model not in checkpoints.list() else p.topk(5).indices.tolist()
+        order = list(range(len(p))) if self.state.model not in checkpoints.list() else p.topk(5).indices.tolist()
+        if self.state.target >= 0 and self.state.target not in order:  # a class set through the state
+            order.append(self.state.target)
         best = self._predicted()
         return tuple((f"{self._class_name(k)} {float(p[k]):.0%}{' (predicted)' if k == best else ''}", k)
                      for k in order)

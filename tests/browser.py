@@ -493,10 +493,11 @@ def sweep(page, scope: str, explorer: str, latencies: dict, failures: dict, allo
             move(c, f"{option} {'off' if option in c['selected'] else 'on'}", lambda: select.select_option(toggled))
             move(c, "back", lambda: select.select_option(c["selected"]))
 
-    def toggles_pass(c):
-        for k, option in enumerate(c["options"][1:] + c["options"][:1]):
-            button = page.locator(f"[data-sweep='{c['id']}'] button").nth((k + 1) % len(c["options"]))
-            move(c, option, button.click)
+    def toggles_pass(c):  # each other button, then back to the one that was active
+        buttons, n = page.locator(f"[data-sweep='{c['id']}'] button"), len(c["options"])
+        start = max(buttons.evaluate_all("bs => bs.findIndex(b => b.classList.contains('mod-active'))"), 0)
+        for k in range(start + 1, start + n + 1):
+            move(c, c["options"][k % n], buttons.nth(k % n).click)
             sweep_new_sliders()
 
     def checkbox_pass(c):

@@ -26,7 +26,7 @@ from vizattn import checkpoints, plots, probe  # noqa: E402
 from vizattn.checkpoints.vit import patch_query  # noqa: E402
 from vizattn.data import imagenet_photo, imagenet_top, photo  # noqa: E402
 from vizattn.widgets import AttentionExplorer  # noqa: E402
-from vizattn.widgets.attention import _published, published  # noqa: E402
+from vizattn.widgets.published import _published, published  # noqa: E402
 
 from conftest import pixels  # noqa: E402
 

@@ -26,7 +26,7 @@ SUITE = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
 MAX_BYTES = 300_000
 STRIP = "python3 dev.py strip"
 EXPECTED = ["00_tour", "01_sasa", "02_neighborhood", "03_maxvit", "04_crossformer", "05_lavit",
-            "06_receptive_fields", "07_cost_and_speed", "08_the_papers_models"]
+            "06_receptive_fields", "07_cost_and_speed", "08_the_papers_models", "09_where_the_network_looks"]
 
 
 def _dev():

@@ -18,12 +18,12 @@ import math
 
 import torch
 
-from . import mechanisms, receptive
+from . import flow, mechanisms, models, receptive
 from .functional import attend
 from .patterns import Block, Grid, LocalWindow, LongDistance, Neighborhood
 
 __all__ = ["Verdict", "na_reach", "sasa_padding", "dilations", "block_share", "lda_groups", "lavit_channels",
-           "na_depth", "break_even", "grid_spacing"]
+           "na_depth", "break_even", "grid_spacing", "swin_reach"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,3 +197,26 @@ def grid_spacing(step) -> Verdict:
                         f"of 56 tokens ({7 * step} tokens would be covered with step={step})")
     return _yes(f"{step} tokens, 56 / 7; a token is 4 x 4 pixels, so the keys lie {4 * step} pixels apart and the "
                 "7 x 7 keys of one query span the whole 224 x 224 image in the first stage")
+
+
+def swin_reach(depth) -> Verdict:
+    """09: how many attention layers of the small Swin (64 x 64 images) the rollout column of the centre
+    token needs before it draws on every pixel (``Flow.column``; any weights: the support is the structure's)."""
+    wrong = _int(depth, "depth", "a number of attention layers")
+    if wrong:
+        return wrong
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        f = flow.rollout(models.create("swin"), torch.rand(1, 3, 64, 64))
+    if depth > len(f.names):
+        return _not_yet(f"the small Swin has {len(f.names)} attention layers; got depth={depth}")
+
+    def pixels(d):
+        h, w = f.grids[d - 1]
+        return int((f.column(d - 1, h // 2, w // 2) > 0).sum())
+    if pixels(depth) < 64 * 64:
+        return _not_yet(f"after {depth} layers the centre token draws on {pixels(depth)} of 4096 pixels")
+    if depth > 1 and pixels(depth - 1) == 64 * 64:
+        return _not_yet(f"{depth} layers work, but so do {depth - 1}")
+    return _yes(f"{depth} layers: windows of 4 tokens and their shifted twins spread the column by one window a "
+                "layer, and the patch merging between stages doubles what a window covers")

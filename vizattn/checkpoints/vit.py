@@ -16,7 +16,7 @@ from torch import nn
 from ..checks import as_pair, check_query
 from ..layers.common import GlobalAttention, TransformerBlock
 
-__all__ = ["VisionTransformer", "deit", "patch_query", "patch_records"]
+__all__ = ["VisionTransformer", "deit", "patch_query", "patch_records", "class_records"]
 
 
 class PatchEmbed(nn.Module):
@@ -166,4 +166,32 @@ def patch_records(records, grid, prefix: int) -> tuple[dict, dict]:
         patch = weights[:, :, prefix:, prefix:].reshape(B, heads, h, w, h * w)
         out[r.name] = dataclasses.replace(r, size=(h, w), weights=patch, scores=None)
         share[r.name] = weights[0, :, prefix:, :prefix].sum(-1).reshape(heads, h, w)
+    return out, share
+
+
+def class_records(records, grid, prefix: int) -> tuple[dict, dict]:
+    """A ViT's records on ``1 x (prefix + h*w)`` tokens as records on the ``h x w`` patch map whose every
+    query holds the first class token's row over the patches (the map DINO and vit-explain draw), and
+    that token's share ``[heads]`` on the class tokens themselves (batch item 0). A row of the new record
+    sums to 1 minus that share; records of other layers are left out.
+
+    >>> import torch, vizattn
+    >>> model = VisionTransformer(dim=16, depth=1, heads=2, img_size=32).eval()
+    >>> with vizattn.probe(model) as rec:
+    ...     _ = model(torch.randn(1, 3, 32, 32))
+    >>> cls, share = class_records(rec, model.grid, 1)
+    >>> share_, picture = patch_query(rec[0], model.grid, -1, 0, head=1)
+    >>> torch.equal(cls["blocks.0.attn"].query_map(1, 0, head=1), picture), float(share["blocks.0.attn"][1]) == share_
+    (True, True)
+    """
+    h, w = grid
+    out, share = {}, {}
+    for r in records:
+        if r.size != (1, prefix + h * w) or r.queries is not None:
+            continue
+        row = r.weights[:, :, 0, 0]  # [B, heads, prefix + N]: the first class token's row
+        B, heads = row.shape[:2]
+        patch = row[:, :, None, None, prefix:].expand(B, heads, h, w, h * w)
+        out[r.name] = dataclasses.replace(r, size=(h, w), weights=patch, scores=None)
+        share[r.name] = row[0, :, :prefix].sum(-1)
     return out, share

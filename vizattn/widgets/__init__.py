@@ -10,6 +10,7 @@ of ``vizattn.plots``, and exports a static figure with ``to_figure()``. One modu
 - ``receptive_field``: ``ReceptiveFieldExplorer``, theoretical and effective fields of stacked layers.
 - ``attention``: ``AttentionExplorer``, a trained model's attention on a photograph.
 - ``lavit``: ``LaViTExplorer``, LaViT's reused attention, its diagonality, and saturation against ViT.
+- ``flow``: ``FlowExplorer``, where the whole network looks (``vizattn.flow``), layer by layer.
 
 The mechanisms in the menus, their sliders and their costs come from ``vizattn.mechanisms``;
 the random stacks behind effective fields from ``vizattn.receptive``.
@@ -28,6 +29,7 @@ from ..receptive import STACKS, stack_for, stack_model
 from .attention import MODELS, AttentionExplorer, AttentionState, published, weights_banner
 from .cost import CostExplorer, CostState, cost_table
 from .figure import setup
+from .flow import FlowExplorer, FlowState
 from .lavit import LaViTExplorer, LaViTState
 from .partition import MECHANISMS, PartitionExplorer, PartitionState, bounds, pattern_for, resolve
 from .receptive_field import ReceptiveFieldExplorer, ReceptiveState
@@ -40,4 +42,4 @@ if _kernel_free():  # VIZATTN_STATIC=1: a kernel that renders for a page without
 __all__ = ["MECHANISMS", "PartitionState", "pattern_for", "resolve", "bounds", "PartitionExplorer", "CostState",
            "CostExplorer", "cost_table", "STACKS", "stack_for", "stack_model", "ReceptiveState",
            "ReceptiveFieldExplorer", "MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner",
-           "LaViTState", "LaViTExplorer", "setup"]
+           "LaViTState", "LaViTExplorer", "FlowState", "FlowExplorer", "setup"]

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
@@ -17,68 +15,22 @@ from traitlets import Enum, HasTraits, Int
 
 from .. import checkpoints, plots
 from ..checkpoints import files
-from ..checkpoints.vit import patch_records
+from ..checkpoints.vit import class_records, patch_records
 from ..checks import check_choice, check_query
 from ..data import PHOTOS, TASKS, image, imagenet_normalise, imagenet_top, photo, top_classes
 from ..layers.common import attention_layers
 from ..models import list_models
 from ..probe import probe
-from . import custom, figure, static
+from . import custom, figure
+from .attention_static import AttentionStatic
 from .base import Explorer, note_html, one_thread, pretrained, replace, send, set_range, side_by_side
+from .published import RANDOM_HTML, RANDOM_NOTE, WEIGHTS, published, weights_banner
 from .upload import PhotoUpload, menu_name
 
-__all__ = ["MODELS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
+__all__ = ["MODELS", "QUERY_TOKENS", "AttentionState", "AttentionExplorer", "published", "weights_banner"]
 
 MODELS = list_models()
-WEIGHTS = ("imagenet", "random")
-RANDOM_HTML = "<b style='color:#b00'>RANDOM WEIGHTS</b> "  # the warning every random-weights banner starts with
-RANDOM_NOTE = "the maps show the architecture, not what the trained model learned."
-
-
-def published(name: str, weights: str = "imagenet"):
-    """``(model, real)``: checkpoint ``name`` with its ImageNet weights if the file is in the local cache
-    (``checkpoints.files.cache_dir()``; nothing is downloaded here), else seeded random weights (``real``
-    False; ``weights="random"`` always). Each model is built once per process and file.
-
-    >>> model, real = published("deit_tiny_patch16_224", "random")
-    >>> real, published("deit_tiny_patch16_224", "random")[0] is model
-    (False, True)
-    """
-    check_choice("checkpoint", name, checkpoints.list())
-    check_choice("weights", weights, WEIGHTS)
-    path = checkpoints.cached(name) if weights == "imagenet" else None
-    return _published(name, None if path is None else str(path)), path is not None
-
-
-@functools.lru_cache(maxsize=None)
-def _published(name: str, path: str | None):
-    if path is not None:
-        return checkpoints.load(name, weights=path)
-    with torch.random.fork_rng(devices=[]):  # the same random model in every run; the caller's RNG untouched
-        torch.manual_seed(0)
-        return checkpoints.build(name)
-
-
-def weights_banner(names, weights: str = "imagenet") -> widgets.HTML:
-    """A banner saying which of the published models ``names`` the explorers show with their ImageNet weights
-    (the file is in the cache) and which with RANDOM WEIGHTS (in red), and where the files go.
-
-    >>> "RANDOM WEIGHTS" in weights_banner(["nat_mini"], weights="random").value
-    True
-    """
-    check_choice("weights", weights, WEIGHTS)
-    for name in names:
-        check_choice("checkpoint", name, checkpoints.list())
-    real = [n for n in names if weights == "imagenet" and checkpoints.cached(n) is not None]
-    random = [n for n in names if n not in real]
-    parts = []
-    if random:
-        parts.append(RANDOM_HTML + note_html(
-            f"for {', '.join(random)}: {RANDOM_NOTE} To see the trained models, put their files into "
-            f"{files.cache_dir()} (or set VIZATTN_CHECKPOINTS to their folder; see README's published models)."))
-    if real:
-        parts.append("<b>ImageNet weights</b> " + note_html(f"for {', '.join(real)} (from {files.cache_dir()})."))
-    return widgets.HTML("<br>".join(parts), layout=widgets.Layout(max_width="960px"))
+QUERY_TOKENS = ("patch", "class token")  # what queries: a patch of the map, or a ViT's class token
 
 
 class AttentionState(HasTraits):
@@ -86,7 +38,8 @@ class AttentionState(HasTraits):
 
     ``layers`` lists the attention layers of the current model (the explorer fills it after each
     forward pass); ``layer`` must be one of them. ``query_i``/``query_j`` are on the layer's own
-    map (stages differ in size), ``head`` indexes the layer's heads.
+    map (stages differ in size), ``head`` indexes the layer's heads; ``token="class token"`` (a ViT with a
+    class token) queries with the class token instead of patch ``(query_i, query_j)``.
 
     >>> s = AttentionState(model="maxvit", layers=("a", "b"), layer="b")
     >>> s.layer = "c"
@@ -105,6 +58,7 @@ class AttentionState(HasTraits):
     query_i = Int(0)
     query_j = Int(0)
     scale = Enum(plots.SCALES, default_value="local")
+    token = Enum(QUERY_TOKENS, default_value="patch")
 
     @traitlets.validate("layer")
     def _known_layer(self, proposal):
@@ -119,7 +73,7 @@ class AttentionState(HasTraits):
         return proposal["value"]
 
 
-class AttentionExplorer(Explorer):
+class AttentionExplorer(AttentionStatic, Explorer):
     """The attention of a trained model on a photograph: pick a layer, a head and a query pixel.
 
     The model (``vizattn.models.create(model, pretrained=True, task=task)``) runs once on the
@@ -138,7 +92,9 @@ class AttentionExplorer(Explorer):
     model and task menus are hidden. A banner above the controls gives the top-5 ImageNet labels, or says
     RANDOM WEIGHTS. Hierarchical models show their 56 x 56 ... 7 x 7 maps at 224 (pixels per cell:
     ``224 / H``); a ViT's layers are drawn on the 14 x 14 patch
-    grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption.
+    grid (``checkpoints.vit.patch_records``), the class token's share of the query's attention in the caption;
+    ``token="class token"`` (the "query" buttons) shows the class token's own row over the patches instead
+    (``checkpoints.vit.class_records``: the map DINO and vit-explain draw), its share on itself in the caption.
 
     ``model=`` a model object shows yours: any ``nn.Module`` with vizattn attention layers
     (``checkpoints.load``/``build``/``from_timm``, ``models.create``, a stack of ``vizattn.layers``;
@@ -162,8 +118,8 @@ class AttentionExplorer(Explorer):
 
     def __init__(self, model: str = "nat", task: str = "shape", photo: str = "astronaut", layer: str | None = None,
                  head: int = 0, query=None, scale: str = "local", checkpoint: str | None = None,
-                 weights: str = "imagenet", labels=None, size: int | None = None, normalise: bool | None = None,
-                 **kwargs):
+                 weights: str = "imagenet", token: str = "patch", labels=None, size: int | None = None,
+                 normalise: bool | None = None, **kwargs):
         self.custom = model if not isinstance(model, str) else None  # a model object: "your model"
         if self.custom is not None:
             if checkpoint is not None:
@@ -174,7 +130,8 @@ class AttentionExplorer(Explorer):
             raise ValueError(f"labels, size and normalise apply to a model object (model=...); got "
                              f"labels={labels!r}, size={size!r}, normalise={normalise!r}")
         for name, value, options in [("model", model, MODELS), ("task", task, TASKS), ("photo", photo, PHOTOS),
-                                     ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS)]:
+                                     ("scale", scale, plots.SCALES), ("weights", weights, WEIGHTS),
+                                     ("token", token, QUERY_TOKENS)]:
             check_choice(name, value, options)
         if checkpoint is not None:
             check_choice("checkpoint", checkpoint, checkpoints.list())
@@ -186,8 +143,13 @@ class AttentionExplorer(Explorer):
         s = self.state
         self.forwards, self.real, self.top5, self.share, self.output = 0, None, None, {}, None
         self._captured, self.records, self.image, self._uploads = None, {}, None, {}
+        self.class_records, self.class_share = {}, {}  # a ViT's class-token queries (checkpoints.vit.class_records)
         self._syncing, self._scene, self._size = False, None, None
         self._capture()
+        if token != "patch" and not self.class_records:
+            raise ValueError(f"token='class token' needs a model with a class token (a ViT checkpoint such as "
+                             f"deit_tiny_patch16_224); got model={checkpoint or model!r}")
+        s.token = token
         names = tuple(self.records)
         if not names:
             raise ValueError(f"model: none of its attention layers ran on a picture {[1, 3, self.size, self.size]}")
@@ -219,6 +181,11 @@ class AttentionExplorer(Explorer):
                                        layout=widgets.Layout(width="330px"))
             slider.add_class(f"vizattn-{name.replace('_', '-')}")
             self.sliders[name] = slider
+        shown = widgets.Layout(display=None if self.class_records else "none")  # only a model with a class token
+        self.token_buttons = widgets.ToggleButtons(options=QUERY_TOKENS, value=s.token, description="query",
+                                                   style=style, tooltips=("a patch of the map (sliders, click)",
+                                                                          "the class token: its map over the patches"),
+                                                   layout=shown)
         self.message = widgets.HTML()
         self.banner = widgets.HTML(self._banner())
         self.figure = figure.FigureWidget(self._main_figure())
@@ -229,6 +196,7 @@ class AttentionExplorer(Explorer):
         self._links = [widgets.link((menu, "value"), (s, name)) for name, menu in self.menus.items()]
         self._links += [widgets.link((slider, "value"), (s, name)) for name, slider in self.sliders.items()]
         self._links.append(widgets.link((self.scale_buttons, "value"), (s, "scale")))
+        self._links.append(widgets.link((self.token_buttons, "value"), (s, "token")))
         self.layer_menu.observe(self._picked_layer, "value")
         for trace in self.figure.data[:2]:
             trace.on_click(self._clicked_photo)
@@ -241,6 +209,7 @@ class AttentionExplorer(Explorer):
             widgets.HBox(menus),
             self.upload,
             widgets.HBox([self.layer_menu, self.scale_buttons]),
+            self.token_buttons,
             widgets.HBox(list(self.sliders.values())),
         ])
         super().__init__([controls, side_by_side([self.figure, self.heads_figure]), self.message], **kwargs)
@@ -279,9 +248,11 @@ class AttentionExplorer(Explorer):
         elif self.custom is not None:
             names = custom.class_names(self.output, self.labels)
             self.top5 = None if names is None else top_classes(self.output, names)[0]
-        # a ViT's tokens shown on its patch grid
-        self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if hasattr(
-            model, "prefix_tokens") else ({r.name: r for r in rec}, {})
+        # a ViT's tokens shown on its patch grid, its class token's row as a query of its own
+        vit = hasattr(model, "prefix_tokens")
+        self.records, self.share = patch_records(rec, model.grid, model.prefix_tokens) if vit else (
+            {r.name: r for r in rec}, {})
+        self.class_records, self.class_share = class_records(rec, model.grid, model.prefix_tokens) if vit else ({}, {})
         self.forwards += 1
         self._captured = key
 
@@ -307,12 +278,13 @@ class AttentionExplorer(Explorer):
 
     @property
     def record(self):
-        """The ``AttentionRecord`` of the selected layer."""
-        return self.records[self.state.layer]
+        """The ``AttentionRecord`` of the selected layer (its class-token queries with ``token="class token"``)."""
+        s = self.state
+        return (self.class_records if s.token != "patch" else self.records)[s.layer]
 
     # -- state -> view ---------------------------------------------------------------------------
     def _scene_key(self):
-        return self._captured, self.state.layer
+        return self._captured, self.state.layer, self.state.token
 
     def _main_figure(self) -> go.Figure:
         s = self.state
@@ -326,6 +298,8 @@ class AttentionExplorer(Explorer):
     def _title(self) -> str:
         s = self.state
         title = plots.query_map_title(self.record, s.query_i, s.query_j, s.head)
+        if s.token != "patch":
+            title = f"{s.layer}: the class token's map, head {s.head}"
         if self.checkpoint is not None:  # the photo menu says which photo: a short title fits the figure
             return f"{checkpoints.CHECKPOINTS[self.checkpoint].label}: {title}"
         if self.custom is not None:
@@ -336,6 +310,8 @@ class AttentionExplorer(Explorer):
         s, before = self.state, tuple(self.records)
         self._capture()
         names = tuple(self.records)
+        if s.token != "patch" and s.layer not in self.class_records:
+            s.token = "patch"  # (every layer of a ViT has the class token: only a model without one gets here)
         if s.layers != names:
             previous = s.layer
             s.layers = names
@@ -365,6 +341,8 @@ class AttentionExplorer(Explorer):
         for name, hi in [("head", len(record.heads) - 1), ("query_i", H - 1), ("query_j", W - 1)]:
             set_range(self.sliders[name], 0, hi)
             self.sliders[name].value = getattr(s, name)  # a value set past the old bounds (the link clamped it)
+        for name in ("query_i", "query_j"):  # the class token has no cell: the sliders would change nothing
+            self.sliders[name].disabled = s.token != "patch"
         self._syncing = True  # new options reset a Dropdown's value: not a choice of the user
         try:
             options = tuple((f"{r.name}: {r.pattern!r} on {r.size[0]}x{r.size[1]}", n) for n, r in self.records.items())
@@ -381,6 +359,9 @@ class AttentionExplorer(Explorer):
             same_photo = self._scene is not None and self._scene[0] == scene[0]
             replace(self.figure, self._main_figure(), keep=(0,) if same_photo else ())
             replace(self.heads_figure, self._heads_figure())
+            if s.token != "patch":  # no query cell to mark: the class token has no place on the map
+                send(self.figure, {2: {"visible": False}})
+                send(self.heads_figure, {1: {"visible": False}}, layout={"title": {"text": self._heads_title()}})
             self._scene = scene
         else:  # same photo and layer: only what follows the query, head and scale
             S = self.image.shape[-1]
@@ -392,7 +373,7 @@ class AttentionExplorer(Explorer):
             send(self.heads_figure, {0: {"z": mosaic.z, "customdata": mosaic.customdata, "zmax": mosaic.zmax,
                                           "colorbar": {"title": {"text": mosaic.colorbar.title.text}}},
                                       1: {"x": marks.x, "y": marks.y}},
-                  layout={"title": {"text": f"{record.name}: every head, query ({s.query_i}, {s.query_j})"}},
+                  layout={"title": {"text": self._heads_title()}},
                   arrays={"shapes": plots.head_shapes(record, s.head)})
         self.message.value = self._caption()
         self.banner.value = self._banner()
@@ -401,6 +382,11 @@ class AttentionExplorer(Explorer):
         """Your model's name: a ``vizattn.models.Model``'s own, else its class's."""
         name = getattr(self.custom, "name", None)
         return name if isinstance(name, str) else type(self.custom).__name__
+
+    def _heads_title(self) -> str:
+        s = self.state
+        query = "the class token" if s.token != "patch" else f"query ({s.query_i}, {s.query_j})"
+        return f"{s.layer}: every head, {query}"
 
     def _banner(self) -> str:
         """For a published model: its top-5 ImageNet labels with real weights, else a random-weights warning;
@@ -438,6 +424,12 @@ class AttentionExplorer(Explorer):
                 f"{len(record.heads)} heads. Query ({s.query_i}, {s.query_j}) covers image rows {rows}, "
                 f"columns {cols}; it attends to {keys} {what} (transparent: tokens it cannot see). "
                 f"Colour: {scale}. The model ran {self.forwards} time(s).")
+        if s.token != "patch":
+            share = float(self.class_share[s.layer][s.head])
+            return note_html(f"{record.name}: the class token's attention over the {H}x{W} patches, head {s.head} "
+                             f"of {len(record.heads)}: the map DINO and vit-explain draw. It gives itself {share:.1%}, "
+                             f"not drawn: the map shows the other {1 - share:.1%}. Colour: {scale}. "
+                             f"The model ran {self.forwards} time(s).")
         if s.layer in self.share:
             share = float(self.share[s.layer][s.head, s.query_i, s.query_j])
             text += (f" Class token: this query gives it {share:.1%} of its attention, not drawn: the map "
@@ -450,8 +442,8 @@ class AttentionExplorer(Explorer):
             self.state.layer = change["new"]
 
     def set_query(self, i: int, j: int) -> None:
-        """Move the query to cell ``(i, j)`` of the layer's map with one redraw."""
-        self._set(query_i=int(i), query_j=int(j))
+        """Move the query to cell ``(i, j)`` of the layer's map with one redraw (a patch query)."""
+        self._set(query_i=int(i), query_j=int(j), token="patch")
 
     def _clicked_photo(self, trace, points, _device_state=None) -> None:
         if not points.xs:
@@ -468,51 +460,6 @@ class AttentionExplorer(Explorer):
             if head is not None:
                 self.state.head = head
 
-    # -- without a kernel --------------------------------------------------------------------------
-    # the kernel-free form's budget: attention weights stored (float32: about 2 MB in the page; a published
-    # model's 56x56 maps: about 0.6 MB) and states (each one a redraw while the site is built)
-    STATIC_FLOATS, STATIC_FLOATS_PUBLISHED, STATIC_STATES = 400_000, 120_000, 600
-
-    def _static_layers(self) -> list[str]:
-        """Every layer for vizattn's small models; the chosen one for a published model (56x56 maps)."""
-        return [self.state.layer] if self.checkpoint is not None else list(self.records)
-
-    def static_controls(self) -> list[dict]:
-        """Layers (``_static_layers``), every head (a layer with fewer shows its last), and a grid of query
-        positions, as many as the budgets allow (2 to 5 per axis, and the start), placed on the start layer's
-        map and carried to every other layer's map at the same place in the photo."""
-        s, layers = self.state, self._static_layers()
-        heads = max(len(self.records[n].heads) for n in layers)
-        floats = sum(2 * heads * self.records[n].size[0] * self.records[n].size[1] for n in layers)
-        budget = self.STATIC_FLOATS if self.checkpoint is None else self.STATIC_FLOATS_PUBLISHED
-        n = max(2, min(5, int((budget / floats) ** 0.5), int((self.STATIC_STATES / heads / len(layers)) ** 0.5)))
-        H0, W0 = self.record.size
-        controls = [static.control(self, "layer", [(n, {"layer": n}) for n in layers])] if len(layers) > 1 else []
-        controls.append(static.control(self, "head", static.options(range(heads), s.head, "head")))
-        for name, side, label in (("query_i", H0, "query row"), ("query_j", W0, "query col")):
-            if len(layers) > 1 and any(self.records[n].size != (H0, W0) for n in layers):
-                label += f" (on the {H0}x{W0} map)"
-            opts = [(str(v), functools.partial(_spot, name, v, side)) for v in
-                    sorted(set(static.spread(0, side - 1, n)) | {getattr(s, name)})]
-            control = static.control(self, label, opts)
-            control["start"] = [int(o[0]) for o in opts].index(getattr(s, name))
-            controls.append(control)
-        return controls
-
-    def static_panels(self) -> list:
-        return [self.figure, self.heads_figure]
-
-    def static_texts(self) -> list:
-        return [self.message] if self.checkpoint is None else [self.banner, self.message]  # top-5 or RANDOM WEIGHTS
-
-    def static_note(self) -> str:
-        what = "the layers, heads" if self.checkpoint is None else "the heads"
-        return (f"Kernel-free copy of the attention explorer: {what} and a grid of queries, every state "
-                f"precomputed by the explorer itself (a head past a layer's last shows its last; a query position "
-                f"on the start layer's map goes to the same place in the photo on other layers). Not precomputed: "
-                f"the model, task and photo menus, the colour scale, other layers and queries, clicks on the "
-                f"photo or on a head. " + static.LIVE)
-
     # -- export ----------------------------------------------------------------------------------
     def to_figure(self) -> go.Figure:
         """A static figure of the selected head over the photo, one animation frame per query.
@@ -523,9 +470,3 @@ class AttentionExplorer(Explorer):
         s = self.state
         return plots.animate_query_maps(self.record, head=s.head, image=self.image, scale=s.scale)
 
-
-def _spot(name: str, value: int, side: int, explorer: AttentionExplorer) -> dict:
-    """The query row or column ``value`` of a ``side``-cell map, on the current layer's map (same place)."""
-    H, W = explorer.record.size
-    n = H if name == "query_i" else W
-    return {name: min(n - 1, int((value + 0.5) * n / side))}

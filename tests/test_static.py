@@ -15,6 +15,7 @@ import pytest
 from vizattn.widgets import (
     AttentionExplorer,
     CostExplorer,
+    FlowExplorer,
     LaViTExplorer,
     PartitionExplorer,
     ReceptiveFieldExplorer,
@@ -139,6 +140,11 @@ def test_cost_receptive_and_lavit_explorers_without_a_kernel():
     _check(fields, lambda s: ReceptiveFieldExplorer("NA", size=9, kernel=3, **s), picks=(0, 3, -1))
     lavit = LaViTExplorer(stage=1)
     _check(lavit, lambda s: LaViTExplorer(**s), picks=(0, 2, -1))
+
+
+def test_flow_explorer_without_a_kernel_draws_what_it_draws_live():
+    ex = FlowExplorer("nat", photo="shapes 0", effective=False, depth=2)
+    _check(ex, lambda s: FlowExplorer("nat", photo="shapes 0", effective=False, **s), picks=(0, 3, -1))
 
 
 def test_kernel_free_display_is_the_page_fragment(monkeypatch):

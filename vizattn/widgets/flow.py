@@ -20,7 +20,7 @@ from ..checks import check_choice
 from ..data import IMAGENET_MEAN, IMAGENET_STD, PHOTOS, TASKS, Shapes, imagenet_classes, photo
 from ..models import list_models
 from ..plots import flow as plots
-from . import figure
+from . import figure, static
 from .base import Explorer, explain, note_html, one_thread, pretrained, replace, send, set_range, side_by_side
 from .published import RANDOM_HTML, RANDOM_NOTE, published
 
@@ -399,8 +399,7 @@ class FlowExplorer(Explorer):
         else:
             text += (f"Rollout: heads fused by their {s.fusion}, the residual weighs {s.residual:.1f}; it does not "
                      "depend on the class (pick relevance to choose one). ")
-        text += f"Flows computed: {self.forwards}."
-        return note_html(text)
+        return note_html(text.rstrip())
 
     # -- view -> state ---------------------------------------------------------------------------
     def set_pixel(self, i: int, j: int) -> None:
@@ -413,6 +412,31 @@ class FlowExplorer(Explorer):
             x, y = int(round(points.xs[0])), int(round(points.ys[0]))
             if 0 <= x < S and 0 <= y < S:
                 self.set_pixel(y, x)
+
+    # -- without a kernel (vizattn.widgets.static) ------------------------------------------------
+    STATIC_DEPTHS = 8  # depths precomputed: spread over 1 .. layers, the start included
+
+    def static_controls(self) -> list[dict]:
+        """The method and up to ``STATIC_DEPTHS`` depths (the map building up), at this model, photo, class,
+        fusion, residual and clicked pixel."""
+        s = self.state
+        depths = static.spread(1, len(self.flow.names), self.STATIC_DEPTHS)
+        return [static.control(self, "method", static.options(METHODS, s.method, "method")),
+                static.control(self, "depth", static.options(depths, s.depth, "depth"))]
+
+    def static_panels(self) -> list:
+        return [self.figure, self.fields]
+
+    def static_texts(self) -> list:
+        return [self.banner, self.message]
+
+    def static_note(self) -> str:
+        s = self.state
+        return (f"Kernel-free copy of the whole-model explorer: {s.model} on {s.photo}, rollout and relevance "
+                f"and the map building up with depth, every state precomputed by the explorer itself. Not "
+                f"precomputed: the model, task and photo menus, the class, head fusion and residual, the "
+                f"effective-field switch, and clicks on the photo (the fields shown are pixel "
+                f"({s.pixel_i}, {s.pixel_j})'s). " + static.LIVE)
 
     # -- export ----------------------------------------------------------------------------------
     def to_figure(self) -> go.Figure:

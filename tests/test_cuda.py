@@ -151,8 +151,9 @@ def test_probe_records_the_same_attention_on_cuda(name):
 def test_published_architecture_runs_on_cuda_as_on_cpu(name):
     torch.manual_seed(0)
     cpu, cuda = on_both(checkpoints.build(name))
+    size = checkpoints.CHECKPOINTS[name].size  # 224, or 384
     with torch.no_grad():
-        want = cpu(images(1, 224))
-        got = cuda(images(1, 224).to(CUDA))
+        want = cpu(images(1, size))
+        got = cuda(images(1, size).to(CUDA))
     assert got.device.type == CUDA.type and torch.isfinite(got).all()
     assert relative_error(got, want) < MODEL_TOL

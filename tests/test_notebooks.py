@@ -82,7 +82,9 @@ def test_valid_notebook(path):
     nbformat = pytest.importorskip("nbformat")
     nbformat.validate(nbformat.read(str(path), as_version=4))
     nb = _load(path)
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    # ipykernel's own spec: JupyterLab rewrites any other display name on opening (the notebook opens modified)
+    assert nb["metadata"]["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                            "name": "python3"}, path.name
     ids = [c["id"] for c in nb["cells"]]
     assert len(ids) == len(set(ids)), f"{path.name}: duplicate cell ids"
 

@@ -215,15 +215,20 @@ def _shoot_groups(page) -> None:
     page.locator(scope).screenshot(path=str(SHOTS / "explorer_groups_swin_rolled.png"))
 
 
+def _image_point(page, scope: str, row: float, col: float) -> list[float]:
+    """The page coordinates of image pixel ``(row, col)`` in the first plot of ``scope``."""
+    return page.evaluate("""([scope, row, col]) => { const gd = document.querySelector(scope + ' .js-plotly-plot');
+        const box = gd.getBoundingClientRect(), fl = gd._fullLayout;
+        return [box.left + fl.xaxis._offset + fl.xaxis.d2p(col), box.top + fl.yaxis._offset + fl.yaxis.d2p(row)]; }""",
+                         [scope, row, col])
+
+
 def _click_the_flow_map(page) -> float:
     """A click on the flow explorer's map at image pixel (row 10, col 50) shows the fields of the token
     under it: (0, 3) of NAT's last 4x4 map. Returns the milliseconds from the click to the fields' title."""
     scope = f"{PANEL} .vizattn-flow-rollout"
     page.locator(scope).scroll_into_view_if_needed()
-    point = page.evaluate("""(scope) => { const gd = document.querySelector(scope + ' .js-plotly-plot');
-        const box = gd.getBoundingClientRect(), fl = gd._fullLayout;
-        return [box.left + fl.xaxis._offset + fl.xaxis.d2p(50), box.top + fl.yaxis._offset + fl.yaxis.d2p(10)]; }""",
-                          scope)
+    point = _image_point(page, scope, 10, 50)
     start = time.monotonic()
     page.mouse.click(*point)
     page.wait_for_function(
@@ -241,10 +246,7 @@ def _click_the_photo(page) -> None:
     (row 10, col 50) is cell (2, 12) of NAT's 4-pixel cells."""
     scope = f"{PANEL} .vizattn-attention"
     page.locator(scope).scroll_into_view_if_needed()
-    point = page.evaluate("""(scope) => { const gd = document.querySelector(scope + ' .js-plotly-plot');
-        const box = gd.getBoundingClientRect(), fl = gd._fullLayout;
-        return [box.left + fl.xaxis._offset + fl.xaxis.d2p(50), box.top + fl.yaxis._offset + fl.yaxis.d2p(10)]; }""",
-                          scope)
+    point = _image_point(page, scope, 10, 50)
     page.mouse.move(*point)
     page.mouse.click(*point)
     _wait_title(page, ".vizattn-attention", 0, "query (2, 12), head 0")
